@@ -1,0 +1,28 @@
+"""Rhizome's crawler: frontier, politeness, robots, safe fetching and HTML parsing.
+
+Imports nothing from the other Rhizome packages; the node wires it to the index through
+the ``PageSink`` protocol and to the DHT through ``HostRouter``.
+"""
+
+from .config import CrawlerConfig
+from .engine import Crawler, CrawlStats, HostRouter, PageSink
+from .errors import BlockedAddress, CrawlerError, FetchError, FrontierError
+from .parse import Link, ParsedPage, parse_html
+from .urls import canonicalize, host_of
+
+__all__ = [
+    "BlockedAddress",
+    "CrawlStats",
+    "Crawler",
+    "CrawlerConfig",
+    "CrawlerError",
+    "FetchError",
+    "FrontierError",
+    "HostRouter",
+    "Link",
+    "PageSink",
+    "ParsedPage",
+    "canonicalize",
+    "host_of",
+    "parse_html",
+]

@@ -1,0 +1,360 @@
+"""The crawl pipeline: frontier → per-host slots → fetch → parse (worker processes) → sink.
+
+The event loop only moves bytes and bookkeeping; parsing runs in worker processes and
+SQLite on the frontier's thread, so both cores stay busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import time
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Protocol
+
+from yarl import URL
+
+from .config import HOST_UNREACHABLE_DEFER, MAX_BACKOFF, MAX_ROBOTS_BYTES, CrawlerConfig
+from .errors import FetchError, HTTPStatusError, RobotsDisallowed
+from .fetch import Fetcher, FetchResult, decompress
+from .frontier import Frontier, FrontierCounts, Lease
+from .parse import ParsedPage, parse_html
+from .politeness import HostSlot
+from .robots import RobotsCache
+from .sitemaps import MAX_SITEMAP_URLS, parse_sitemap
+from .urls import canonicalize, host_of
+
+log = logging.getLogger(__name__)
+
+SUPERVISOR_TICK = 1.0
+RETRY_BASE = 60.0
+RATE_WINDOW = 60.0
+
+
+class PageSink(Protocol):
+    """Where parsed pages go (the index).
+
+    Contract: ``submit`` may wait (back-pressure). Once the page (an upsert, or a removal
+    when ``page.noindex``) is durable, the sink calls ``Crawler.committed`` with the page's
+    ``url`` and ``aliases``. Until then the crawler counts the URL as in flight.
+    """
+
+    async def submit(self, page: ParsedPage) -> None: ...
+
+    async def remove(self, url: str) -> None: ...
+
+
+class HostRouter(Protocol):
+    """Decides which node crawls a host (the DHT's host slices plug in here)."""
+
+    def owns(self, host: str) -> bool: ...
+
+    async def forward(self, urls: list[tuple[str, int]]) -> None: ...
+
+
+@dataclass(slots=True, frozen=True)
+class CrawlStats:
+    queued: int
+    in_flight: int
+    fetched: int
+    failed: int
+    pages_per_minute: float
+    known_urls: int
+    hosts: int
+    active_hosts: int
+
+
+def _parse_in_worker(result: FetchResult) -> ParsedPage:
+    return parse_html(
+        result.url,
+        result.body,
+        content_type=result.content_type,
+        x_robots_tag=result.x_robots_tag,
+        fetched_at=time.time(),
+        status=result.status,
+    )
+
+
+class Crawler:
+    def __init__(
+        self, config: CrawlerConfig, sink: PageSink, *, router: HostRouter | None = None
+    ) -> None:
+        self.config = config
+        self.sink = sink
+        self.router = router
+        self.frontier = Frontier(
+            config.data_dir / "frontier.sqlite3",
+            max_urls_per_host=config.max_urls_per_host,
+            max_depth=config.max_depth,
+        )
+        self.fetcher = Fetcher(config)
+        self.robots = RobotsCache(self._fetch_robots, config.user_agent_name)
+        self._slots: dict[str, HostSlot] = {}
+        self._slot_tasks: set[asyncio.Task[None]] = set()
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._pending: dict[str, int] = {}  # leased URL -> depth, until committed or failed
+        self._global = asyncio.Semaphore(config.global_concurrency)
+        self._wake = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._sitemaps_done: set[str] = set()
+        self._recent: deque[float] = deque()
+        self._due = True
+        self.fetched = 0
+        self.failed = 0
+
+    # --- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        requeued = await self.frontier.open()
+        if requeued:
+            log.info("re-queued %d URLs leased before an unclean stop", requeued)
+        await self.fetcher.start()
+        self._pool = self._new_pool()
+        self._supervisor = asyncio.create_task(self._supervise(), name="crawl-supervisor")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._supervisor, *self._slot_tasks, *self._side_tasks) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.frontier.release(list(self._pending))
+        self._pending.clear()
+        await self.fetcher.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        await self.frontier.close()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        workers = self.config.parse_workers or os.cpu_count() or 1
+        return ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        )
+
+    # --- inputs ----------------------------------------------------------------------
+    async def add_seeds(self, urls: Iterable[str]) -> list[str]:
+        """Queue operator-given URLs now (re-queues known ones). Returns the accepted URLs."""
+        accepted = [c for c in (canonicalize(u) for u in urls) if c]
+        await self._route([(u, 0) for u in accepted], force=True)
+        return accepted
+
+    async def add_urls(self, urls: Iterable[tuple[str, int]]) -> None:
+        """URLs forwarded by other nodes for hosts this node owns."""
+        await self._route(list(urls), force=False)
+
+    async def committed(self, urls: Iterable[str]) -> None:
+        """Called by the sink once pages are durable: only now is a URL DONE."""
+        done = []
+        for url in urls:
+            depth = self._pending.pop(url, None)
+            done.append((url, depth if depth is not None else 0))
+        await self.frontier.mark_done(done, self.config.recrawl_interval)
+        self._wake.set()
+
+    async def _route(self, urls: list[tuple[str, int]], *, force: bool) -> None:
+        if self.router is not None:
+            mine: list[tuple[str, int]] = []
+            theirs: list[tuple[str, int]] = []
+            for url, depth in urls:
+                (mine if self.router.owns(host_of(url)) else theirs).append((url, depth))
+            if theirs:
+                await self.router.forward(theirs)
+            urls = mine
+        if urls and await self.frontier.add(urls, force=force):
+            self._due = True
+            self._wake.set()
+
+    # --- status ----------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def is_idle(self) -> bool:
+        if self._pending or self._slots:
+            return False
+        return not await self.frontier.has_due()
+
+    async def stats(self) -> CrawlStats:
+        counts: FrontierCounts = await self.frontier.counts()
+        now = time.monotonic()
+        while self._recent and self._recent[0] < now - RATE_WINDOW:
+            self._recent.popleft()
+        span = min(RATE_WINDOW, max(now - self._recent[0], 1.0)) if self._recent else RATE_WINDOW
+        return CrawlStats(
+            queued=counts.queued,
+            in_flight=len(self._pending),
+            fetched=self.fetched,
+            failed=self.failed,
+            pages_per_minute=round(len(self._recent) * 60.0 / span, 1),
+            known_urls=counts.queued + counts.leased + counts.done + counts.failed,
+            hosts=counts.hosts,
+            active_hosts=len(self._slots),
+        )
+
+    # --- scheduling ------------------------------------------------------------------
+    async def _supervise(self) -> None:
+        while True:
+            self._wake.clear()
+            room = self.config.max_active_hosts - len(self._slots)
+            if room > 0:
+                try:
+                    hosts = await self.frontier.hosts_with_work(room, set(self._slots))
+                except Exception:
+                    log.exception("frontier unavailable; retrying")
+                    hosts = []
+                for host in hosts:
+                    slot = HostSlot(host, self.config)
+                    self._slots[host] = slot
+                    task = asyncio.create_task(self._run_slot(slot), name=f"slot:{host}")
+                    self._slot_tasks.add(task)
+                    task.add_done_callback(self._slot_tasks.discard)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), SUPERVISOR_TICK)
+
+    async def _run_slot(self, slot: HostSlot) -> None:
+        try:
+            while not slot.stopped:
+                leases = await self.frontier.lease(slot.host, slot.concurrency * 4)
+                if not leases:
+                    break
+                for lease in leases:
+                    self._pending[lease.url] = lease.depth
+                queue = deque(leases)
+                workers = min(slot.concurrency, len(queue))
+                await asyncio.gather(*(self._slot_worker(slot, queue) for _ in range(workers)))
+                if queue:  # slot stopped early (host unreachable): hand the rest back
+                    rest = [lease.url for lease in queue]
+                    for url in rest:
+                        self._pending.pop(url, None)
+                    await self.frontier.release(rest)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("host slot %s failed", slot.host)
+        finally:
+            self._slots.pop(slot.host, None)
+            self._wake.set()
+
+    async def _slot_worker(self, slot: HostSlot, queue: deque[Lease]) -> None:
+        while queue and not slot.stopped:
+            lease = queue.popleft()
+            await slot.wait_turn()
+            async with self._global:
+                await self._crawl_one(slot, lease)
+
+    # --- one URL ---------------------------------------------------------------------
+    async def _crawl_one(self, slot: HostSlot, lease: Lease) -> None:
+        url = lease.url
+        try:
+            origin = str(URL(url).origin())
+            policy = await self.robots.policy(origin)
+            if policy.unreachable or policy.disallow_all:
+                slot.stop()
+                queue_back = [url]
+                self._pending.pop(url, None)
+                await self.frontier.release(queue_back)
+                await self.frontier.defer_host(
+                    slot.host, time.time() + HOST_UNREACHABLE_DEFER
+                )
+                return
+            slot.apply_robots_delay(policy.crawl_delay)
+            if policy.sitemaps and origin not in self._sitemaps_done:
+                self._sitemaps_done.add(origin)
+                self._spawn(self._load_sitemaps(list(policy.sitemaps), origin))
+            if not policy.allows(url, self.robots.user_agent):
+                raise RobotsDisallowed(url)
+            started = time.monotonic()
+            result = await self.fetcher.fetch(url, allowed=self.robots.allowed)
+            slot.observe(time.monotonic() - started, ok=True)
+            page = await self._parse(result)
+        except FetchError as exc:
+            await self._failed(slot, lease, exc)
+            return
+        except Exception as exc:  # a hostile page must never kill the slot
+            log.exception("unexpected error crawling %s", url)
+            await self._failed(slot, lease, FetchError(f"internal: {exc!r}"))
+            return
+        self.fetched += 1
+        self._recent.append(time.monotonic())
+        aliases = [u for u in (url, *result.redirected_from) if u != page.url]
+        for alias in aliases:
+            self._pending.setdefault(alias, lease.depth)
+        self._pending.setdefault(page.url, lease.depth)
+        page.aliases = aliases
+        if page.links and lease.depth < self.config.max_depth:
+            await self._route([(link.url, lease.depth + 1) for link in page.links], force=False)
+            await self.frontier.add_anchors(
+                (link.url, link.anchor) for link in page.links if link.url != page.url
+            )
+        if not page.noindex:
+            page.inbound_anchors = await self.frontier.anchors(page.url)
+        await self.sink.submit(page)
+
+    async def _parse(self, result: FetchResult) -> ParsedPage:
+        assert self._pool is not None
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, _parse_in_worker, result)
+        except BrokenProcessPool as exc:
+            # A page crashed the parser process: replace the pool, drop that page.
+            log.error("parser process died on %s; restarting the pool", result.url)
+            old, self._pool = self._pool, self._new_pool()
+            old.shutdown(wait=False, cancel_futures=True)
+            raise FetchError("parser crashed on this page") from exc
+
+    async def _failed(self, slot: HostSlot, lease: Lease, exc: FetchError) -> None:
+        self.failed += 1
+        self._pending.pop(lease.url, None)
+        retry_at: float | None = None
+        if isinstance(exc, HTTPStatusError) and exc.status in (429, 503):
+            slot.back_off(exc.retry_after)
+        now = time.time()
+        if exc.retryable and lease.attempts + 1 < self.config.max_attempts:
+            retry_at = now + max(RETRY_BASE * 2**lease.attempts, slot.backoff)
+            retry_at = min(retry_at, now + MAX_BACKOFF)
+        else:
+            retry_at = now + self.config.recrawl_interval
+            if isinstance(exc, HTTPStatusError) and exc.status in (404, 410):
+                await self.sink.remove(lease.url)
+        log.debug("fetch failed %s: %s", lease.url, exc)
+        await self.frontier.mark_failed(lease.url, str(exc), retry_at)
+
+    # --- sitemaps --------------------------------------------------------------------
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _load_sitemaps(self, sitemaps: list[str], origin: str) -> None:
+        todo = deque(sitemaps)
+        seen: set[str] = set()
+        found = 0
+        while todo and found < MAX_SITEMAP_URLS:
+            sitemap = canonicalize(todo.popleft())
+            if not sitemap or sitemap in seen or not sitemap.startswith(origin):
+                continue
+            seen.add(sitemap)
+            try:
+                result = await self.fetcher.fetch(sitemap, html_only=False)
+                body = result.body
+                if body[:2] == b"\x1f\x8b":
+                    body, _ = decompress(body, "gzip", self.config.max_decoded_bytes)
+            except FetchError as exc:
+                log.info("sitemap %s: %s", sitemap, exc)
+                continue
+            urls, nested = parse_sitemap(body)
+            todo.extend(nested)
+            batch = [c for c in (canonicalize(u) for u in urls) if c and c.startswith(origin)]
+            found += len(batch)
+            await self._route([(u, 1) for u in batch], force=False)
+
+    # --- robots fetch ----------------------------------------------------------------
+    async def _fetch_robots(self, url: str) -> bytes:
+        result = await self.fetcher.fetch(url, html_only=False)
+        return result.body[:MAX_ROBOTS_BYTES]

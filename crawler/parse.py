@@ -1,0 +1,189 @@
+"""HTML → ParsedPage with selectolax: metadata, robots directives, visible text and links.
+
+Pure functions on bytes, so they can run in a worker process (``selectolax`` parsers are not
+thread-safe and hold the GIL; a separate process keeps the event loop's core free).
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass, field
+
+from selectolax.lexbor import LexborHTMLParser
+from yarl import URL
+
+from .urls import canonicalize
+
+MAX_TEXT_CHARS = 200_000
+MAX_TITLE_CHARS = 300
+MAX_DESCRIPTION_CHARS = 1_000
+MAX_ANCHOR_CHARS = 200
+MAX_LINKS_PER_PAGE = 1_000
+BINARY_SNIFF_BYTES = 1024
+META_SNIFF_BYTES = 2048
+
+# Boilerplate that is not the page's own content.
+BOILERPLATE_SELECTOR = (
+    "script, style, noscript, template, svg, iframe, nav, header, footer, aside, form, "
+    "[role=navigation], [role=banner], [role=contentinfo], [aria-hidden=true]"
+)
+MAIN_SELECTORS = ("main", "article", "[role=main]")
+
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_\-:.]+)""", re.I)
+_HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([a-zA-Z0-9_\-:.]+)", re.I)
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(slots=True)
+class Link:
+    url: str
+    anchor: str
+
+
+@dataclass(slots=True)
+class ParsedPage:
+    """What the crawler hands to its sink for one fetched HTML page."""
+
+    url: str
+    canonical: str | None = None
+    title: str = ""
+    description: str = ""
+    text: str = ""
+    language: str = ""
+    noindex: bool = False
+    nofollow: bool = False
+    links: list[Link] = field(default_factory=list)
+    fetched_at: float = 0.0
+    status: int = 200
+    # Filled in by the crawler: other URLs that led here (redirects), and the anchor texts
+    # other pages use for this one.
+    aliases: list[str] = field(default_factory=list)
+    inbound_anchors: list[str] = field(default_factory=list)
+
+
+def _norm(text: str, limit: int) -> str:
+    return _SPACE.sub(" ", text).strip()[:limit]
+
+
+def looks_binary(body: bytes) -> bool:
+    head = body[:BINARY_SNIFF_BYTES]
+    return head.count(b"\x00") > 2
+
+
+def detect_charset(body: bytes, content_type: str | None) -> str:
+    """HTTP header, then BOM, then <meta charset>, then UTF-8."""
+    if content_type:
+        m = _HEADER_CHARSET.search(content_type)
+        if m and _known(m.group(1)):
+            return m.group(1)
+    if body.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    m2 = _META_CHARSET.search(body[:META_SNIFF_BYTES])
+    if m2:
+        name = m2.group(1).decode("ascii", "replace")
+        if _known(name):
+            return name
+    return "utf-8"
+
+
+def _known(name: str) -> bool:
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
+
+
+def decode_html(body: bytes, content_type: str | None) -> str:
+    """Decode without ever raising: bad bytes become U+FFFD, NULs are dropped."""
+    charset = detect_charset(body, content_type)
+    try:
+        text = body.decode(charset)
+    except (UnicodeDecodeError, LookupError):
+        # Declared UTF-8 that isn't is usually windows-1252.
+        text = body.decode("cp1252" if charset.lower() in ("utf-8", "utf8") else charset, "replace")
+    return text.replace("\x00", "")
+
+
+def _robots_directives(tree: LexborHTMLParser, header: str | None) -> tuple[bool, bool]:
+    values = [header or ""]
+    for meta in tree.css("meta[name]"):
+        name = (meta.attributes.get("name") or "").lower()
+        if name in ("robots", "rhizome"):
+            values.append(meta.attributes.get("content") or "")
+    joined = ",".join(values).lower()
+    tokens = {t.strip() for t in joined.replace(";", ",").split(",")}
+    return ("noindex" in tokens or "none" in tokens), ("nofollow" in tokens or "none" in tokens)
+
+
+def parse_html(
+    url: str,
+    body: bytes,
+    *,
+    content_type: str | None = None,
+    x_robots_tag: str | None = None,
+    fetched_at: float = 0.0,
+    status: int = 200,
+) -> ParsedPage:
+    """Parse one HTML document fetched from ``url`` (its final, canonical URL)."""
+    page = ParsedPage(url=url, fetched_at=fetched_at, status=status)
+    if looks_binary(body):
+        page.noindex = page.nofollow = True
+        return page
+    tree = LexborHTMLParser(decode_html(body, content_type))
+    page.noindex, page.nofollow = _robots_directives(tree, x_robots_tag)
+
+    base = URL(url)
+    base_el = tree.css_first("base[href]")
+    if base_el is not None:
+        joined = canonicalize(base_el.attributes.get("href") or "", base)
+        if joined:
+            base = URL(joined)
+
+    title_el = tree.css_first("title")
+    if title_el is not None:
+        page.title = _norm(title_el.text(), MAX_TITLE_CHARS)
+    for meta in tree.css("meta[name=description], meta[property='og:description']"):
+        content = meta.attributes.get("content")
+        if content:
+            page.description = _norm(content, MAX_DESCRIPTION_CHARS)
+            break
+    canon_el = tree.css_first("link[rel=canonical][href]")
+    if canon_el is not None:
+        page.canonical = canonicalize(canon_el.attributes.get("href") or "", base)
+    html_el = tree.css_first("html")
+    if html_el is not None:
+        lang = html_el.attributes.get("lang") or html_el.attributes.get("xml:lang") or ""
+        page.language = lang.split("-")[0].strip().lower()[:8]
+
+    if not page.nofollow:
+        seen: set[str] = set()
+        for a in tree.css("a[href]"):
+            rel = (a.attributes.get("rel") or "").lower()
+            if "nofollow" in rel:
+                continue
+            target = canonicalize(a.attributes.get("href") or "", base)
+            if target is None or target in seen:
+                continue
+            seen.add(target)
+            page.links.append(Link(target, _norm(a.text(), MAX_ANCHOR_CHARS)))
+            if len(page.links) >= MAX_LINKS_PER_PAGE:
+                break
+
+    if not page.noindex:
+        tree.strip_tags(BOILERPLATE_SELECTOR.split(", "))
+        root = None
+        for selector in MAIN_SELECTORS:
+            root = tree.css_first(selector)
+            if root is not None:
+                break
+        if root is None:
+            root = tree.body
+        if root is not None:
+            page.text = _norm(root.text(separator=" "), MAX_TEXT_CHARS)
+        if not page.title and page.text:
+            page.title = page.text[:80]
+    return page

@@ -1,0 +1,127 @@
+"""URL canonicalisation and crawler-trap heuristics.
+
+Canonical form: http(s) only, lower-case host, no default port, no fragment, dot-segments
+resolved, tracking parameters removed, query parameters sorted. Two spellings of one page
+become one frontier entry.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from yarl import URL
+
+MAX_URL_LENGTH = 2048
+MAX_QUERY_PARAMS = 12
+MAX_PATH_SEGMENTS = 24
+MAX_REPEATED_SEGMENT = 3  # /a/b/a/b/a/b/... is a classic relative-link trap
+
+TRACKING_PARAMS = frozenset(
+    {
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "utm_term",
+        "utm_content",
+        "gclid",
+        "fbclid",
+        "mc_cid",
+        "mc_eid",
+        "sessionid",
+        "phpsessid",
+        "jsessionid",
+        "sid",
+    }
+)
+ALLOWED_SCHEMES = frozenset({"http", "https"})
+SKIPPED_EXTENSIONS = frozenset(
+    (
+        ".png .jpg .jpeg .gif .webp .svg .ico .bmp .tif .tiff .mp3 .mp4 .m4a .ogg .wav .webm "
+        ".avi .mov .mkv .zip .gz .tgz .bz2 .xz .7z .rar .tar .exe .dmg .iso .bin .deb .rpm "
+        ".woff .woff2 .ttf .otf .eot .css .js .mjs .map .pdf .ps .doc .docx .xls .xlsx .ppt "
+        ".pptx .odt .ods .epub .apk .jar .class .so .dll .wasm"
+    ).split()
+)
+
+
+CANONICAL_CACHE_SIZE = 65_536
+
+
+def canonicalize(url: str, base: URL | None = None) -> str | None:
+    """Return the canonical form of ``url`` (resolved against ``base``), or None to skip it."""
+    if base is None or url.startswith(("http://", "https://", "/")):
+        # Absolute and root-relative links resolve the same from any page of a host, and
+        # navigation repeats them on every page: worth caching.
+        root = "" if base is None or url.startswith("http") else str(base.origin())
+        return _canonical_cached(url, root)
+    if url and not url.startswith(("?", "#")):
+        # A relative path resolves against the base's directory alone (RFC 3986 §5.2.3).
+        text = str(base).split("?", 1)[0]
+        return _canonical_cached(url, text[: text.rfind("/") + 1])
+    return _canonicalize(url, base)
+
+
+@lru_cache(maxsize=CANONICAL_CACHE_SIZE)
+def _canonical_cached(url: str, root: str) -> str | None:
+    return _canonicalize(url, URL(root) if root else None)
+
+
+def _canonicalize(url: str, base: URL | None) -> str | None:
+    if len(url) > MAX_URL_LENGTH:
+        return None
+    url = url.strip()
+    if not url or url.startswith(("#", "javascript:", "mailto:", "tel:", "data:")):
+        return None
+    try:
+        parsed = URL(url)
+        if base is not None and not parsed.scheme:
+            parsed = base.join(parsed)
+        if parsed.scheme not in ALLOWED_SCHEMES or not parsed.host:
+            return None
+        if parsed.user or parsed.password:
+            return None
+        query = parsed.query
+        if query:
+            if len(query) > MAX_QUERY_PARAMS:
+                return None
+            items = list(query.items())
+            kept = sorted((k, v) for k, v in items if k.lower() not in TRACKING_PARAMS)
+            if kept != items:
+                parsed = parsed.with_query(kept)
+        parsed = parsed.with_fragment(None)
+        host = parsed.host.lower().rstrip(".")
+        if host != parsed.host:
+            parsed = parsed.with_host(host)
+        text = str(parsed)
+    except (ValueError, TypeError, UnicodeError):
+        return None
+    if len(text) > MAX_URL_LENGTH:
+        return None
+    return text
+
+
+def host_of(url: str) -> str:
+    """The politeness key of a canonical URL: host plus non-default port."""
+    parsed = URL(url)
+    host = parsed.host or ""
+    if parsed.explicit_port is not None:
+        return f"{host}:{parsed.explicit_port}"
+    return host
+
+
+def looks_like_trap(url: str) -> bool:
+    """Heuristics for URLs that only exist to keep a crawler busy."""
+    try:
+        path = URL(url).path
+    except ValueError:
+        return True
+    segments = [s for s in path.split("/") if s]
+    if len(segments) > MAX_PATH_SEGMENTS:
+        return True
+    counts: dict[str, int] = {}
+    for seg in segments:
+        counts[seg] = counts.get(seg, 0) + 1
+        if counts[seg] > MAX_REPEATED_SEGMENT:
+            return True
+    dot = path.rfind(".")
+    return dot != -1 and path[dot:].lower() in SKIPPED_EXTENSIONS

@@ -1,0 +1,335 @@
+"""The local tantivy index: one writer, batched commits on a worker thread, BM25 search.
+
+Everything that touches tantivy runs in ``asyncio.to_thread`` (tantivy releases the GIL),
+so the event loop never waits on indexing or searching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tantivy
+from yarl import URL
+
+from .errors import IndexUnavailable, QuerySyntaxError
+from .query import ParsedQuery, parse_user_query
+from .schema import ANALYZER, build_analyzer, build_schema, site_terms
+from .snippets import Snippet, make_snippet
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COMMIT_INTERVAL = 1.0  # seconds from the first uncommitted change to its commit
+DEFAULT_COMMIT_DOCS = 2_000
+DEFAULT_WRITER_HEAP = 64 * 1024 * 1024
+DEFAULT_QUEUE_SIZE = 4_000
+MAX_RESULTS_WINDOW = 1_000  # offset + limit
+MAX_BODY_CHARS = 100_000
+MAX_ANCHOR_TEXT = 4_000
+
+
+@dataclass(slots=True)
+class IndexDoc:
+    url: str
+    title: str = ""
+    description: str = ""
+    body: str = ""
+    anchors: list[str] = field(default_factory=list)
+    language: str = ""
+    fetched: float = 0.0
+    canonical: str | None = None
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True, frozen=True)
+class Commit:
+    """What one commit made durable: upserted and removed URLs (with their aliases)."""
+
+    urls: list[str]
+    upserted: list[str]
+    removed: list[str]
+    opstamp: int
+
+
+@dataclass(slots=True, frozen=True)
+class Hit:
+    url: str
+    title: str
+    snippet: Snippet
+    score: float
+    host: str
+    language: str
+    fetched: float
+    canonical: str
+
+
+@dataclass(slots=True, frozen=True)
+class SearchPage:
+    query: str
+    hits: list[Hit]
+    total: int
+    took_ms: float
+
+
+CommitListener = Callable[[Commit], Awaitable[None]]
+
+
+def _url_words(url: str) -> str:
+    try:
+        u = URL(url)
+    except ValueError:
+        return ""
+    return f"{u.host or ''} {u.path.replace('/', ' ').replace('.', ' ').replace('_', ' ')}"
+
+
+class IndexStore:
+    """Owns the tantivy index in ``path`` (in RAM when ``path`` is None)."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        commit_interval: float = DEFAULT_COMMIT_INTERVAL,
+        commit_docs: int = DEFAULT_COMMIT_DOCS,
+        writer_heap: int = DEFAULT_WRITER_HEAP,
+        writer_threads: int = 1,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+    ) -> None:
+        self.path = path
+        self.commit_interval = commit_interval
+        self.commit_docs = commit_docs
+        self.writer_heap = writer_heap
+        self.writer_threads = writer_threads
+        self.schema = build_schema()
+        self.analyzer = build_analyzer()
+        self._queue: asyncio.Queue[IndexDoc | str] = asyncio.Queue(maxsize=queue_size)
+        self._listeners: list[CommitListener] = []
+        self._index: tantivy.Index | None = None
+        self._writer: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._uncommitted = 0  # items taken off the queue and not yet committed
+        self.last_commit_at = 0.0
+        self.last_error: str | None = None
+        self.num_docs = 0
+
+    # --- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.to_thread(self._open)
+        self._task = asyncio.create_task(self._commit_loop(), name="index-commits")
+
+    def _open(self) -> None:
+        try:
+            if self.path is None:
+                index = tantivy.Index(self.schema)
+            else:
+                self.path.mkdir(parents=True, exist_ok=True)
+                index = tantivy.Index(self.schema, path=str(self.path), reuse=True)
+            index.register_tokenizer(ANALYZER, self.analyzer)
+            self._writer = index.writer(self.writer_heap, self.writer_threads)
+        except (ValueError, OSError) as exc:
+            raise IndexUnavailable(f"cannot open index at {self.path}: {exc}") from exc
+        self._index = index
+        index.reload()
+        self.num_docs = index.searcher().num_docs
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        # Whatever was queued but not committed is re-fetched after restart (the frontier
+        # never marked it done), so dropping it here loses nothing.
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await asyncio.to_thread(self._close_writer, writer)
+
+    @staticmethod
+    def _close_writer(writer: Any) -> None:
+        with contextlib.suppress(Exception):
+            writer.rollback()
+        with contextlib.suppress(Exception):
+            writer.wait_merging_threads()
+
+    def on_commit(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def index(self) -> tantivy.Index:
+        assert self._index is not None, "IndexStore.start() was not awaited"
+        return self._index
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize() + self._uncommitted
+
+    # --- writing ---------------------------------------------------------------------
+    async def submit(self, doc: IndexDoc) -> None:
+        await self._queue.put(doc)
+
+    async def remove(self, url: str) -> None:
+        await self._queue.put(url)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch: list[IndexDoc | str] = [first]
+            self._uncommitted = 1
+            deadline = time.monotonic() + self.commit_interval
+            while len(batch) < self.commit_docs:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                    self._uncommitted = len(batch)
+                except TimeoutError:
+                    break
+            while True:
+                try:
+                    commit = await asyncio.to_thread(self._apply, batch)
+                    break
+                except Exception as exc:
+                    # Disk full or similar: keep the node up and retry the same batch; the
+                    # queue fills meanwhile and back-pressure slows the crawler down.
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.error("index commit failed (%s); retrying in 5 s", self.last_error)
+                    await asyncio.sleep(5.0)
+            self.last_error = None
+            self._uncommitted = 0
+            self.last_commit_at = time.time()
+            for listener in self._listeners:
+                try:
+                    await listener(commit)
+                except Exception:
+                    log.exception("commit listener failed")
+
+    def _apply(self, batch: list[IndexDoc | str]) -> Commit:
+        writer = self._writer
+        urls: list[str] = []
+        upserted: list[str] = []
+        removed: list[str] = []
+        try:
+            for item in batch:
+                if isinstance(item, str):
+                    writer.delete_documents_by_term("url", item)
+                    removed.append(item)
+                    urls.append(item)
+                    continue
+                writer.delete_documents_by_term("url", item.url)
+                for alias in item.aliases:
+                    writer.delete_documents_by_term("url", alias)
+                writer.add_document(self._to_document(item))
+                upserted.append(item.url)
+                urls.append(item.url)
+                urls.extend(item.aliases)
+            opstamp = writer.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                writer.rollback()
+            raise
+        self.index.reload()
+        self.num_docs = self.index.searcher().num_docs
+        return Commit(urls=urls, upserted=upserted, removed=removed, opstamp=opstamp)
+
+    def _to_document(self, doc: IndexDoc) -> tantivy.Document:
+        host = URL(doc.url).host or ""
+        port = URL(doc.url).explicit_port
+        host_key = f"{host}:{port}" if port else host
+        return tantivy.Document.from_dict(
+            {
+                "url": doc.url,
+                "canonical": doc.canonical or doc.url,
+                "host": host_key,
+                "site": site_terms(host_key),
+                "title": doc.title,
+                "description": doc.description,
+                "body": doc.body[:MAX_BODY_CHARS],
+                "anchor": " | ".join(doc.anchors)[:MAX_ANCHOR_TEXT],
+                "url_words": _url_words(doc.url),
+                "language": doc.language,
+                "fetched": int(doc.fetched),
+            },
+            self.schema,
+        )
+
+    # --- reading ---------------------------------------------------------------------
+    async def search(self, text: str, *, limit: int = 10, offset: int = 0) -> SearchPage:
+        parsed = parse_user_query(text)  # raises QuerySyntaxError before any thread hop
+        return await asyncio.to_thread(self._search, parsed, limit, offset)
+
+    def _search(self, parsed: ParsedQuery, limit: int, offset: int) -> SearchPage:
+        started = time.perf_counter()
+        limit = max(1, min(limit, MAX_RESULTS_WINDOW))
+        offset = max(0, min(offset, MAX_RESULTS_WINDOW - limit))
+        query, snippet_query = parsed.build(self.index, self.schema)
+        searcher = self.index.searcher()
+        # Over-fetch so de-duplication by canonical URL still fills the page.
+        want = offset + limit
+        result = searcher.search(query, limit=min(want * 2, MAX_RESULTS_WINDOW * 2), count=True)
+        generator = None
+        if snippet_query is not None:
+            generator = tantivy.SnippetGenerator.create(
+                searcher, snippet_query, self.schema, "body"
+            )
+            generator.set_max_num_chars(240)
+        seen: set[str] = set()
+        hits: list[Hit] = []
+        for score, address in result.hits:
+            doc = searcher.doc(address)
+            canonical = _first(doc, "canonical") or _first(doc, "url")
+            if canonical in seen:
+                continue
+            seen.add(canonical)
+            if len(seen) <= offset:
+                continue
+            hits.append(
+                Hit(
+                    url=_first(doc, "url"),
+                    title=_first(doc, "title"),
+                    snippet=make_snippet(generator, doc, parsed),
+                    score=float(score),
+                    host=_first(doc, "host"),
+                    language=_first(doc, "language"),
+                    fetched=float(_first(doc, "fetched") or 0),
+                    canonical=canonical,
+                )
+            )
+            if len(hits) >= limit:
+                break
+        return SearchPage(
+            query=parsed.text,
+            hits=hits,
+            total=int(result.count or 0),
+            took_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    async def get(self, url: str) -> dict[str, Any] | None:
+        """The stored fields of one URL, or None."""
+        return await asyncio.to_thread(self._get, url)
+
+    def _get(self, url: str) -> dict[str, Any] | None:
+        searcher = self.index.searcher()
+        q = tantivy.Query.term_query(self.schema, "url", url)
+        hits = searcher.search(q, limit=1).hits
+        if not hits:
+            return None
+        return dict(searcher.doc(hits[0][1]).to_dict())
+
+    def analyze(self, text: str) -> list[str]:
+        """Tokens exactly as the index sees them (for DHT term keys)."""
+        return list(self.analyzer.analyze(text))
+
+
+def _first(doc: tantivy.Document, name: str) -> Any:
+    values = doc.get_all(name)
+    return values[0] if values else ""
+
+
+__all__ = ["Commit", "Hit", "IndexDoc", "IndexStore", "QuerySyntaxError", "SearchPage"]
