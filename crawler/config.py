@@ -50,6 +50,9 @@ class CrawlerConfig:
     max_decoded_bytes: int = MAX_DECODED_BYTES
     max_redirects: int = MAX_REDIRECTS
     fetch_timeout: float = FETCH_TIMEOUT
+    # Only follow links within the hosts of the seeds (a site-focused node, and a fair
+    # comparison with a Scrapy spider's allowed_domains).
+    seed_hosts_only: bool = False
 
     @property
     def user_agent(self) -> str:

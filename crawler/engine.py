@@ -106,7 +106,7 @@ class Crawler:
         self._pool: ProcessPoolExecutor | None = None
         self._sitemaps_done: set[str] = set()
         self._recent: deque[float] = deque()
-        self._due = True
+        self._seed_hosts: set[str] = set()
         self.fetched = 0
         self.failed = 0
 
@@ -115,6 +115,8 @@ class Crawler:
         requeued = await self.frontier.open()
         if requeued:
             log.info("re-queued %d URLs leased before an unclean stop", requeued)
+        if self.config.seed_hosts_only:
+            self._seed_hosts = await self.frontier.seed_hosts()
         await self.fetcher.start()
         self._pool = self._new_pool()
         self._supervisor = asyncio.create_task(self._supervise(), name="crawl-supervisor")
@@ -141,6 +143,7 @@ class Crawler:
     async def add_seeds(self, urls: Iterable[str]) -> list[str]:
         """Queue operator-given URLs now (re-queues known ones). Returns the accepted URLs."""
         accepted = [c for c in (canonicalize(u) for u in urls) if c]
+        self._seed_hosts.update(host_of(u) for u in accepted)
         await self._route([(u, 0) for u in accepted], force=True)
         return accepted
 
@@ -153,11 +156,15 @@ class Crawler:
         done = []
         for url in urls:
             depth = self._pending.pop(url, None)
-            done.append((url, depth if depth is not None else 0))
+            # Not pending: a removal of a page that failed (404) - it stays FAILED.
+            if depth is not None:
+                done.append((url, depth))
         await self.frontier.mark_done(done, self.config.recrawl_interval)
         self._wake.set()
 
     async def _route(self, urls: list[tuple[str, int]], *, force: bool) -> None:
+        if self.config.seed_hosts_only and not force:
+            urls = [(u, d) for u, d in urls if host_of(u) in self._seed_hosts]
         if self.router is not None:
             mine: list[tuple[str, int]] = []
             theirs: list[tuple[str, int]] = []
@@ -167,7 +174,6 @@ class Crawler:
                 await self.router.forward(theirs)
             urls = mine
         if urls and await self.frontier.add(urls, force=force):
-            self._due = True
             self._wake.set()
 
     # --- status ----------------------------------------------------------------------
@@ -259,9 +265,7 @@ class Crawler:
                 queue_back = [url]
                 self._pending.pop(url, None)
                 await self.frontier.release(queue_back)
-                await self.frontier.defer_host(
-                    slot.host, time.time() + HOST_UNREACHABLE_DEFER
-                )
+                await self.frontier.defer_host(slot.host, time.time() + HOST_UNREACHABLE_DEFER)
                 return
             slot.apply_robots_delay(policy.crawl_delay)
             if policy.sitemaps and origin not in self._sitemaps_done:
@@ -288,12 +292,11 @@ class Crawler:
         self._pending.setdefault(page.url, lease.depth)
         page.aliases = aliases
         if page.links and lease.depth < self.config.max_depth:
-            await self._route([(link.url, lease.depth + 1) for link in page.links], force=False)
-            await self.frontier.add_anchors(
+            self.frontier.note_anchors(
                 (link.url, link.anchor) for link in page.links if link.url != page.url
             )
-        if not page.noindex:
-            page.inbound_anchors = await self.frontier.anchors(page.url)
+            await self._route([(link.url, lease.depth + 1) for link in page.links], force=False)
+        page.inbound_anchors = self.frontier.take_anchors(page.url, lease.anchor)
         await self.sink.submit(page)
 
     async def _parse(self, result: FetchResult) -> ParsedPage:
@@ -320,7 +323,15 @@ class Crawler:
             retry_at = min(retry_at, now + MAX_BACKOFF)
         else:
             retry_at = now + self.config.recrawl_interval
-            if isinstance(exc, HTTPStatusError) and exc.status in (404, 410):
+            if (
+                lease.indexed_before
+                and isinstance(exc, HTTPStatusError)
+                and exc.status
+                in (
+                    404,
+                    410,
+                )
+            ):
                 await self.sink.remove(lease.url)
         log.debug("fetch failed %s: %s", lease.url, exc)
         await self.frontier.mark_failed(lease.url, str(exc), retry_at)

@@ -1,14 +1,14 @@
 """The crawler's exception tree.
 
-    CrawlerError
-    ├── FetchError                 a URL could not be fetched; the frontier records the reason
-    │   ├── BlockedAddress         SSRF guard: the connected address is private/loopback/...
-    │   ├── UnsupportedScheme      only http and https are crawled
-    │   ├── TooLarge               body or decoded body over its cap
-    │   ├── TooManyRedirects
-    │   ├── RobotsDisallowed       a redirect hop led somewhere robots.txt forbids
-    │   └── HTTPStatusError        a non-2xx final status (kept for retry decisions)
-    └── FrontierError              the SQLite frontier is unusable (e.g. disk full)
+CrawlerError
+├── FetchError                 a URL could not be fetched; the frontier records the reason
+│   ├── BlockedAddress         SSRF guard: the connected address is private/loopback/...
+│   ├── UnsupportedScheme      only http and https are crawled
+│   ├── TooLarge               body or decoded body over its cap
+│   ├── TooManyRedirects
+│   ├── RobotsDisallowed       a redirect hop led somewhere robots.txt forbids
+│   └── HTTPStatusError        a non-2xx final status (kept for retry decisions)
+└── FrontierError              the SQLite frontier is unusable (e.g. disk full)
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from .errors import (
     TooManyRedirects,
     UnsupportedScheme,
 )
+from .resolve import ThreadPoolResolver
 from .ssrf import GuardedSocketFactory
 from .urls import canonicalize
 
@@ -112,9 +113,8 @@ class Fetcher:
             limit=self.config.global_concurrency + 8,
             limit_per_host=0,
             ttl_dns_cache=300,
-            socket_factory=GuardedSocketFactory(
-                allow_private=self.config.allow_private_networks
-            ),
+            resolver=ThreadPoolResolver(),
+            socket_factory=GuardedSocketFactory(allow_private=self.config.allow_private_networks),
         )
         self._session = aiohttp.ClientSession(
             connector=connector,

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS urls (
     next_fetch REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     fetched_at REAL,
-    last_error TEXT
+    last_error TEXT,
+    anchor TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS urls_due ON urls(host, next_fetch) WHERE state != 1;
 CREATE INDEX IF NOT EXISTS urls_next ON urls(next_fetch) WHERE state != 1;
@@ -47,11 +48,6 @@ CREATE TABLE IF NOT EXISTS hosts (
     host TEXT PRIMARY KEY,
     urls INTEGER NOT NULL DEFAULT 0,
     pinned INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS anchors (
-    target TEXT NOT NULL,
-    text TEXT NOT NULL,
-    PRIMARY KEY (target, text)
 ) WITHOUT ROWID;
 """
 
@@ -62,6 +58,8 @@ class Lease:
     host: str
     depth: int
     attempts: int
+    anchor: str | None = None
+    indexed_before: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -83,7 +81,7 @@ class Frontier:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frontier")
         self._db: sqlite3.Connection | None = None
         self._seen: set[str] = set()
-        self._anchor_seen: set[tuple[str, str]] = set()
+        self._anchors: dict[str, list[str]] = {}
         self._host_urls: dict[str, int] = {}
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
@@ -137,7 +135,7 @@ class Frontier:
     def _add(self, fresh: list[tuple[str, int]], now: float, force: bool) -> list[str]:
         assert self._db is not None
         db = self._db
-        rows: list[tuple[str, str, int, float]] = []
+        rows: list[tuple[str, str, int, float, str | None]] = []
         per_host: dict[str, int] = {}
         for url, depth in fresh:
             host = host_of(url)
@@ -151,13 +149,15 @@ class Frontier:
             per_host[host] = per_host.get(host, 0) + 1
             self._host_urls[host] = count
             # Shallow pages first: next_fetch grows with depth, so BFS order survives restarts.
-            rows.append((url, host, depth, now + depth * 1e-3))
+            texts = self._anchors.get(url)
+            rows.append((url, host, depth, now + depth * 1e-3, texts[0] if texts else None))
         db.execute("BEGIN")
         try:
             added: dict[str, int] = {}
             for row in rows:
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO urls(url, host, depth, next_fetch) VALUES (?,?,?,?)",
+                    "INSERT OR IGNORE INTO urls(url, host, depth, next_fetch, anchor) "
+                    "VALUES (?,?,?,?,?)",
                     row,
                 )
                 if cur.rowcount:
@@ -181,31 +181,28 @@ class Frontier:
             self._host_urls[host] = self._host_urls.get(host, 0) + n
         return list(added)
 
-    async def add_anchors(self, pairs: Iterable[tuple[str, str]]) -> None:
-        fresh = []
+    def note_anchors(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Remember what linking pages call a URL until that URL is crawled.
+
+        Memory only (bounded): the first anchor of each URL is also stored with its row,
+        so a restart keeps the most important one without a write per link.
+        """
         for target, text in pairs:
-            key = (target, text)
-            if text and key not in self._anchor_seen:
-                if len(self._anchor_seen) >= MAX_ANCHOR_CACHE:
-                    self._anchor_seen.clear()
-                self._anchor_seen.add(key)
-                fresh.append(key)
-        if fresh:
-            await self._run(self._add_anchors, fresh)
+            if not text:
+                continue
+            texts = self._anchors.get(target)
+            if texts is None:
+                if len(self._anchors) >= MAX_ANCHOR_CACHE:
+                    self._anchors.pop(next(iter(self._anchors)))
+                self._anchors[target] = [text]
+            elif len(texts) < MAX_ANCHORS_PER_URL and text not in texts:
+                texts.append(text)
 
-    def _add_anchors(self, pairs: list[tuple[str, str]]) -> None:
-        assert self._db is not None
-        self._db.executemany("INSERT OR IGNORE INTO anchors(target, text) VALUES (?, ?)", pairs)
-
-    async def anchors(self, url: str) -> list[str]:
-        return await self._run(self._anchors, url)
-
-    def _anchors(self, url: str) -> list[str]:
-        assert self._db is not None
-        rows = self._db.execute(
-            "SELECT text FROM anchors WHERE target=? LIMIT ?", (url, MAX_ANCHORS_PER_URL)
-        ).fetchall()
-        return [r[0] for r in rows]
+    def take_anchors(self, url: str, stored: str | None) -> list[str]:
+        texts = self._anchors.pop(url, [])
+        if stored and stored not in texts:
+            texts.insert(0, stored)
+        return texts
 
     # --- leasing ---------------------------------------------------------------------
     async def hosts_with_work(self, limit: int, exclude: set[str]) -> list[str]:
@@ -233,13 +230,21 @@ class Frontier:
         assert self._db is not None
         db = self._db
         rows = db.execute(
-            "SELECT url, depth, attempts FROM urls WHERE host=? AND state != 1 AND next_fetch <= ? "
+            "SELECT url, depth, attempts, anchor, fetched_at IS NOT NULL FROM urls "
+            "WHERE host=? AND state != 1 AND next_fetch <= ? "
             "ORDER BY next_fetch LIMIT ?",
             (host, now, n),
         ).fetchall()
         if rows:
             db.executemany("UPDATE urls SET state=1 WHERE url=?", [(r[0],) for r in rows])
-        return [Lease(r[0], host, r[1], r[2]) for r in rows]
+        return [Lease(r[0], host, r[1], r[2], r[3], bool(r[4])) for r in rows]
+
+    async def seed_hosts(self) -> set[str]:
+        return await self._run(self._seed_hosts)
+
+    def _seed_hosts(self) -> set[str]:
+        assert self._db is not None
+        return {r[0] for r in self._db.execute("SELECT DISTINCT host FROM urls WHERE depth=0")}
 
     async def has_due(self) -> bool:
         return await self._run(self._has_due, time.time())

@@ -52,16 +52,16 @@ class HostSlot:
             self._next_at = time.monotonic() + self.delay
 
     def observe(self, latency: float, *, ok: bool) -> None:
-        self.latency = latency if self.latency == 0.0 else (
-            (1 - LATENCY_EWMA) * self.latency + LATENCY_EWMA * latency
+        self.latency = (
+            latency
+            if self.latency == 0.0
+            else ((1 - LATENCY_EWMA) * self.latency + LATENCY_EWMA * latency)
         )
         if ok and self.backoff:
             self.backoff = 0.0 if self.backoff < MIN_BACKOFF else self.backoff * BACKOFF_DECAY
 
     def back_off(self, retry_after: float | None) -> None:
-        self.backoff = min(
-            max(self.backoff * 2, INITIAL_BACKOFF, retry_after or 0.0), MAX_BACKOFF
-        )
+        self.backoff = min(max(self.backoff * 2, INITIAL_BACKOFF, retry_after or 0.0), MAX_BACKOFF)
 
     def stop(self) -> None:
         self.stopped = True

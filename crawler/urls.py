@@ -101,27 +101,27 @@ def _canonicalize(url: str, base: URL | None) -> str | None:
 
 
 def host_of(url: str) -> str:
-    """The politeness key of a canonical URL: host plus non-default port."""
-    parsed = URL(url)
-    host = parsed.host or ""
-    if parsed.explicit_port is not None:
-        return f"{host}:{parsed.explicit_port}"
-    return host
+    """The politeness key of a canonical URL: host plus non-default port.
+
+    Canonical URLs have no user info and a lower-case authority, so a split is enough
+    (this runs for every discovered link).
+    """
+    return url.split("/", 3)[2] if "://" in url else ""
 
 
 def looks_like_trap(url: str) -> bool:
-    """Heuristics for URLs that only exist to keep a crawler busy."""
-    try:
-        path = URL(url).path
-    except ValueError:
-        return True
+    """Heuristics for URLs that only exist to keep a crawler busy (canonical URLs only)."""
+    parts = url.split("/", 3)
+    path = parts[3].split("?", 1)[0] if len(parts) > 3 else ""
     segments = [s for s in path.split("/") if s]
     if len(segments) > MAX_PATH_SEGMENTS:
         return True
-    counts: dict[str, int] = {}
-    for seg in segments:
-        counts[seg] = counts.get(seg, 0) + 1
-        if counts[seg] > MAX_REPEATED_SEGMENT:
-            return True
-    dot = path.rfind(".")
-    return dot != -1 and path[dot:].lower() in SKIPPED_EXTENSIONS
+    if len(segments) > MAX_REPEATED_SEGMENT and len(set(segments)) < len(segments):
+        counts: dict[str, int] = {}
+        for seg in segments:
+            counts[seg] = counts.get(seg, 0) + 1
+            if counts[seg] > MAX_REPEATED_SEGMENT:
+                return True
+    last = segments[-1] if segments else ""
+    dot = last.rfind(".")
+    return dot != -1 and last[dot:].lower() in SKIPPED_EXTENSIONS

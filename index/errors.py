@@ -1,14 +1,14 @@
 """The index's exception tree.
 
-    IndexError_
-    ├── QuerySyntaxError     the user's query cannot be parsed (HTTP 400)
-    └── IndexUnavailable     the index cannot be opened or written (disk full, corrupt)
+IndexError_
+├── QuerySyntaxError     the user's query cannot be parsed (HTTP 400)
+└── IndexUnavailable     the index cannot be opened or written (disk full, corrupt)
 """
 
 from __future__ import annotations
 
 
-class IndexError_(Exception):  # noqa: N801 - avoid shadowing the builtin IndexError
+class IndexError_(Exception):
     """Base of every error raised by the index package."""
 
 

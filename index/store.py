@@ -1,6 +1,6 @@
 """The local tantivy index: one writer, batched commits on a worker thread, BM25 search.
 
-Everything that touches tantivy runs in ``asyncio.to_thread`` (tantivy releases the GIL),
+Everything that touches tantivy runs on the store's own threads (tantivy releases the GIL),
 so the event loop never waits on indexing or searching.
 """
 
@@ -11,9 +11,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import tantivy
 from yarl import URL
@@ -29,6 +30,7 @@ DEFAULT_COMMIT_INTERVAL = 1.0  # seconds from the first uncommitted change to it
 DEFAULT_COMMIT_DOCS = 2_000
 DEFAULT_WRITER_HEAP = 64 * 1024 * 1024
 DEFAULT_QUEUE_SIZE = 4_000
+SEARCH_THREADS = 4
 MAX_RESULTS_WINDOW = 1_000  # offset + limit
 MAX_BODY_CHARS = 100_000
 MAX_ANCHOR_TEXT = 4_000
@@ -77,6 +79,8 @@ class SearchPage:
     took_ms: float
 
 
+T = TypeVar("T")
+
 CommitListener = Callable[[Commit], Awaitable[None]]
 
 
@@ -117,10 +121,15 @@ class IndexStore:
         self.last_commit_at = 0.0
         self.last_error: str | None = None
         self.num_docs = 0
+        # Own threads: the loop's default executor is shared and may be busy elsewhere.
+        self._write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-write")
+        self._read_pool = ThreadPoolExecutor(
+            max_workers=SEARCH_THREADS, thread_name_prefix="search"
+        )
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
-        await asyncio.to_thread(self._open)
+        await self._in(self._write_pool, self._open)
         self._task = asyncio.create_task(self._commit_loop(), name="index-commits")
 
     def _open(self) -> None:
@@ -148,7 +157,9 @@ class IndexStore:
         # never marked it done), so dropping it here loses nothing.
         if self._writer is not None:
             writer, self._writer = self._writer, None
-            await asyncio.to_thread(self._close_writer, writer)
+            await self._in(self._write_pool, self._close_writer, writer)
+        self._write_pool.shutdown(wait=False)
+        self._read_pool.shutdown(wait=False)
 
     @staticmethod
     def _close_writer(writer: Any) -> None:
@@ -156,6 +167,10 @@ class IndexStore:
             writer.rollback()
         with contextlib.suppress(Exception):
             writer.wait_merging_threads()
+
+    @staticmethod
+    async def _in(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     def on_commit(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
@@ -193,7 +208,7 @@ class IndexStore:
                     break
             while True:
                 try:
-                    commit = await asyncio.to_thread(self._apply, batch)
+                    commit = await self._in(self._write_pool, self._apply, batch)
                     break
                 except Exception as exc:
                     # Disk full or similar: keep the node up and retry the same batch; the
@@ -262,7 +277,7 @@ class IndexStore:
     # --- reading ---------------------------------------------------------------------
     async def search(self, text: str, *, limit: int = 10, offset: int = 0) -> SearchPage:
         parsed = parse_user_query(text)  # raises QuerySyntaxError before any thread hop
-        return await asyncio.to_thread(self._search, parsed, limit, offset)
+        return await self._in(self._read_pool, self._search, parsed, limit, offset)
 
     def _search(self, parsed: ParsedQuery, limit: int, offset: int) -> SearchPage:
         started = time.perf_counter()
@@ -312,7 +327,7 @@ class IndexStore:
 
     async def get(self, url: str) -> dict[str, Any] | None:
         """The stored fields of one URL, or None."""
-        return await asyncio.to_thread(self._get, url)
+        return await self._in(self._read_pool, self._get, url)
 
     def _get(self, url: str) -> dict[str, Any] | None:
         searcher = self.index.searcher()

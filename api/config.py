@@ -1,0 +1,228 @@
+"""Node configuration, parsed once at start-up: defaults < TOML file < RHIZOME_* env < flags.
+
+Every setting has one name used everywhere: ``crawl_delay`` is the TOML key, the
+``RHIZOME_CRAWL_DELAY`` environment variable and the ``--crawl-delay`` flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from crawler import CrawlerConfig
+from crawler import config as crawl_defaults
+
+DEFAULT_HTTP = "127.0.0.1:8700"
+DEFAULT_DHT = "127.0.0.1:8701"
+DEFAULT_COMMIT_INTERVAL = 1.0
+DEFAULT_WRITER_HEAP_MB = 64
+ENV_PREFIX = "RHIZOME_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names the setting."""
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "rhizome"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    data_dir: Path = default_data_dir()
+    http: str = DEFAULT_HTTP
+    public_url: str = ""  # how peers and browsers reach this node; derived from http if empty
+    dht: str = ""  # UDP HOST:PORT; empty: no DHT (a lone node)
+    bootstrap: tuple[str, ...] = ()
+    seed: tuple[str, ...] = ()
+    pin_host: tuple[str, ...] = ()  # hosts this node always crawls itself
+    allow_private_networks: bool = False
+    seed_hosts_only: bool = False
+    crawl_delay: float = crawl_defaults.DEFAULT_CRAWL_DELAY
+    host_concurrency: int = crawl_defaults.DEFAULT_HOST_CONCURRENCY
+    global_concurrency: int = crawl_defaults.DEFAULT_GLOBAL_CONCURRENCY
+    max_depth: int = crawl_defaults.DEFAULT_MAX_DEPTH
+    max_urls_per_host: int = crawl_defaults.DEFAULT_MAX_URLS_PER_HOST
+    recrawl_days: float = crawl_defaults.DEFAULT_RECRAWL_INTERVAL / 86400
+    parse_workers: int = crawl_defaults.DEFAULT_PARSE_WORKERS
+    contact_url: str = crawl_defaults.DEFAULT_CONTACT_URL
+    commit_interval: float = DEFAULT_COMMIT_INTERVAL
+    writer_heap_mb: int = DEFAULT_WRITER_HEAP_MB
+    log_level: str = "info"
+    log_format: str = "text"  # or "json"
+
+    @property
+    def http_host(self) -> str:
+        return split_host_port(self.http, "http")[0]
+
+    @property
+    def http_port(self) -> int:
+        return split_host_port(self.http, "http")[1]
+
+    def crawler_config(self) -> CrawlerConfig:
+        return CrawlerConfig(
+            data_dir=self.data_dir,
+            contact_url=self.contact_url,
+            allow_private_networks=self.allow_private_networks,
+            seed_hosts_only=self.seed_hosts_only,
+            crawl_delay=self.crawl_delay,
+            host_concurrency=self.host_concurrency,
+            global_concurrency=self.global_concurrency,
+            max_depth=self.max_depth,
+            max_urls_per_host=self.max_urls_per_host,
+            recrawl_interval=self.recrawl_days * 86400,
+            parse_workers=self.parse_workers,
+        )
+
+
+HELP: dict[str, str] = {
+    "data_dir": "directory for the index, frontier and keys",
+    "http": "HOST:PORT of the HTTP API and web UI",
+    "public_url": "URL peers use to reach this node's HTTP API (default: from --http)",
+    "dht": "UDP HOST:PORT of the DHT node (empty: run alone)",
+    "bootstrap": "HOST:PORT of a DHT node to join through (repeatable)",
+    "seed": "URL to start crawling from (repeatable)",
+    "pin_host": "host this node always crawls itself (repeatable)",
+    "allow_private_networks": "allow crawling private, loopback and link-local addresses",
+    "seed_hosts_only": "follow links only within the hosts of the seeds",
+    "crawl_delay": "seconds between requests to one host (robots.txt may ask for more)",
+    "host_concurrency": "requests in flight to one host at most",
+    "global_concurrency": "requests in flight in total at most",
+    "max_depth": "link hops from a seed at most",
+    "max_urls_per_host": "URLs one host may add to the frontier at most",
+    "recrawl_days": "days before a page is fetched again",
+    "parse_workers": "HTML parser processes (0: one per CPU core)",
+    "contact_url": "URL in the crawler's User-Agent where site owners reach you",
+    "commit_interval": "seconds between index commits while crawling",
+    "writer_heap_mb": "tantivy writer memory budget in MiB",
+    "log_level": "debug, info, warning or error",
+    "log_format": "text or json",
+}
+
+
+def split_host_port(value: str, name: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{name}: expected HOST:PORT, got {value!r}")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"{name}: port {port!r} is not a number") from None
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"{name}: port {number} is out of range")
+    return host.strip("[]"), number
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    try:
+        if kind in (tuple[str, ...], "tuple[str, ...]"):
+            if isinstance(value, str):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            if isinstance(value, Sequence):
+                return tuple(str(v) for v in value)
+            raise TypeError
+        if kind in (bool, "bool"):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError
+        if kind in (Path, "Path"):
+            return Path(str(value)).expanduser()
+        if kind in (int, "int"):
+            if isinstance(value, bool):
+                raise TypeError
+            return int(value)
+        if kind in (float, "float"):
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: cannot use {value!r}") from None
+
+
+def _kinds() -> dict[str, Any]:
+    return {f.name: f.type for f in fields(NodeConfig)}
+
+
+def load_config(
+    *,
+    file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> NodeConfig:
+    """Build the NodeConfig: defaults < TOML ``file`` < ``env`` < ``flags`` (None = unset)."""
+    env = os.environ if env is None else env
+    kinds = _kinds()
+    values: dict[str, Any] = {}
+    if file is None and env.get(ENV_PREFIX + "CONFIG"):
+        file = Path(env[ENV_PREFIX + "CONFIG"])
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"config file {file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file}: {exc}") from None
+        node = data.get("node", data)
+        for key, value in node.items():
+            if key not in kinds:
+                raise ConfigError(f"config file {file}: unknown setting {key!r}")
+            values[key] = _coerce(key, kinds[key], value)
+    for key, kind in kinds.items():
+        raw = env.get(ENV_PREFIX + key.upper())
+        if raw is not None:
+            values[key] = _coerce(ENV_PREFIX + key.upper(), kind, raw)
+    for key, value in (flags or {}).items():
+        if value is None or key not in kinds:
+            continue
+        if isinstance(value, list) and not value:
+            continue
+        values[key] = _coerce("--" + key.replace("_", "-"), kinds[key], value)
+    config = replace(NodeConfig(), **values)
+    validate(config)
+    return config
+
+
+def validate(config: NodeConfig) -> None:
+    split_host_port(config.http, "http")
+    if config.dht:
+        split_host_port(config.dht, "dht")
+    for b in config.bootstrap:
+        split_host_port(b, "bootstrap")
+    for name in ("crawl_delay", "recrawl_days", "commit_interval"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name}: must not be negative")
+    for name in ("host_concurrency", "global_concurrency", "max_depth", "max_urls_per_host"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name}: must be at least 1")
+    if config.writer_heap_mb < 16:
+        raise ConfigError("writer_heap_mb: tantivy needs at least 16 MiB")
+    if config.log_format not in ("text", "json"):
+        raise ConfigError("log_format: text or json")
+
+
+def add_node_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting, named after it; ``--config FILE`` picks the TOML file."""
+    parser.add_argument("--config", type=Path, help="TOML config file (or RHIZOME_CONFIG)")
+    for f in fields(NodeConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = HELP.get(f.name, "")
+        if f.type in (bool, "bool"):
+            parser.add_argument(
+                flag, dest=f.name, action="store_const", const=True, default=None, help=help_text
+            )
+        elif f.type in (tuple[str, ...], "tuple[str, ...]"):
+            parser.add_argument(flag, dest=f.name, action="append", default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, help=help_text)

@@ -1,0 +1,95 @@
+"""The node: wires the crawler to the index (and, when configured, to the network)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+from crawler import Crawler, ParsedPage
+from index import Commit, IndexDoc, IndexStore, SearchPage
+
+from .config import NodeConfig
+
+log = logging.getLogger(__name__)
+
+
+class IndexSink:
+    """The crawler's PageSink backed by the IndexStore."""
+
+    def __init__(self, store: IndexStore) -> None:
+        self.store = store
+
+    async def submit(self, page: ParsedPage) -> None:
+        if page.noindex:
+            for url in (page.url, *page.aliases):
+                await self.store.remove(url)
+            return
+        await self.store.submit(
+            IndexDoc(
+                url=page.url,
+                title=page.title,
+                description=page.description,
+                body=page.text,
+                anchors=page.inbound_anchors,
+                language=page.language,
+                fetched=page.fetched_at,
+                canonical=page.canonical,
+                aliases=page.aliases,
+            )
+        )
+
+    async def remove(self, url: str) -> None:
+        await self.store.remove(url)
+
+
+class Node:
+    """One Rhizome node's local parts. Started and stopped by the app's cleanup context."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.started_at = time.time()
+        self.store = IndexStore(
+            config.data_dir / "index",
+            commit_interval=config.commit_interval,
+            writer_heap=config.writer_heap_mb * 1024 * 1024,
+        )
+        self.crawler = Crawler(config.crawler_config(), IndexSink(self.store))
+        self.store.on_commit(self._committed)
+
+    async def _committed(self, commit: Commit) -> None:
+        await self.crawler.committed(commit.urls)
+
+    async def start(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.store.start()
+        await self.crawler.start()
+        if self.config.seed:
+            await self.crawler.add_seeds(self.config.seed)
+
+    async def stop(self) -> None:
+        await self.crawler.stop()
+        await self.store.stop()
+
+    async def is_idle(self) -> bool:
+        return self.store.pending == 0 and await self.crawler.is_idle()
+
+    async def status(self) -> dict[str, Any]:
+        stats = await self.crawler.stats()
+        return {
+            "idle": await self.is_idle(),
+            "documents": self.store.num_docs,
+            "crawl": asdict(stats),
+            "index": {
+                "documents": self.store.num_docs,
+                "pending": self.store.pending,
+                "last_commit_at": self.store.last_commit_at or None,
+                "last_error": self.store.last_error,
+            },
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "version": "0.1.0",
+        }
+
+    async def search_local(self, q: str, *, limit: int, offset: int) -> SearchPage:
+        return await self.store.search(q, limit=limit, offset=offset)

@@ -1,0 +1,74 @@
+"""The JSON API: /api/status, /api/search, /api/seeds."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from index import QuerySyntaxError
+
+from .keys import NODE
+from .search import BadRequest, SearchParams, run_search
+
+log = logging.getLogger(__name__)
+
+MAX_SEEDS_PER_REQUEST = 1000
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message, "status": status}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+    """Every /api/ failure is JSON with a message a caller can act on; never a traceback."""
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except (BadRequest, QuerySyntaxError) as exc:
+        return _error(400, str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _error(500, "internal error; see the node's log")
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[NODE].status())
+
+
+async def search(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    params = SearchParams.from_query(request.query)
+    body = await run_search(request.app[NODE], params)
+    body["took_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return web.json_response(body)
+
+
+async def add_seeds(request: web.Request) -> web.Response:
+    try:
+        payload: Any = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest('body must be JSON like {"urls": ["https://example.org/"]}') from None
+    urls = payload.get("urls") if isinstance(payload, dict) else None
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise BadRequest('body must be JSON like {"urls": ["https://example.org/"]}')
+    if len(urls) > MAX_SEEDS_PER_REQUEST:
+        raise BadRequest(f"at most {MAX_SEEDS_PER_REQUEST} URLs per request")
+    accepted = await request.app[NODE].crawler.add_seeds(urls)
+    rejected = len(urls) - len(accepted)
+    return web.json_response({"accepted": accepted, "rejected": rejected}, status=202)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/api/status", status)
+    app.router.add_get("/api/search", search)
+    app.router.add_post("/api/seeds", add_seeds)

@@ -1,0 +1,1 @@
+"""Rhizome's network layer: Kademlia identity and routing, term shards, host slices."""
