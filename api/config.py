@@ -10,7 +10,7 @@ import argparse
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ def default_data_dir() -> Path:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeConfig:
-    data_dir: Path = default_data_dir()
+    data_dir: Path = field(default_factory=default_data_dir)
     http: str = DEFAULT_HTTP
     public_url: str = ""  # how peers and browsers reach this node; derived from http if empty
     dht: str = ""  # UDP HOST:PORT; empty: no DHT (a lone node)

@@ -9,13 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import os
 import time
 from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,7 +22,8 @@ from .config import HOST_UNREACHABLE_DEFER, MAX_BACKOFF, MAX_ROBOTS_BYTES, Crawl
 from .errors import FetchError, HTTPStatusError, RobotsDisallowed
 from .fetch import Fetcher, FetchResult, decompress
 from .frontier import Frontier, FrontierCounts, Lease
-from .parse import ParsedPage, parse_html
+from .parse import ParsedPage
+from .parse_pool import ParsePool
 from .politeness import HostSlot
 from .robots import RobotsCache
 from .sitemaps import MAX_SITEMAP_URLS, parse_sitemap
@@ -71,17 +69,6 @@ class CrawlStats:
     active_hosts: int
 
 
-def _parse_in_worker(result: FetchResult) -> ParsedPage:
-    return parse_html(
-        result.url,
-        result.body,
-        content_type=result.content_type,
-        x_robots_tag=result.x_robots_tag,
-        fetched_at=time.time(),
-        status=result.status,
-    )
-
-
 class Crawler:
     def __init__(
         self, config: CrawlerConfig, sink: PageSink, *, router: HostRouter | None = None
@@ -103,7 +90,7 @@ class Crawler:
         self._global = asyncio.Semaphore(config.global_concurrency)
         self._wake = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool = ParsePool(config.parse_workers or os.cpu_count() or 1)
         self._sitemaps_done: set[str] = set()
         self._recent: deque[float] = deque()
         self._seed_hosts: set[str] = set()
@@ -118,7 +105,7 @@ class Crawler:
         if self.config.seed_hosts_only:
             self._seed_hosts = await self.frontier.seed_hosts()
         await self.fetcher.start()
-        self._pool = self._new_pool()
+        await self._pool.start()
         self._supervisor = asyncio.create_task(self._supervise(), name="crawl-supervisor")
 
     async def stop(self) -> None:
@@ -129,15 +116,8 @@ class Crawler:
         await self.frontier.release(list(self._pending))
         self._pending.clear()
         await self.fetcher.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        await self._pool.close()
         await self.frontier.close()
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        workers = self.config.parse_workers or os.cpu_count() or 1
-        return ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
-        )
 
     # --- inputs ----------------------------------------------------------------------
     async def add_seeds(self, urls: Iterable[str]) -> list[str]:
@@ -300,16 +280,14 @@ class Crawler:
         await self.sink.submit(page)
 
     async def _parse(self, result: FetchResult) -> ParsedPage:
-        assert self._pool is not None
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._pool, _parse_in_worker, result)
-        except BrokenProcessPool as exc:
-            # A page crashed the parser process: replace the pool, drop that page.
-            log.error("parser process died on %s; restarting the pool", result.url)
-            old, self._pool = self._pool, self._new_pool()
-            old.shutdown(wait=False, cancel_futures=True)
-            raise FetchError("parser crashed on this page") from exc
+        return await self._pool.parse(
+            result.url,
+            result.body,
+            content_type=result.content_type,
+            x_robots_tag=result.x_robots_tag,
+            fetched_at=time.time(),
+            status=result.status,
+        )
 
     async def _failed(self, slot: HostSlot, lease: Lease, exc: FetchError) -> None:
         self.failed += 1
