@@ -13,7 +13,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -58,8 +59,10 @@ def _event_loop_runner() -> Any:
     return uvloop.run
 
 
-async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> None:
-    """Run the node until SIGINT/SIGTERM."""
+async def serve(
+    config: NodeConfig, *, on_started: Callable[[web.Application, str], None] | None = None
+) -> None:
+    """Run the node until SIGINT/SIGTERM (or cancellation); ``on_started(app, url)``."""
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -74,12 +77,14 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    url = ""
     for sock in site._server.sockets if site._server else []:
         host, port = sock.getsockname()[:2]
+        url = f"http://{host}:{port}/"
         # Tests and scripts read this line to learn the port when --http used port 0.
-        print(f"rhizome: listening on http://{host}:{port}/", flush=True)
-    if ready is not None:
-        ready.set()
+        print(f"rhizome: listening on {url}", flush=True)
+    if on_started is not None:
+        on_started(app, url)
     try:
         await stop.wait()
     finally:
@@ -91,6 +96,15 @@ def cmd_node(args: argparse.Namespace) -> int:
     config = load_config(file=args.config, flags=vars(args))
     setup_logging(config.log_level, config.log_format)
     _event_loop_runner()(serve(config))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    config = load_config(file=args.config, flags=vars(args))
+    setup_logging("warning" if config.log_level == "info" else config.log_level, config.log_format)
+    _event_loop_runner()(run_demo(config, docs_dir=args.docs_dir))
     return 0
 
 
@@ -171,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     node = sub.add_parser("node", help="run a node: crawl, index, answer searches")
     add_node_flags(node)
     node.set_defaults(func=cmd_node)
+
+    demo = sub.add_parser(
+        "demo", help="run an offline demo: a node crawling Python's docs rendered by pydoc"
+    )
+    add_node_flags(demo)
+    demo.add_argument("--docs-dir", type=Path, default=None, help="keep rendered docs here")
+    demo.set_defaults(func=cmd_demo)
 
     search = sub.add_parser("search", help="search through a running node")
     search.add_argument("query")

@@ -56,7 +56,8 @@ async def search(request: web.Request) -> web.Response:
 async def add_seeds(request: web.Request) -> web.Response:
     try:
         payload: Any = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        # RecursionError: JSON nested deeper than the decoder's stack allows (hostile body).
         raise BadRequest('body must be JSON like {"urls": ["https://example.org/"]}') from None
     urls = payload.get("urls") if isinstance(payload, dict) else None
     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):

@@ -15,7 +15,7 @@ from aiohttp import web
 from index import QuerySyntaxError
 
 from .keys import NODE
-from .search import DEFAULT_LIMIT, BadRequest, SearchParams, run_search
+from .search import DEFAULT_LIMIT, MAX_OFFSET, BadRequest, SearchParams, run_search
 
 E = html.escape
 
@@ -100,7 +100,9 @@ def _results_html(data: dict[str, Any], params: SearchParams) -> str:
             {"q": params.q, "offset": max(0, params.offset - params.limit), "limit": params.limit}
         )
         nav.append(f'<a rel="prev" href="/?{E(prev_q)}">← Previous</a>')
-    if params.offset + len(data["results"]) < data["number_of_results"] and data["results"]:
+    more = params.offset + len(data["results"]) < data["number_of_results"]
+    # No "Next" past the deepest page the API serves (it would answer 400).
+    if more and data["results"] and params.offset + params.limit <= MAX_OFFSET:
         next_q = urlencode(
             {"q": params.q, "offset": params.offset + params.limit, "limit": params.limit}
         )

@@ -3,6 +3,8 @@ redirects followed and re-validated one hop at a time."""
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import io
 import logging
 import time
@@ -65,7 +67,15 @@ def _retry_after(value: str | None) -> float | None:
     try:
         return min(max(float(value), 0.0), MAX_RETRY_AFTER)
     except ValueError:
+        pass
+    # RFC 9110 §10.2.3: Retry-After may also be an HTTP-date.
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return min(max(when.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER)
 
 
 def decompress(raw: bytes, encoding: str, limit: int) -> tuple[bytes, bool]:

@@ -32,6 +32,7 @@ MAIN_SELECTORS = ("main", "article", "[role=main]")
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_\-:.]+)""", re.I)
 _HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([a-zA-Z0-9_\-:.]+)", re.I)
+_BINARY_CONTROLS = bytes([*range(0x00, 0x09), *range(0x0E, 0x1B), *range(0x1C, 0x20)])
 
 
 @dataclass(slots=True)
@@ -63,12 +64,23 @@ class ParsedPage:
 
 def _norm(text: str, limit: int) -> str:
     # split/join is ~3x faster than a \s+ regex, and this runs over every page's text.
-    return " ".join(text[: limit * 2].split())[:limit]
+    folded = " ".join(text[: limit * 2].split())
+    if len(folded) < limit and len(text) > limit * 2:
+        # Mostly whitespace (deep indentation): the cut may have dropped the real text.
+        folded = " ".join(text.split())
+    return folded[:limit]
 
 
 def looks_binary(body: bytes) -> bool:
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return False  # UTF-16 text is half NULs; detect_charset decodes it
     head = body[:BINARY_SNIFF_BYTES]
-    return head.count(b"\x00") > 2
+    if head.count(b"\x00") > 2:
+        return True
+    # Random-looking data (images, archives) often has no NULs in its first KiB, but about
+    # one byte in ten is a C0 control; text has next to none (ESC is ISO-2022's, kept out).
+    controls = len(head) - len(head.translate(None, _BINARY_CONTROLS))
+    return controls > max(8, len(head) // 20)
 
 
 def detect_charset(body: bytes, content_type: str | None) -> str:

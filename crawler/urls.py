@@ -90,6 +90,10 @@ def _canonicalize(url: str, base: URL | None) -> str | None:
                 parsed = parsed.with_query(kept)
         parsed = parsed.with_fragment(None)
         host = parsed.host.lower().rstrip(".")
+        if not host or not host.isprintable() or " " in host:
+            # yarl keeps whitespace and control characters in a host; no server has one,
+            # and strip() on the output would turn it into a different URL.
+            return None
         if host != parsed.host:
             parsed = parsed.with_host(host)
         text = str(parsed)

@@ -92,6 +92,12 @@ def test_user_info_rejected() -> None:
     assert canonicalize("http://user:pw@example.com/") is None
 
 
+@pytest.mark.parametrize("url", ["http://\x0c/", "http://a b/", "http://./"])
+def test_hosts_with_whitespace_or_control_characters_rejected(url: str) -> None:
+    # Found by the property test below: "http://\x0c?#" came out as "http://\x0c".
+    assert canonicalize(url) is None
+
+
 def test_overlong_url_rejected() -> None:
     assert canonicalize("http://example.com/" + "a" * MAX_URL_LENGTH) is None
 

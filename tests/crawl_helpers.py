@@ -1,0 +1,56 @@
+"""Loopback HTTP servers for the crawler tests: real aiohttp servers on 127.0.0.1, port 0."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass
+class Hit:
+    path: str
+    at: float  # time.monotonic() when the server saw the request
+    headers: dict[str, str]
+
+
+@dataclass
+class RequestLog:
+    hits: list[Hit] = field(default_factory=list)
+
+    def paths(self) -> list[str]:
+        return [h.path for h in self.hits]
+
+    def count(self, path: str) -> int:
+        return sum(1 for h in self.hits if h.path == path)
+
+    def times(self, *, exclude: tuple[str, ...] = ()) -> list[float]:
+        return [h.at for h in self.hits if h.path not in exclude]
+
+
+def logging_app(log: RequestLog) -> web.Application:
+    """An Application whose middleware records every request before any handler runs."""
+
+    @web.middleware
+    async def record(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        log.hits.append(Hit(request.path_qs, time.monotonic(), dict(request.headers)))
+        return await handler(request)
+
+    return web.Application(middlewares=[record])
+
+
+@asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    """Run ``app`` on 127.0.0.1 with an ephemeral port; yields ``http://127.0.0.1:PORT``."""
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,272 @@
+"""HTML → ParsedPage (crawler.parse.parse_html): metadata, robots directives, text, links."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crawler.parse import (
+    MAX_LINKS_PER_PAGE,
+    MAX_TEXT_CHARS,
+    MAX_TITLE_CHARS,
+    decode_html,
+    parse_html,
+)
+
+URL_ = "http://example.com/dir/page.html"
+
+PAGE = b"""<!doctype html>
+<html lang="en-US">
+<head>
+  <title>  The   Title\n of the page </title>
+  <meta name="description" content="A short   description.">
+  <link rel="canonical" href="/dir/canonical-page">
+  <style>.hidden { color: red } STYLETEXT</style>
+  <script>var SCRIPTTEXT = 1;</script>
+</head>
+<body>
+  <header>HEADERTEXT</header>
+  <nav><a href="/nav-link">NAVTEXT</a></nav>
+  <main>
+    <h1>Welcome</h1>
+    <p>Body text about <b>gardening</b>.</p>
+    <a href="other.html">Other   page</a>
+    <a href="/abs#frag">Absolute</a>
+    <a href="other.html">Duplicate of other</a>
+    <a href="https://elsewhere.org/x?utm_source=a&b=1">Elsewhere</a>
+    <a href="/sponsored" rel="sponsored nofollow">Paid</a>
+    <a href="javascript:void(0)">JS</a>
+    <a href="mailto:me@example.com">Mail</a>
+    <noscript>NOSCRIPTTEXT</noscript>
+  </main>
+  <footer>FOOTERTEXT</footer>
+</body>
+</html>
+"""
+
+
+def test_metadata_extracted() -> None:
+    page = parse_html(URL_, PAGE, content_type="text/html; charset=utf-8", status=200)
+    assert page.url == URL_
+    assert page.title == "The Title of the page"
+    assert page.description == "A short description."
+    assert page.canonical == "http://example.com/dir/canonical-page"
+    assert page.language == "en"
+    assert page.noindex is False and page.nofollow is False
+
+
+def test_links_resolved_with_anchor_text_deduplicated() -> None:
+    page = parse_html(URL_, PAGE)
+    links = [(link.url, link.anchor) for link in page.links]
+    assert links == [
+        ("http://example.com/nav-link", "NAVTEXT"),
+        ("http://example.com/dir/other.html", "Other page"),
+        ("http://example.com/abs", "Absolute"),
+        ("https://elsewhere.org/x?b=1", "Elsewhere"),
+    ]
+
+
+def test_rel_nofollow_links_skipped() -> None:
+    page = parse_html(URL_, PAGE)
+    assert all("sponsored" not in link.url for link in page.links)
+
+
+def test_text_excludes_script_style_nav_and_boilerplate() -> None:
+    page = parse_html(URL_, PAGE)
+    assert "Welcome" in page.text
+    assert "Body text about gardening ." in page.text or "gardening" in page.text
+    for hidden in (
+        "SCRIPTTEXT",
+        "STYLETEXT",
+        "NAVTEXT",
+        "HEADERTEXT",
+        "FOOTERTEXT",
+        "NOSCRIPTTEXT",
+        "color: red",
+    ):
+        assert hidden not in page.text, hidden
+
+
+def test_text_without_main_uses_body_minus_boilerplate() -> None:
+    body = b"<html><body><nav>Menu</nav><p>Plain content</p><script>x()</script></body></html>"
+    page = parse_html(URL_, body)
+    assert page.text == "Plain content"
+    assert page.title == "Plain content"  # no <title>: falls back to the text
+
+
+def test_base_href_changes_link_resolution() -> None:
+    body = b'<html><head><base href="http://cdn.example.net/root/"></head>' b'<a href="x">X</a></html>'
+    page = parse_html(URL_, body)
+    assert [link.url for link in page.links] == ["http://cdn.example.net/root/x"]
+
+
+def test_long_title_truncated() -> None:
+    body = b"<title>" + b"word " * 500 + b"</title>"
+    page = parse_html(URL_, body)
+    assert 0 < len(page.title) <= MAX_TITLE_CHARS
+    assert page.title.startswith("word word")
+
+
+def test_text_after_a_long_whitespace_run_is_kept() -> None:
+    # Generated pages can carry huge runs of indentation; folding must not lose the content
+    # that follows (a cut before folding whitespace once dropped it).
+    body = b"<html><body><div>" + b" \n" * (MAX_TEXT_CHARS * 2) + b"</div><p>Real content</p>"
+    page = parse_html(URL_, body)
+    assert page.text == "Real content"
+    long_title = b"<title>" + b"\n" * (MAX_TITLE_CHARS * 3) + b"Late title</title>"
+    assert parse_html(URL_, long_title).title == "Late title"
+
+
+# --- robots directives ---------------------------------------------------------------
+
+
+def test_meta_robots_noindex_nofollow() -> None:
+    body = (
+        b'<html><head><meta name="robots" content="noindex,nofollow"></head>'
+        b'<body><p>Secret</p><a href="/a">a</a></body></html>'
+    )
+    page = parse_html(URL_, body)
+    assert page.noindex and page.nofollow
+    assert page.links == []
+    assert page.text == ""
+
+
+def test_meta_robots_case_and_spaces() -> None:
+    body = b'<meta name="ROBOTS" content=" NoIndex ; follow"><a href="/a">a</a>'
+    page = parse_html(URL_, body)
+    assert page.noindex is True
+    assert page.nofollow is False
+    assert [link.url for link in page.links] == ["http://example.com/a"]
+
+
+def test_meta_robots_none_means_both() -> None:
+    page = parse_html(URL_, b'<meta name="robots" content="none"><a href="/a">a</a>')
+    assert page.noindex and page.nofollow and page.links == []
+
+
+def test_x_robots_tag_header() -> None:
+    body = b"<p>Hello</p><a href='/a'>a</a>"
+    page = parse_html(URL_, body, x_robots_tag="noindex")
+    assert page.noindex is True and page.nofollow is False
+    assert [link.url for link in page.links] == ["http://example.com/a"]
+    page = parse_html(URL_, body, x_robots_tag="nofollow")
+    assert page.noindex is False and page.nofollow is True
+    assert page.links == [] and page.text == "Hello a"
+
+
+def test_no_directives_means_index_and_follow() -> None:
+    page = parse_html(URL_, b'<meta name="robots" content="index, follow"><p>x</p>')
+    assert not page.noindex and not page.nofollow
+
+
+# --- charsets and hostile bytes ------------------------------------------------------
+
+LATIN_TEXT = "Café naïve – “quoted” €5"
+
+
+def test_windows_1252_page_with_meta_charset() -> None:
+    html = (
+        '<html><head><meta charset="windows-1252"><title>Café</title></head>'
+        f"<body><p>{LATIN_TEXT}</p></body></html>"
+    )
+    page = parse_html(URL_, html.encode("cp1252"))
+    assert page.title == "Café"
+    assert page.text == LATIN_TEXT
+
+
+def test_latin1_http_equiv_meta() -> None:
+    html = (
+        '<html><head><meta http-equiv="Content-Type" content="text/html; charset=iso-8859-1">'
+        "</head><body><p>Grüße aus Köln</p></body></html>"
+    )
+    page = parse_html(URL_, html.encode("latin-1"))
+    assert page.text == "Grüße aus Köln"
+
+
+def test_header_charset_wins_over_meta() -> None:
+    html = '<meta charset="utf-8"><p>Grüße</p>'
+    page = parse_html(URL_, html.encode("latin-1"), content_type="text/html; charset=ISO-8859-1")
+    assert page.text == "Grüße"
+
+
+def test_declared_utf8_that_is_not_falls_back_without_raising() -> None:
+    body = "<p>Caf\xe9 cr\xe8me</p>".encode("latin-1")
+    page = parse_html(URL_, body, content_type="text/html; charset=utf-8")
+    assert page.text == "Café crème"
+
+
+def test_unknown_charset_and_invalid_bytes_never_raise() -> None:
+    body = b'<meta charset="x-no-such-charset"><p>ok \xff\xfe\xc3\x28 still</p>'
+    page = parse_html(URL_, body, content_type="text/html; charset=bogus")
+    assert page.text.startswith("ok ")
+    assert page.text.endswith("still")
+
+
+def test_utf8_bom_and_utf16_bom() -> None:
+    html = "<html><title>Héllo</title><body><p>Wörld</p></body></html>"
+    assert parse_html(URL_, b"\xef\xbb\xbf" + html.encode()).title == "Héllo"
+    page16 = parse_html(URL_, html.encode("utf-16"))  # Python writes a BOM
+    assert page16.noindex is False
+    assert page16.title == "Héllo"
+    assert page16.text == "Wörld"
+
+
+def test_nul_bytes_are_dropped() -> None:
+    body = b"<html><body><p>Hel\x00lo wor\x00ld</p></body></html>"
+    page = parse_html(URL_, body)
+    assert page.text == "Hello world"
+    assert "\x00" not in decode_html(body + b"\x00" * 5000, None)
+
+
+def test_many_nuls_after_the_sniffed_head_do_not_crash() -> None:
+    body = b"<html><body><p>" + b"x" * 2000 + b"\x00" * 10_000 + b"</p></body></html>"
+    page = parse_html(URL_, body)
+    assert "\x00" not in page.text
+    assert page.text.startswith("xxx")
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_binary_garbage_served_as_html_is_noindex(seed: int) -> None:
+    body = random.Random(seed).randbytes(64 * 1024)
+    page = parse_html(URL_, body, content_type="text/html")
+    assert page.noindex is True
+    assert page.text == "" and page.links == []
+
+
+def test_png_served_as_html_is_noindex() -> None:
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00" + bytes(range(256)) * 20
+    assert parse_html(URL_, png, content_type="text/html").noindex is True
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=4096), st.sampled_from([None, "text/html; charset=utf-8", "text/html"]))
+def test_parse_never_raises_on_arbitrary_bytes(body: bytes, ctype: str | None) -> None:
+    page = parse_html(URL_, body, content_type=ctype)
+    assert "\x00" not in page.text
+    assert len(page.links) <= MAX_LINKS_PER_PAGE
+
+
+# --- size limits ---------------------------------------------------------------------
+
+
+def test_hundred_thousand_links_are_capped() -> None:
+    anchors = "".join(f'<a href="/p{i}">link {i}</a>' for i in range(100_000))
+    body = f"<html><body>{anchors}</body></html>".encode()
+    started = time.monotonic()
+    page = parse_html(URL_, body)
+    assert time.monotonic() - started < 3.0
+    assert len(page.links) == MAX_LINKS_PER_PAGE
+    # The first links of the document are the ones kept, in order.
+    assert page.links[0].url == "http://example.com/p0"
+    assert page.links[0].anchor == "link 0"
+    assert page.links[-1].url == f"http://example.com/p{MAX_LINKS_PER_PAGE - 1}"
+
+
+def test_huge_text_is_capped() -> None:
+    body = b"<p>" + b"lorem ipsum " * 100_000 + b"</p>"
+    page = parse_html(URL_, body)
+    assert len(page.text) == MAX_TEXT_CHARS
