@@ -94,9 +94,8 @@ async def run_demo(config: NodeConfig, *, docs_dir: Path | None = None) -> None:
     """Render and serve the docs, run a node over them, print progress and the search URL."""
     from .cli import serve  # the node's own runner, so the demo is a real node
 
-    tmp = tempfile.TemporaryDirectory(prefix="rhizome-demo-") if docs_dir is None else None
-    folder = Path(tmp.name) if tmp is not None else docs_dir
-    assert folder is not None
+    tmp = tempfile.TemporaryDirectory(prefix="rhizome-demo-")
+    folder = docs_dir or Path(tmp.name) / "docs"
     try:
         if not (folder / "index.html").exists():
             print("rhizome demo: rendering the Python standard library docs with pydoc …")
@@ -107,7 +106,7 @@ async def run_demo(config: NodeConfig, *, docs_dir: Path | None = None) -> None:
         data_dir = config.data_dir
         if data_dir == default_data_dir():
             # Without an explicit --data-dir the demo leaves nothing behind.
-            data_dir = folder / "node-data"
+            data_dir = Path(tmp.name) / "node"
         demo_config = _demo_config(config, docs_url, data_dir)
         started: asyncio.Future[tuple[web.Application, str]] = (
             asyncio.get_running_loop().create_future()
@@ -126,8 +125,7 @@ async def run_demo(config: NodeConfig, *, docs_dir: Path | None = None) -> None:
             await asyncio.gather(node_task, return_exceptions=True)
             await docs_runner.cleanup()
     finally:
-        if tmp is not None:
-            tmp.cleanup()
+        tmp.cleanup()
 
 
 def _demo_config(config: NodeConfig, docs_url: str, data_dir: Path) -> NodeConfig:

@@ -123,7 +123,10 @@ class Frontier:
         fresh: list[tuple[str, int]] = []
         for url, depth in urls:
             if force or url not in self._seen:
-                if depth <= self.max_depth and not looks_like_trap(url):
+                if depth > self.max_depth:
+                    # Not "seen": the same URL may yet be linked from a shallower page.
+                    continue
+                if not looks_like_trap(url):
                     fresh.append((url, depth))
                 if len(self._seen) >= MAX_SEEN_CACHE:
                     self._seen.clear()  # SQLite's primary key still de-duplicates

@@ -67,7 +67,7 @@ class RobotsCache:
         self._fetch = fetch
         self.user_agent = user_agent_name
         self._cache: dict[str, RobotsPolicy] = {}
-        self._inflight: dict[str, asyncio.Future[RobotsPolicy]] = {}
+        self._inflight: dict[str, asyncio.Task[RobotsPolicy]] = {}
 
     async def policy(self, origin: str) -> RobotsPolicy:
         now = time.monotonic()
@@ -75,19 +75,22 @@ class RobotsCache:
         if cached is not None and cached.expires > now:
             return cached
         pending = self._inflight.get(origin)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut: asyncio.Future[RobotsPolicy] = asyncio.get_running_loop().create_future()
-        self._inflight[origin] = fut
-        try:
-            result = await self._load(origin, now)
-            fut.set_result(result)
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        finally:
+        if pending is None:
+            # The fetch runs in a task of its own: a caller that is cancelled (its URL's slot
+            # stopped) must not cancel the fetch every other caller for the origin waits on.
+            pending = asyncio.create_task(self._load_and_store(origin, now))
+            self._inflight[origin] = pending
+            pending.add_done_callback(lambda task: self._loaded(origin, task))
+        return await asyncio.shield(pending)
+
+    def _loaded(self, origin: str, task: asyncio.Task[RobotsPolicy]) -> None:
+        if self._inflight.get(origin) is task:
             del self._inflight[origin]
+        if not task.cancelled():
+            task.exception()  # mark retrieved: the waiters re-raise it themselves
+
+    async def _load_and_store(self, origin: str, now: float) -> RobotsPolicy:
+        result = await self._load(origin, now)
         if len(self._cache) >= MAX_CACHED_HOSTS:
             self._cache.pop(next(iter(self._cache)))
         self._cache[origin] = result

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -54,3 +56,16 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+def add_get(app: web.Application, path: str, handler: Callable[[web.Request], Any]) -> None:
+    """Route GET ``path`` to ``handler``, which may be a plain function (e.g. a lambda)."""
+    if asyncio.iscoroutinefunction(handler):
+        app.router.add_get(path, handler)
+        return
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        result: web.StreamResponse = handler(request)
+        return result
+
+    app.router.add_get(path, wrapped)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import zstandard
 from aiohttp import web
+from crawl_helpers import RequestLog, add_get, logging_app, serve
 
 from crawler import CrawlerConfig
 from crawler.config import MAX_DECODED_BYTES, MAX_REDIRECTS, MAX_RESPONSE_BYTES
@@ -30,8 +31,6 @@ from crawler.errors import (
 )
 from crawler.fetch import Fetcher, UnsupportedContent
 from crawler.ssrf import check_address, is_public_address
-
-from crawl_helpers import RequestLog, logging_app, serve
 
 HTML = b"<html><title>ok</title><body>hello</body></html>"
 MiB = 1024 * 1024
@@ -55,7 +54,7 @@ def html(body: bytes = HTML, **headers: str) -> web.Response:
 async def test_loopback_refused_before_any_request(tmp_path: Path) -> None:
     log = RequestLog()
     app = logging_app(log)
-    app.router.add_get("/", lambda r: html())
+    add_get(app, "/", lambda r: html())
     async with serve(app) as base:
         f = Fetcher(CrawlerConfig(data_dir=tmp_path, allow_private_networks=False))
         await f.start()
@@ -145,11 +144,11 @@ def redirect_app(log: RequestLog) -> web.Application:
     async def to(request: web.Request) -> web.StreamResponse:
         return web.Response(status=302, headers={"Location": request.query["loc"]})
 
-    app.router.add_get("/chain/{n}", chain)
-    app.router.add_get("/loop/a", loop_a)
-    app.router.add_get("/loop/b", loop_b)
-    app.router.add_get("/to", to)
-    app.router.add_get("/private", lambda r: html(b"<p>private</p>"))
+    add_get(app, "/chain/{n}", chain)
+    add_get(app, "/loop/a", loop_a)
+    add_get(app, "/loop/b", loop_b)
+    add_get(app, "/to", to)
+    add_get(app, "/private", lambda r: html(b"<p>private</p>"))
     return app
 
 
@@ -242,7 +241,7 @@ async def _stream_bytes(total: int, request: web.Request) -> web.StreamResponse:
 
 async def test_huge_streamed_body_truncated_at_cap(fetcher: Fetcher) -> None:
     app = web.Application()
-    app.router.add_get("/big", functools.partial(_stream_bytes, 20 * MiB))
+    add_get(app, "/big", functools.partial(_stream_bytes, 20 * MiB))
     async with serve(app) as base:
         result = await fetcher.fetch(base + "/big")
     cap = fetcher.config.max_response_bytes
@@ -258,7 +257,7 @@ async def test_body_exactly_under_cap_not_truncated(tmp_path: Path) -> None:
     )
     await f.start()
     app = web.Application()
-    app.router.add_get("/one", lambda r: html(b"x" * MiB))
+    add_get(app, "/one", lambda r: html(b"x" * MiB))
     try:
         async with serve(app) as base:
             result = await f.fetch(base + "/one")
@@ -272,7 +271,7 @@ async def test_declared_huge_content_length_refused(fetcher: Fetcher) -> None:
     # Over four times the cap by Content-Length: not worth reading even the head.
     log = RequestLog()
     app = logging_app(log)
-    app.router.add_get("/huge", lambda r: html(b"a" * (20 * MiB)))
+    add_get(app, "/huge", lambda r: html(b"a" * (20 * MiB)))
     async with serve(app) as base:
         with pytest.raises(TooLarge):
             await fetcher.fetch(base + "/huge")
@@ -307,9 +306,12 @@ async def test_decompression_bomb_capped(fetcher: Fetcher, encoding: str, make) 
     bomb = make()
     assert len(bomb) < 2 * MiB
     app = web.Application()
-    app.router.add_get(
-        "/bomb", lambda r: web.Response(body=bomb, headers={"Content-Type": "text/html",
-                                                            "Content-Encoding": encoding})
+    add_get(
+        app,
+        "/bomb",
+        lambda r: web.Response(
+            body=bomb, headers={"Content-Type": "text/html", "Content-Encoding": encoding}
+        ),
     )
     async with serve(app) as base:
         tracemalloc.start()
@@ -332,9 +334,12 @@ async def test_small_gzip_body_decoded(fetcher: Fetcher) -> None:
     comp = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     body = comp.compress(HTML) + comp.flush()
     app = web.Application()
-    app.router.add_get(
-        "/", lambda r: web.Response(body=body, headers={"Content-Type": "text/html",
-                                                        "Content-Encoding": "gzip"})
+    add_get(
+        app,
+        "/",
+        lambda r: web.Response(
+            body=body, headers={"Content-Type": "text/html", "Content-Encoding": "gzip"}
+        ),
     )
     async with serve(app) as base:
         result = await fetcher.fetch(base + "/")
@@ -344,10 +349,13 @@ async def test_small_gzip_body_decoded(fetcher: Fetcher) -> None:
 
 async def test_corrupt_gzip_is_a_fetch_error(fetcher: Fetcher) -> None:
     app = web.Application()
-    app.router.add_get(
-        "/", lambda r: web.Response(body=b"\x1f\x8bnot really gzip",
-                                    headers={"Content-Type": "text/html",
-                                             "Content-Encoding": "gzip"})
+    add_get(
+        app,
+        "/",
+        lambda r: web.Response(
+            body=b"\x1f\x8bnot really gzip",
+            headers={"Content-Type": "text/html", "Content-Encoding": "gzip"},
+        ),
     )
     async with serve(app) as base:
         with pytest.raises(FetchError):
@@ -359,9 +367,8 @@ async def test_corrupt_gzip_is_a_fetch_error(fetcher: Fetcher) -> None:
 
 async def test_non_html_content_type_refused(fetcher: Fetcher) -> None:
     app = web.Application()
-    app.router.add_get("/img", lambda r: web.Response(body=b"\x89PNG", content_type="image/png"))
-    app.router.add_get("/xhtml", lambda r: web.Response(body=HTML,
-                                                        content_type="application/xhtml+xml"))
+    add_get(app, "/img", lambda r: web.Response(body=b"\x89PNG", content_type="image/png"))
+    add_get(app, "/xhtml", lambda r: web.Response(body=HTML, content_type="application/xhtml+xml"))
     async with serve(app) as base:
         with pytest.raises(UnsupportedContent):
             await fetcher.fetch(base + "/img")
@@ -381,8 +388,8 @@ async def test_404_is_final(fetcher: Fetcher) -> None:
 
 async def test_503_with_retry_after_seconds_is_retryable(fetcher: Fetcher) -> None:
     app = web.Application()
-    app.router.add_get("/", lambda r: web.Response(status=503, headers={"Retry-After": "120"}))
-    app.router.add_get("/429", lambda r: web.Response(status=429, headers={"Retry-After": "7"}))
+    add_get(app, "/", lambda r: web.Response(status=503, headers={"Retry-After": "120"}))
+    add_get(app, "/429", lambda r: web.Response(status=429, headers={"Retry-After": "7"}))
     async with serve(app) as base:
         with pytest.raises(HTTPStatusError) as info:
             await fetcher.fetch(base + "/")
@@ -402,7 +409,7 @@ async def test_503_with_retry_after_http_date(fetcher: Fetcher) -> None:
     # RFC 9110 allows Retry-After as an HTTP-date as well as a number of seconds.
     when = email.utils.formatdate(time.time() + 300, usegmt=True)
     app = web.Application()
-    app.router.add_get("/", lambda r: web.Response(status=503, headers={"Retry-After": when}))
+    add_get(app, "/", lambda r: web.Response(status=503, headers={"Retry-After": when}))
     async with serve(app) as base:
         with pytest.raises(HTTPStatusError) as info:
             await fetcher.fetch(base + "/")
@@ -412,7 +419,7 @@ async def test_503_with_retry_after_http_date(fetcher: Fetcher) -> None:
 
 async def test_garbage_retry_after_ignored(fetcher: Fetcher) -> None:
     app = web.Application()
-    app.router.add_get("/", lambda r: web.Response(status=503, headers={"Retry-After": "soon"}))
+    add_get(app, "/", lambda r: web.Response(status=503, headers={"Retry-After": "soon"}))
     async with serve(app) as base:
         with pytest.raises(HTTPStatusError) as info:
             await fetcher.fetch(base + "/")
@@ -436,7 +443,7 @@ async def test_slow_drip_body_cut_off_by_timeout(tmp_path: Path) -> None:
         return resp
 
     app = web.Application()
-    app.router.add_get("/", drip)
+    add_get(app, "/", drip)
     f = Fetcher(CrawlerConfig(data_dir=tmp_path, allow_private_networks=True, fetch_timeout=1.0))
     await f.start()
     try:

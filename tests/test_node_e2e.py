@@ -229,11 +229,15 @@ def test_sigkill_mid_crawl_loses_nothing_and_refetches_nothing_committed(
     node_factory: NodeFactory,
 ) -> None:
     with serve_site(slow_site_pages(), delay=0.05) as site:
-        node = node_factory.start(seeds=[f"{site}/index.html"], site=site, crawl_delay=0.15)
+        # Commits once a second: at the kill, some fetched pages are not committed yet.
+        node = node_factory.start(
+            "--commit-interval", "1.0", seeds=[f"{site}/index.html"], site=site, crawl_delay=0.15
+        )
         deadline = time.monotonic() + 30
-        while node.status()["documents"] < 8:
-            assert time.monotonic() < deadline, node.output()
-            time.sleep(0.05)
+        while (status := node.status())["documents"] < 8:
+            assert time.monotonic() < deadline, f"{status}\n{node.output()}"
+            time.sleep(0.02)
+        time.sleep(0.45)  # half-way to the next commit: pages fetched, not yet committed
         node.kill()
         fetched_before = site.requests
         total = SLOW_PAGES + 1
@@ -250,7 +254,9 @@ def test_sigkill_mid_crawl_loses_nothing_and_refetches_nothing_committed(
             query = marker(int(path[3:-5])) if path.startswith("/p/") else '"index of the slow site"'
             assert url in [r["url"] for r in again.search(query)["results"]], (url, query)
 
+        print("DIAG", len(committed), len(done), sum(fetched_before.values()))
         status = again.wait_idle(60, min_documents=total)
+        print("DIAG2", {p: c for p, c in site.requests.items() if c > 1})
         assert status["documents"] == total
         requests = site.requests
         expected = {"/index.html", *(f"/p/{i}.html" for i in range(SLOW_PAGES))}

@@ -99,7 +99,7 @@ def test_text_without_main_uses_body_minus_boilerplate() -> None:
 
 
 def test_base_href_changes_link_resolution() -> None:
-    body = b'<html><head><base href="http://cdn.example.net/root/"></head>' b'<a href="x">X</a></html>'
+    body = b'<html><head><base href="http://cdn.example.net/root/"></head><a href="x">X</a></html>'
     page = parse_html(URL_, body)
     assert [link.url for link in page.links] == ["http://cdn.example.net/root/x"]
 
