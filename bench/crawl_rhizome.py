@@ -24,7 +24,7 @@ def run(timeout: float = 300.0) -> dict[str, float]:
             node.post("/api/seeds", {"urls": CORPUS_SEEDS})
             status = node.get("/api/status")
             while time.perf_counter() - started < timeout:
-                time.sleep(0.1)
+                time.sleep(0.25)
                 peak = max(peak, node.rss_mb())
                 status = node.get("/api/status")
                 if status["idle"]:

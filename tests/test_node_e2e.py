@@ -254,9 +254,7 @@ def test_sigkill_mid_crawl_loses_nothing_and_refetches_nothing_committed(
             query = marker(int(path[3:-5])) if path.startswith("/p/") else '"index of the slow site"'
             assert url in [r["url"] for r in again.search(query)["results"]], (url, query)
 
-        print("DIAG", len(committed), len(done), sum(fetched_before.values()))
         status = again.wait_idle(60, min_documents=total)
-        print("DIAG2", {p: c for p, c in site.requests.items() if c > 1})
         assert status["documents"] == total
         requests = site.requests
         expected = {"/index.html", *(f"/p/{i}.html" for i in range(SLOW_PAGES))}
