@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from . import routes, web_ui
 from .config import NodeConfig
@@ -27,9 +28,7 @@ async def _node_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 @web.middleware
-async def _security_headers(
-    request: web.Request, handler: web.RequestHandler
-) -> web.StreamResponse:
+async def _security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")

@@ -78,7 +78,9 @@ async def serve(
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     url = ""
-    for sock in site._server.sockets if site._server else []:
+    server = site._server
+    # uvloop's server is not an asyncio.Server, but it has the same ``sockets``.
+    for sock in getattr(server, "sockets", ()):
         host, port = sock.getsockname()[:2]
         url = f"http://{host}:{port}/"
         # Tests and scripts read this line to learn the port when --http used port 0.

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -85,8 +87,8 @@ async def serve_folder(folder: Path, port: int = DEMO_DOCS_PORT) -> tuple[web.Ap
     except OSError:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-    assert site._server is not None
-    port = site._server.sockets[0].getsockname()[1]
+    sockets: list[socket.socket] = getattr(site._server, "sockets", [])
+    port = sockets[0].getsockname()[1]
     return runner, f"http://127.0.0.1:{port}/"
 
 
@@ -108,17 +110,21 @@ async def run_demo(config: NodeConfig, *, docs_dir: Path | None = None) -> None:
             # Without an explicit --data-dir the demo leaves nothing behind.
             data_dir = Path(tmp.name) / "node"
         demo_config = _demo_config(config, docs_url, data_dir)
-        started: asyncio.Future[tuple[web.Application, str]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        node_task = asyncio.create_task(
-            serve(demo_config, on_started=lambda app, url: started.set_result((app, url)))
-        )
+        holder: list[tuple[web.Application, str]] = []
+        ready = asyncio.Event()
+
+        def on_started(app: web.Application, url: str) -> None:
+            holder.append((app, url))
+            ready.set()
+
+        node_task = asyncio.create_task(serve(demo_config, on_started=on_started))
+        ready_task = asyncio.create_task(ready.wait())
         try:
-            done, _ = await asyncio.wait({node_task, started}, return_when=asyncio.FIRST_COMPLETED)
-            if started in done:
-                app, url = started.result()
-                await _progress(app, url)
+            waiting: set[asyncio.Task[Any]] = {node_task, ready_task}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            ready_task.cancel()
+            if holder:
+                await _progress(*holder[0])
             await node_task
         finally:
             node_task.cancel()

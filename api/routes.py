@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from index import QuerySyntaxError
 
@@ -24,7 +25,7 @@ def _error(status: int, message: str) -> web.Response:
 
 
 @web.middleware
-async def json_errors(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every /api/ failure is JSON with a message a caller can act on; never a traceback."""
     if not request.path.startswith("/api/"):
         return await handler(request)

@@ -152,8 +152,11 @@ class Frontier:
             per_host[host] = per_host.get(host, 0) + 1
             self._host_urls[host] = count
             # Shallow pages first: next_fetch grows with depth, so BFS order survives restarts.
+            # The offset is never positive: a URL added now is due now (a host slot that
+            # leased right after its links were added would otherwise find nothing and end).
+            due = now + (depth - self.max_depth) * 1e-3
             texts = self._anchors.get(url)
-            rows.append((url, host, depth, now + depth * 1e-3, texts[0] if texts else None))
+            rows.append((url, host, depth, due, texts[0] if texts else None))
         db.execute("BEGIN")
         try:
             added: dict[str, int] = {}

@@ -28,6 +28,7 @@ class HostSlot:
         self.latency = 0.0
         self.stopped = False
         self._next_at = 0.0
+        self._last_turn = 0.0
         self._lock = asyncio.Lock()
 
     @property
@@ -40,6 +41,10 @@ class HostSlot:
         if self.robots_delay >= 1.0:
             # A host that asks for seconds between requests gets one request at a time.
             self.concurrency = 1
+        if self._last_turn:
+            # robots.txt is read after the first turn was taken with the operator's delay;
+            # the next request must already keep the host's Crawl-delay from this one.
+            self._next_at = max(self._next_at, self._last_turn + self.delay)
 
     async def wait_turn(self) -> None:
         delay = self.delay
@@ -49,7 +54,8 @@ class HostSlot:
             wait = self._next_at - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            self._next_at = time.monotonic() + self.delay
+            self._last_turn = time.monotonic()
+            self._next_at = self._last_turn + self.delay
 
     def observe(self, latency: float, *, ok: bool) -> None:
         self.latency = (

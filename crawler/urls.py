@@ -89,7 +89,7 @@ def _canonicalize(url: str, base: URL | None) -> str | None:
             if kept != items:
                 parsed = parsed.with_query(kept)
         parsed = parsed.with_fragment(None)
-        host = parsed.host.lower().rstrip(".")
+        host = (parsed.host or "").lower().rstrip(".")
         if not host or not host.isprintable() or " " in host:
             # yarl keeps whitespace and control characters in a host; no server has one,
             # and strip() on the output would turn it into a different URL.

@@ -321,7 +321,7 @@ class IndexStore:
         return SearchPage(
             query=parsed.text,
             hits=hits,
-            total=int(result.count or 0),
+            total=int(getattr(result, "count", 0) or 0),
             took_ms=(time.perf_counter() - started) * 1000.0,
         )
 
