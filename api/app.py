@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import routes, web_ui
+from . import discovery, metrics, routes, web_ui
 from .config import NodeConfig
 from .keys import CONFIG, NODE
 from .node import Node
@@ -48,6 +48,8 @@ def create_app(config: NodeConfig) -> web.Application:
     )
     app[CONFIG] = config
     app.cleanup_ctx.append(_node_ctx)
+    metrics.setup(app)
     routes.setup(app)
+    discovery.setup(app)
     web_ui.setup(app)
     return app

@@ -13,6 +13,7 @@ from aiohttp.typedefs import Handler
 from index import QuerySyntaxError
 
 from .keys import NODE
+from .metrics import METRICS
 from .search import BadRequest, SearchParams, run_search
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,9 @@ async def search(request: web.Request) -> web.Response:
     started = time.perf_counter()
     params = SearchParams.from_query(request.query)
     body = await run_search(request.app[NODE], params)
-    body["took_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    took = time.perf_counter() - started
+    request.app[METRICS].query_seconds.labels(scope=params.scope).observe(took)
+    body["took_ms"] = round(took * 1000, 2)
     return web.json_response(body)
 
 
