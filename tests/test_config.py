@@ -1,0 +1,99 @@
+"""Configuration precedence and errors: defaults < TOML < RHIZOME_* env < flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from api.cli import build_parser
+from api.config import ConfigError, NodeConfig, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_file_env_and_flags_layer_in_order(tmp_path: Path) -> None:
+    toml = tmp_path / "rhizome.toml"
+    toml.write_text('crawl_delay = 2.5\nhttp = "127.0.0.1:9000"\nseed = ["https://a.example/"]\n')
+    env = {"RHIZOME_CRAWL_DELAY": "0.5", "RHIZOME_SEED": "https://b.example/,https://c.example/"}
+    flags = vars(build_parser().parse_args(["node", "--crawl-delay", "0", "--data-dir", "/x"]))
+
+    from_file = load_config(file=toml, env={})
+    assert (from_file.crawl_delay, from_file.http) == (2.5, "127.0.0.1:9000")
+    with_env = load_config(file=toml, env=env)
+    assert with_env.crawl_delay == 0.5
+    assert with_env.seed == ("https://b.example/", "https://c.example/")
+    with_flags = load_config(file=toml, env=env, flags=flags)
+    assert with_flags.crawl_delay == 0.0
+    assert with_flags.data_dir == Path("/x")
+    assert with_flags.http == "127.0.0.1:9000"  # untouched by env and flags
+
+
+def test_config_file_from_environment(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text("[node]\nmax_depth = 3\nallow_private_networks = true\n")
+    config = load_config(env={"RHIZOME_CONFIG": str(toml)})
+    assert config.max_depth == 3
+    assert config.allow_private_networks is True
+
+
+def test_repeatable_flags_collect() -> None:
+    args = build_parser().parse_args(
+        [
+            "node",
+            "--seed",
+            "https://a.example/",
+            "--seed",
+            "https://b.example/",
+            "--allow-private-networks",
+        ]
+    )
+    config = load_config(env={}, flags=vars(args))
+    assert config.seed == ("https://a.example/", "https://b.example/")
+    assert config.allow_private_networks is True
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"RHIZOME_CRAWL_DELAY": "soon"}, "RHIZOME_CRAWL_DELAY"),
+        ({"RHIZOME_HTTP": "8700"}, "http"),
+        ({"RHIZOME_HTTP": "127.0.0.1:99999"}, "out of range"),
+        ({"RHIZOME_HOST_CONCURRENCY": "0"}, "host_concurrency"),
+        ({"RHIZOME_WRITER_HEAP_MB": "4"}, "writer_heap_mb"),
+        ({"RHIZOME_ALLOW_PRIVATE_NETWORKS": "maybe"}, "RHIZOME_ALLOW_PRIVATE_NETWORKS"),
+        ({"RHIZOME_LOG_FORMAT": "xml"}, "log_format"),
+    ],
+)
+def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(env=env)
+
+
+def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("crawl_dealy = 1\n")
+    with pytest.raises(ConfigError, match="unknown setting 'crawl_dealy'"):
+        load_config(file=unknown, env={})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("crawl_delay = [\n")
+    with pytest.raises(ConfigError, match=r"broken\.toml"):
+        load_config(file=broken, env={})
+    with pytest.raises(ConfigError, match=r"missing\.toml"):
+        load_config(file=tmp_path / "missing.toml", env={})
+
+
+def test_shipped_example_config_is_valid_and_complete() -> None:
+    example = ROOT / "deploy" / "rhizome.toml"
+    config = load_config(file=example, env={})
+    assert isinstance(config, NodeConfig)
+    text = example.read_text()
+    for name in NodeConfig.__dataclass_fields__:
+        assert f"\n{name} =" in text or text.startswith(f"{name} ="), f"{name} not documented"
+
+
+def test_cli_reports_config_errors_without_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    from api.cli import main
+
+    assert main(["node", "--http", "nonsense"]) == 2
+    assert "configuration error: http" in capsys.readouterr().err
