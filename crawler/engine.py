@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -32,6 +32,7 @@ from .urls import canonicalize, host_of
 log = logging.getLogger(__name__)
 
 SUPERVISOR_TICK = 1.0
+MAX_REMEMBERED_HOSTS = 10_000
 RETRY_BASE = 60.0
 RATE_WINDOW = 60.0
 
@@ -83,7 +84,10 @@ class Crawler:
         )
         self.fetcher = Fetcher(config)
         self.robots = RobotsCache(self._fetch_robots, config.user_agent_name)
-        self._slots: dict[str, HostSlot] = {}
+        self._slots: dict[str, HostSlot] = {}  # hosts being crawled right now
+        # Politeness state outlives a host's crawl round: the last request time, back-off
+        # and Crawl-delay still apply when new links for the host arrive a moment later.
+        self._host_state: OrderedDict[str, HostSlot] = OrderedDict()
         self._slot_tasks: set[asyncio.Task[None]] = set()
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[str, int] = {}  # leased URL -> depth, until committed or failed
@@ -195,7 +199,11 @@ class Crawler:
                     log.exception("frontier unavailable; retrying")
                     hosts = []
                 for host in hosts:
-                    slot = HostSlot(host, self.config)
+                    slot = self._host_state.pop(host, None) or HostSlot(host, self.config)
+                    slot.stopped = False
+                    self._host_state[host] = slot
+                    if len(self._host_state) > MAX_REMEMBERED_HOSTS:
+                        self._host_state.popitem(last=False)
                     self._slots[host] = slot
                     task = asyncio.create_task(self._run_slot(slot), name=f"slot:{host}")
                     self._slot_tasks.add(task)

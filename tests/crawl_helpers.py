@@ -22,6 +22,7 @@ class Hit:
 @dataclass
 class RequestLog:
     hits: list[Hit] = field(default_factory=list)
+    max_in_flight: int = 0  # most requests a handler saw at once (handlers update it)
 
     def paths(self) -> list[str]:
         return [h.path for h in self.hits]

@@ -233,3 +233,11 @@ async def test_clean_close_and_reopen_keeps_everything(tmp_path: Path) -> None:
         assert (counts.queued, counts.done, counts.hosts) == (1, 1, 1)
     finally:
         await g.close()
+
+
+async def test_links_added_now_are_due_now(frontier: Frontier) -> None:
+    # No back-dating here: URLs at any allowed depth can be leased right after add().
+    await frontier.add([(A + "/d0", 0), (A + "/d3", 3), (A + "/d5", 5)])
+    assert await frontier.has_due()
+    leases = await frontier.lease("a.example", 10)
+    assert [le.url for le in leases] == [A + "/d0", A + "/d3", A + "/d5"]
