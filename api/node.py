@@ -66,7 +66,7 @@ class Node:
         await self.store.start()
         await self.crawler.start()
         if self.config.seed:
-            await self.crawler.add_seeds(self.config.seed)
+            await self.crawler.add_seeds(self.config.seed, force=False)
 
     async def stop(self) -> None:
         await self.crawler.stop()

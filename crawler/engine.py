@@ -124,11 +124,13 @@ class Crawler:
         await self.frontier.close()
 
     # --- inputs ----------------------------------------------------------------------
-    async def add_seeds(self, urls: Iterable[str]) -> list[str]:
-        """Queue operator-given URLs now (re-queues known ones). Returns the accepted URLs."""
+    async def add_seeds(self, urls: Iterable[str], *, force: bool = True) -> list[str]:
+        """Queue operator-given URLs. ``force`` re-queues known ones now (an explicit
+        request); seeds from the configuration use force=False, so a restart does not
+        refetch them. Returns the accepted (canonical) URLs."""
         accepted = [c for c in (canonicalize(u) for u in urls) if c]
         self._seed_hosts.update(host_of(u) for u in accepted)
-        await self._route([(u, 0) for u in accepted], force=True)
+        await self._route([(u, 0) for u in accepted], force=force)
         return accepted
 
     async def add_urls(self, urls: Iterable[tuple[str, int]]) -> None:
@@ -147,7 +149,7 @@ class Crawler:
         self._wake.set()
 
     async def _route(self, urls: list[tuple[str, int]], *, force: bool) -> None:
-        if self.config.seed_hosts_only and not force:
+        if self.config.seed_hosts_only:
             urls = [(u, d) for u, d in urls if host_of(u) in self._seed_hosts]
         if self.router is not None:
             mine: list[tuple[str, int]] = []

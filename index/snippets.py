@@ -33,6 +33,25 @@ class Snippet:
         return "".join(out)
 
 
+CLOSING_PUNCTUATION = frozenset(",.;:!?)]}»")
+
+
+def _tidy(
+    text: str, ranges: tuple[tuple[int, int], ...]
+) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """Drop the space text extraction puts before punctuation after inline markup
+    ("the planets , then"), moving the highlight ranges with the text."""
+    keep: list[str] = []
+    new_pos = [0] * (len(text) + 1)
+    for i, ch in enumerate(text):
+        new_pos[i] = len(keep)
+        if ch == " " and i + 1 < len(text) and text[i + 1] in CLOSING_PUNCTUATION:
+            continue
+        keep.append(ch)
+    new_pos[len(text)] = len(keep)
+    return "".join(keep), tuple((new_pos[s], new_pos[e]) for s, e in ranges)
+
+
 def _byte_to_char_ranges(text: str, ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     # tantivy reports byte offsets into the UTF-8 fragment.
     data = text.encode("utf-8")
@@ -51,7 +70,7 @@ def make_snippet(generator: Any, doc: Any, parsed: ParsedQuery) -> Snippet:
         fragment = snip.fragment()
         if fragment:
             ranges = [(r.start, r.end) for r in snip.highlighted()]
-            return Snippet(fragment, _byte_to_char_ranges(fragment, ranges))
+            return Snippet(*_tidy(fragment, _byte_to_char_ranges(fragment, ranges)))
     for name in ("description", "body"):
         values = doc.get_all(name)
         if values and values[0]:
@@ -59,5 +78,5 @@ def make_snippet(generator: Any, doc: Any, parsed: ParsedQuery) -> Snippet:
             if len(text) > FALLBACK_CHARS:
                 cut = text.rfind(" ", 0, FALLBACK_CHARS)
                 text = text[: cut if cut > 0 else FALLBACK_CHARS] + " …"
-            return Snippet(text, ())
+            return Snippet(*_tidy(text, ()))
     return Snippet("", ())

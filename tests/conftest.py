@@ -116,9 +116,9 @@ class SiteServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
-        assert server is not None
-        port = server.sockets[0].getsockname()[1]
+        addresses = self._runner.addresses
+        assert addresses, "fixture site is not listening"
+        port = addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"
 
     async def _cleanup(self) -> None:
@@ -305,12 +305,25 @@ class NodeHandle:
             )
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown code runs (a power cut, an OOM kill)."""
-        # The node runs in its own process group: its parser workers die with it, as when
-        # the machine loses power or systemd kills the unit's cgroup.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        """SIGKILL the node's main process: no shutdown code runs (as after an OOM kill).
+
+        Its parser workers are left to notice on their own (see ``live_workers``).
+        """
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+
+    def live_workers(self) -> list[int]:
+        """Processes still running (not zombies) in the node's process group, but the node."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                state, pgid = fields[0], int(fields[2])
+                pid = int(stat.parent.name)
+                if pgid == self.proc.pid and pid != self.proc.pid and state not in "ZX":
+                    pids.append(pid)
+        return pids
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait for a clean shutdown; SIGKILL if it takes too long."""

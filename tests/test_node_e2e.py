@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import tantivy
-
 from conftest import (
     SITE_INDEXABLE,
     SITE_NOINDEX,
@@ -244,6 +243,10 @@ def test_sigkill_mid_crawl_loses_nothing_and_refetches_nothing_committed(
         committed = committed_urls(node.data_dir)
         done = frontier_done(node.data_dir)
         assert 8 <= len(committed) < total, "kill the node while it is still crawling"
+        deadline = time.monotonic() + 10
+        while node.live_workers():
+            assert time.monotonic() < deadline, "parser workers outlived the killed node"
+            time.sleep(0.05)
         assert done <= committed, "the frontier marks a URL done only after the index commit"
 
         again = node_factory.start(data_dir=node.data_dir, site=site, crawl_delay=0.15)
@@ -251,7 +254,8 @@ def test_sigkill_mid_crawl_loses_nothing_and_refetches_nothing_committed(
         assert again.status()["documents"] >= len(committed)
         for url in committed:
             path = path_of(url)
-            query = marker(int(path[3:-5])) if path.startswith("/p/") else '"index of the slow site"'
+            slow_index = '"index of the slow site"'
+            query = marker(int(path[3:-5])) if path.startswith("/p/") else slow_index
             assert url in [r["url"] for r in again.search(query)["results"]], (url, query)
 
         status = again.wait_idle(60, min_documents=total)

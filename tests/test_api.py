@@ -1,0 +1,267 @@
+"""Bad input gets a clear 4xx (JSON on /api/, HTML on the web UI), never a 5xx.
+
+GET tests share the session's crawled node (a subprocess); POST /api/seeds tests run the app
+in-process on a loopback TestServer, so each gets a fresh, empty node.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from conftest import SCRIPT_PAYLOAD, NodeHandle
+
+from api.app import create_app
+from api.config import load_config
+from api.routes import MAX_SEEDS_PER_REQUEST
+from api.search import MAX_OFFSET, SearchParams
+from api.web_ui import _results_html
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def assert_json_error(resp_status: int, content_type: str, body: Any, status: int) -> str:
+    assert resp_status == status, body
+    assert content_type == "application/json"
+    assert body["status"] == status
+    message = body["error"]
+    assert isinstance(message, str) and message.strip()
+    assert "Traceback" not in message
+    return message
+
+
+def assert_no_unhandled_errors(node: NodeHandle) -> None:
+    out = node.output()
+    assert "unhandled error" not in out and "Traceback" not in out, out
+
+
+# --- GET /api/search -------------------------------------------------------------------------
+
+LONG_QUERY = "telescope " * 60  # 600 characters
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({}, "missing query"),
+        ({"q": ""}, "missing query"),
+        ({"q": "   "}, "missing query"),
+        ({"q": "moon", "limit": "abc"}, "limit must be a whole number"),
+        ({"q": "moon", "limit": "1.5"}, "limit must be a whole number"),
+        ({"q": "moon", "limit": "0"}, "limit must be between"),
+        ({"q": "moon", "limit": "10000"}, "limit must be between"),
+        ({"q": "moon", "limit": "-3"}, "limit must be between"),
+        ({"q": "moon", "offset": "-1"}, "offset must be between"),
+        ({"q": "moon", "offset": "x"}, "offset must be a whole number"),
+        ({"q": "moon", "offset": str(MAX_OFFSET + 1)}, "offset must be between"),
+        ({"q": "moon", "scope": "bogus"}, "scope must be one of"),
+        ({"q": '"unbalanced quote'}, "unbalanced quotation mark"),
+        ({"q": 'ring "of fire'}, "unbalanced quotation mark"),
+        ({"q": "a:b:c("}, "cannot parse query"),
+        ({"q": "nosuchfield:moon"}, "cannot parse query"),
+        ({"q": "(moon"}, "cannot parse query"),
+        ({"q": LONG_QUERY}, "longer than 512 characters"),
+        ({"q": "moon\x00light"}, "NUL"),
+        ({"q": "site:a site:b site:c site:d site:e site:f site:g site:h site:i"}, "site:"),
+    ],
+    ids=lambda v: json.dumps(v)[:40] if isinstance(v, dict) else None,
+)
+def test_bad_search_parameters_get_400_json(
+    crawled_node: NodeHandle, params: dict[str, str], expected: str
+) -> None:
+    resp = crawled_node.get("/api/search", **params)
+    message = assert_json_error(resp.status, resp.content_type, resp.json(), 400)
+    assert expected in message
+    assert_no_unhandled_errors(crawled_node)
+
+
+def test_limits_at_the_edges_are_accepted(crawled_node: NodeHandle) -> None:
+    for params in ({"limit": "1"}, {"limit": "100"}, {"offset": str(MAX_OFFSET)}, {"limit": ""}):
+        resp = crawled_node.get("/api/search", q="backyard", **params)
+        assert resp.status == 200, (params, resp.text)
+        assert resp.json()["number_of_results"] == 13
+    data = crawled_node.get_json("/api/search", q="backyard", scope="network")
+    assert data["scope"] == "network" and data["results"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/api/nope", 404),
+        ("GET", "/api/", 404),
+        ("GET", "/api/status/extra", 404),
+        ("POST", "/api/search", 405),
+        ("GET", "/api/seeds", 405),
+        ("DELETE", "/api/status", 405),
+    ],
+)
+def test_unknown_api_paths_and_methods_get_json_errors(
+    crawled_node: NodeHandle, method: str, path: str, status: int
+) -> None:
+    resp = crawled_node.request(method, path)
+    assert_json_error(resp.status, resp.content_type, resp.json(), status)
+
+
+# --- POST /api/seeds (in-process app on a loopback TestServer) -------------------------------
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
+    config = load_config(
+        env={},
+        flags={"data_dir": str(tmp_path / "data"), "http": "127.0.0.1:0", "parse_workers": 1},
+    )
+    server = TestServer(create_app(config), host="127.0.0.1")
+    client: TestClient[Any, Any] = TestClient(server)
+    async with client:  # starts the server, and closes both at the end
+        yield client
+
+
+SHAPE = "body must be JSON like"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"not json", SHAPE),
+        (b"", SHAPE),
+        (b"\xff\xfe\x00", SHAPE),
+        (b"[" * 100_000, SHAPE),  # nested deeper than the JSON decoder's recursion limit
+        (b"null", SHAPE),
+        (b'"https://example.org/"', SHAPE),
+        (b'["https://example.org/"]', SHAPE),
+        (b'{"url": ["https://example.org/"]}', SHAPE),
+        (b'{"urls": "https://example.org/"}', SHAPE),
+        (b'{"urls": {"a": "https://example.org/"}}', SHAPE),
+        (b'{"urls": null}', SHAPE),
+        (b'{"urls": [1, 2]}', SHAPE),
+        (b'{"urls": [["https://example.org/"]]}', SHAPE),
+        (
+            json.dumps({"urls": [f"https://e{i}.example/" for i in range(1001)]}).encode(),
+            f"at most {MAX_SEEDS_PER_REQUEST} URLs",
+        ),
+    ],
+    ids=lambda v: repr(v[:24]) if isinstance(v, bytes) else None,
+)
+async def test_bad_seed_bodies_get_400_json(
+    client: TestClient[Any, Any], body: bytes, expected: str
+) -> None:
+    resp = await client.post("/api/seeds", data=body, headers={"Content-Type": "application/json"})
+    message = assert_json_error(resp.status, resp.content_type, await resp.json(), 400)
+    assert expected in message
+    status = await (await client.get("/api/status")).json()
+    assert status["crawl"]["known_urls"] == 0, "a rejected request must not queue anything"
+
+
+async def test_oversized_seed_body_gets_413_json(client: TestClient[Any, Any]) -> None:
+    resp = await client.post("/api/seeds", data=b" " * (2 * 1024 * 1024))
+    assert_json_error(resp.status, resp.content_type, await resp.json(), 413)
+
+
+async def test_non_http_seed_urls_are_rejected_and_counted(client: TestClient[Any, Any]) -> None:
+    urls = [
+        "ftp://example.org/file",
+        "javascript:alert(1)",
+        "mailto:someone@example.org",
+        "file:///etc/passwd",
+        "not a url",
+        "http://",
+        "https://example.org/page#section",
+    ]
+    resp = await client.post("/api/seeds", json={"urls": urls})
+    assert resp.status == 202
+    assert await resp.json() == {"accepted": ["https://example.org/page"], "rejected": 6}
+    resp = await client.post("/api/seeds", json={"urls": []})
+    assert resp.status == 202
+    assert await resp.json() == {"accepted": [], "rejected": 0}
+
+
+async def test_in_process_search_errors_are_json(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/api/search", params={"q": "a:b:c("})
+    assert_json_error(resp.status, resp.content_type, await resp.json(), 400)
+    resp = await client.get("/api/search", params={"q": "nothing indexed yet"})
+    assert resp.status == 200
+    data = await resp.json()
+    assert data["results"] == [] and data["number_of_results"] == 0
+
+
+# --- the HTML pages ----------------------------------------------------------------------------
+
+ESCAPED_PAYLOAD = html.escape(SCRIPT_PAYLOAD)  # &lt;script&gt;alert(1)&lt;/script&gt;
+
+
+def test_result_titles_and_snippets_are_escaped(crawled_node: NodeHandle) -> None:
+    # The glossary page's <title> and body both carry a literal <script> payload.
+    api = crawled_node.search("glossary parsec")
+    assert api["results"][0]["title"] == f"Astronomy Glossary {SCRIPT_PAYLOAD}"
+    resp = crawled_node.get("/", q="glossary parsec")
+    assert resp.status == 200 and resp.content_type == "text/html"
+    assert SCRIPT_PAYLOAD not in resp.text
+    assert "<script" not in resp.text.lower()
+    assert f"Astronomy Glossary {ESCAPED_PAYLOAD}" in resp.text
+    assert "default-src 'none'" in resp.headers["content-security-policy"]
+    assert resp.headers["x-content-type-options"] == "nosniff"
+    snippet = crawled_node.get("/", q="never paste alert")
+    assert SCRIPT_PAYLOAD not in snippet.text
+    assert "&lt;script&gt;<mark>alert</mark>(1)&lt;/script&gt;" in snippet.text
+
+
+def test_the_query_itself_is_escaped(crawled_node: NodeHandle) -> None:
+    for q in (SCRIPT_PAYLOAD, f'"><img src=x onerror=alert(1)> {SCRIPT_PAYLOAD}'):
+        resp = crawled_node.get("/", q=q)
+        assert resp.status in (200, 400) and resp.content_type == "text/html"
+        assert SCRIPT_PAYLOAD not in resp.text
+        assert "<img" not in resp.text
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"q": '"unbalanced'}, "unbalanced quotation mark"),
+        ({"q": "a:b:c("}, "cannot parse query"),
+        ({"q": "x" * 600}, "longer than 512 characters"),
+        ({"q": "moon", "limit": "abc"}, "limit must be a whole number"),
+        ({"q": "moon", "offset": "-1"}, "offset must be between"),
+    ],
+)
+def test_bad_query_renders_a_readable_400_page(
+    crawled_node: NodeHandle, params: dict[str, str], message: str
+) -> None:
+    resp = crawled_node.get("/", **params)
+    assert resp.status == 400
+    assert resp.content_type == "text/html"
+    assert resp.text.startswith("<!doctype html>")
+    assert 'role="alert">Cannot search: ' in resp.text
+    assert html.escape(message) in resp.text
+    assert 'name="q"' in resp.text, "the search box stays on the page to try again"
+
+
+def test_home_and_status_pages(crawled_node: NodeHandle) -> None:
+    home = crawled_node.get("/")
+    assert home.status == 200 and home.content_type == "text/html"
+    assert 'name="q"' in home.text
+    about = crawled_node.get("/status")
+    assert about.status == 200 and "About this node" in about.text
+    assert "<th>Documents in index</th><td>13</td>" in about.text
+
+
+def test_next_link_stops_at_the_deepest_page_the_api_serves() -> None:
+    def render(offset: int) -> str:
+        data = {
+            "number_of_results": 5000,
+            "took_ms": 1.0,
+            "results": [
+                {"url": "https://e.example/", "title": "t", "host": "e.example", "content_html": ""}
+            ]
+            * 100,
+        }
+        return _results_html(data, SearchParams(q="a", limit=100, offset=offset))
+
+    assert 'rel="next"' in render(MAX_OFFSET - 100)
+    assert 'rel="next"' not in render(MAX_OFFSET)
+    assert 'rel="prev"' in render(MAX_OFFSET)
