@@ -214,35 +214,50 @@ class Crawler:
                 await asyncio.wait_for(self._wake.wait(), SUPERVISOR_TICK)
 
     async def _run_slot(self, slot: HostSlot) -> None:
-        try:
-            while not slot.stopped:
+        """Crawl one host until the frontier has nothing due for it.
+
+        Workers top the host's queue up before it runs dry, so a slow page never holds
+        the others back waiting for a whole batch to finish.
+        """
+        queue: deque[Lease] = deque()
+        refilling = asyncio.Lock()
+
+        async def refill() -> bool:
+            async with refilling:
+                if len(queue) > slot.concurrency:
+                    return True
                 leases = await self.frontier.lease(slot.host, slot.concurrency * 4)
-                if not leases:
-                    break
                 for lease in leases:
                     self._pending[lease.url] = lease.depth
-                queue = deque(leases)
-                workers = min(slot.concurrency, len(queue))
-                await asyncio.gather(*(self._slot_worker(slot, queue) for _ in range(workers)))
-                if queue:  # slot stopped early (host unreachable): hand the rest back
-                    rest = [lease.url for lease in queue]
-                    for url in rest:
-                        self._pending.pop(url, None)
-                    await self.frontier.release(rest)
+                queue.extend(leases)
+                return bool(leases)
+
+        async def worker() -> None:
+            while not slot.stopped:
+                if len(queue) <= slot.concurrency and not await refill() and not queue:
+                    return
+                if not queue:
+                    continue
+                lease = queue.popleft()
+                await slot.wait_turn()
+                async with self._global:
+                    await self._crawl_one(slot, lease)
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(slot.concurrency)))
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("host slot %s failed", slot.host)
         finally:
+            if queue:  # stopped early (host unreachable, shutdown): hand the rest back
+                rest = [lease.url for lease in queue]
+                for url in rest:
+                    self._pending.pop(url, None)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.frontier.release(rest))
             self._slots.pop(slot.host, None)
             self._wake.set()
-
-    async def _slot_worker(self, slot: HostSlot, queue: deque[Lease]) -> None:
-        while queue and not slot.stopped:
-            lease = queue.popleft()
-            await slot.wait_turn()
-            async with self._global:
-                await self._crawl_one(slot, lease)
 
     # --- one URL ---------------------------------------------------------------------
     async def _crawl_one(self, slot: HostSlot, lease: Lease) -> None:
@@ -281,13 +296,22 @@ class Crawler:
             self._pending.setdefault(alias, lease.depth)
         self._pending.setdefault(page.url, lease.depth)
         page.aliases = aliases
-        if page.links and lease.depth < self.config.max_depth:
-            self.frontier.note_anchors(
-                (link.url, link.anchor) for link in page.links if link.url != page.url
-            )
-            await self._route([(link.url, lease.depth + 1) for link in page.links], force=False)
-        page.inbound_anchors = self.frontier.take_anchors(page.url, lease.anchor)
-        await self.sink.submit(page)
+        try:
+            if page.links and lease.depth < self.config.max_depth:
+                self.frontier.note_anchors(
+                    (link.url, link.anchor) for link in page.links if link.url != page.url
+                )
+                links = [(link.url, lease.depth + 1) for link in page.links]
+                await self._route(links, force=False)
+            page.inbound_anchors = self.frontier.take_anchors(page.url, lease.anchor)
+            await self.sink.submit(page)
+        except Exception as exc:
+            # Whatever failed (the frontier's disk, the sink), the URL must not stay in
+            # flight forever: that would keep the node from ever reporting idle.
+            log.exception("could not hand %s on", page.url)
+            for alias in (page.url, *aliases):
+                self._pending.pop(alias, None)
+            await self._failed(slot, lease, FetchError(f"internal: {exc!r}"))
 
     async def _parse(self, result: FetchResult) -> ParsedPage:
         return await self._pool.parse(

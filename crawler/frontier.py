@@ -277,6 +277,17 @@ class Frontier:
         assert self._db is not None
         db = self._db
         db.execute("BEGIN")
+        try:
+            self._upsert_done(db, rows)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @staticmethod
+    def _upsert_done(
+        db: sqlite3.Connection, rows: list[tuple[str, str, int, float, float]]
+    ) -> None:
         db.executemany(
             "INSERT INTO urls(url, host, depth, state, next_fetch, fetched_at) "
             "VALUES (?,?,?,2,?,?) ON CONFLICT(url) DO UPDATE SET state=2, "
@@ -284,7 +295,6 @@ class Frontier:
             "last_error=NULL",
             rows,
         )
-        db.execute("COMMIT")
 
     async def mark_failed(self, url: str, error: str, retry_at: float | None) -> None:
         """retry_at None: give up until the next recrawl round (the caller decides)."""

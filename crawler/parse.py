@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from selectolax.lexbor import LexborHTMLParser
 from yarl import URL
 
-from .urls import canonicalize
+from .urls import LinkResolver, canonicalize
 
 MAX_TEXT_CHARS = 200_000
 MAX_TITLE_CHARS = 300
@@ -28,6 +28,7 @@ BOILERPLATE_SELECTOR = (
     "script, style, noscript, template, svg, iframe, nav, header, footer, aside, form, "
     "[role=navigation], [role=banner], [role=contentinfo], [aria-hidden=true]"
 )
+BOILERPLATE_TAGS = BOILERPLATE_SELECTOR.split(", ")
 MAIN_SELECTORS = ("main", "article", "[role=main]")
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_\-:.]+)""", re.I)
@@ -172,12 +173,13 @@ def parse_html(
         page.language = lang.split("-")[0].strip().lower()[:8]
 
     if not page.nofollow:
+        resolve = LinkResolver(base)
         seen: set[str] = set()
         for a in tree.css("a[href]"):
             rel = (a.attributes.get("rel") or "").lower()
             if "nofollow" in rel:
                 continue
-            target = canonicalize(a.attributes.get("href") or "", base)
+            target = resolve(a.attributes.get("href") or "")
             if target is None or target in seen:
                 continue
             seen.add(target)
@@ -186,7 +188,6 @@ def parse_html(
                 break
 
     if not page.noindex:
-        tree.strip_tags(BOILERPLATE_SELECTOR.split(", "))
         root = None
         for selector in MAIN_SELECTORS:
             root = tree.css_first(selector)
@@ -195,6 +196,9 @@ def parse_html(
         if root is None:
             root = tree.body
         if root is not None:
+            # Strip boilerplate inside the content root only: a page that marks its main
+            # content leaves the rest out anyway, and the smaller subtree is cheaper.
+            root.strip_tags(BOILERPLATE_TAGS)
             page.text = _norm(root.text(separator=" "), MAX_TEXT_CHARS)
         if not page.title and page.text:
             page.title = page.text[:80]

@@ -33,7 +33,10 @@ class HostSlot:
 
     @property
     def delay(self) -> float:
-        adaptive = self.latency / self.concurrency
+        # Follow the server's response time only when the operator asked for politeness
+        # at all: with crawl_delay 0 (a site you run yourself) it would only measure the
+        # node's own queueing and throttle it.
+        adaptive = self.latency / self.concurrency if self.base_delay > 0 else 0.0
         return min(max(self.base_delay, self.robots_delay, self.backoff, adaptive), MAX_BACKOFF)
 
     def apply_robots_delay(self, delay: float | None) -> None:

@@ -49,16 +49,33 @@ CANONICAL_CACHE_SIZE = 65_536
 
 def canonicalize(url: str, base: URL | None = None) -> str | None:
     """Return the canonical form of ``url`` (resolved against ``base``), or None to skip it."""
-    if base is None or url.startswith(("http://", "https://", "/")):
-        # Absolute and root-relative links resolve the same from any page of a host, and
-        # navigation repeats them on every page: worth caching.
-        root = "" if base is None or url.startswith("http") else str(base.origin())
-        return _canonical_cached(url, root)
-    if url and not url.startswith(("?", "#")):
-        # A relative path resolves against the base's directory alone (RFC 3986 §5.2.3).
-        text = str(base).split("?", 1)[0]
-        return _canonical_cached(url, text[: text.rfind("/") + 1])
-    return _canonicalize(url, base)
+    if base is None:
+        return _canonical_cached(url, "")
+    return LinkResolver(base)(url)
+
+
+class LinkResolver:
+    """Canonicalises the links of one page: what every link needs from the page's URL is
+    computed once, and links that resolve the same from any page share a cache entry."""
+
+    __slots__ = ("base", "directory", "origin")
+
+    def __init__(self, base: URL) -> None:
+        self.base = base
+        self.origin = str(base.origin())
+        path = str(base).split("?", 1)[0]
+        self.directory = path[: path.rfind("/") + 1]
+
+    def __call__(self, href: str) -> str | None:
+        href = href.strip()
+        if href.startswith(("http://", "https://")):
+            return _canonical_cached(href, "")
+        if href.startswith("/"):  # root-relative (or scheme-relative //host/...)
+            return _canonical_cached(href, self.origin)
+        if href and not href.startswith(("?", "#")):
+            # A relative path resolves against the base's directory alone (RFC 3986 5.2.3).
+            return _canonical_cached(href, self.directory)
+        return _canonicalize(href, self.base)
 
 
 @lru_cache(maxsize=CANONICAL_CACHE_SIZE)

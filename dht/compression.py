@@ -3,6 +3,9 @@
 ``zstandard.decompress(max_output_size=N)`` ignores N when the frame declares its content
 size, so a few bytes can claim (and allocate) hundreds of MiB. We check the declared size
 first, then stream with a hard cap so frames that do not declare a size are bounded too.
+A stream reader ends quietly on a truncated frame, so a second pass, bounded by what the
+first produced, checks that the frame is complete. One frame per call: trailing bytes are
+refused.
 """
 
 from __future__ import annotations
@@ -36,11 +39,18 @@ def decompress(data: bytes, max_size: int) -> bytes:
     out = bytearray()
     dctx = zstandard.ZstdDecompressor()
     try:
-        with dctx.stream_reader(io.BytesIO(data), read_across_frames=True) as reader:
+        with dctx.stream_reader(io.BytesIO(data)) as reader:
             while chunk := reader.read(min(READ_CHUNK, max_size + 1 - len(out))):
                 out += chunk
                 if len(out) > max_size:
                     raise RecordTooLarge(f"frame decompresses to more than {max_size} bytes")
+        # Safe now: this pass yields the same (capped) output as the first one.
+        checker = dctx.decompressobj()
+        checker.decompress(data)
     except zstandard.ZstdError as exc:
         raise InvalidRecord(f"corrupt zstd data: {exc}") from exc
+    if not checker.eof:
+        raise InvalidRecord("truncated zstd frame")
+    if checker.unused_data:
+        raise InvalidRecord("trailing bytes after the zstd frame")
     return bytes(out)

@@ -46,7 +46,7 @@ class Contact:
     last_seen: float
 
 
-def _check_url(url: str) -> None:
+def check_url(url: str) -> None:
     if len(url.encode("utf-8")) > MAX_URL_BYTES:
         raise InvalidContact(f"http url longer than {MAX_URL_BYTES} bytes")
     if url and (not url.isascii() or not url.startswith(URL_SCHEMES) or not url.isprintable()):
@@ -56,7 +56,7 @@ def _check_url(url: str) -> None:
 def make_contact_record(identity: Identity, http_url: str | None, *, now: float) -> bytes:
     """Our signed hello: ``identity`` serves HTTP at ``http_url`` (empty: no endpoint)."""
     url = http_url or ""
-    _check_url(url)
+    check_url(url)
     return sign_record(
         identity,
         kind=CONTACT_KIND,
@@ -83,7 +83,7 @@ def verify_contact(node_id: bytes, data: bytes, *, now: float) -> Contact:
         url = record.payload.decode("ascii")
     except UnicodeDecodeError as exc:
         raise InvalidContact("contact url is not ASCII") from exc
-    _check_url(url)
+    check_url(url)
     return Contact(node_id, record.publisher, url or None, record.issued_at, record.expires_at, now)
 
 

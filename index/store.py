@@ -31,6 +31,7 @@ DEFAULT_COMMIT_DOCS = 2_000
 DEFAULT_WRITER_HEAP = 64 * 1024 * 1024
 DEFAULT_QUEUE_SIZE = 4_000
 SEARCH_THREADS = 4
+QUIET_COMMIT = 0.1  # seconds without a new change that trigger an early commit
 MAX_RESULTS_WINDOW = 1_000  # offset + limit
 MAX_BODY_CHARS = 100_000
 MAX_ANCHOR_TEXT = 4_000
@@ -198,7 +199,9 @@ class IndexStore:
             self._uncommitted = 1
             deadline = time.monotonic() + self.commit_interval
             while len(batch) < self.commit_docs:
-                timeout = deadline - time.monotonic()
+                # Commit early once the stream pauses: the end of a crawl (or a lone
+                # seed) becomes searchable at once instead of a full interval later.
+                timeout = min(deadline - time.monotonic(), QUIET_COMMIT)
                 if timeout <= 0:
                     break
                 try:

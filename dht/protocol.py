@@ -1,0 +1,433 @@
+"""The Kademlia protocol, hardened.
+
+Fixes over ``kademlia.protocol.KademliaProtocol`` / ``rpcudp.RPCProtocol``:
+
+* every datagram is checked (size, framing, msgpack, RPC name, arity, argument types)
+  and anything wrong is dropped and counted in ``dropped``; nothing raises in the loop;
+* responses are only accepted from the address the request went to;
+* ``welcome_if_new`` uses storage keys as they are (they are already digests), so a new
+  node receives the values it is now among the k closest for;
+* a peer leaves the routing table after ``max_failures`` consecutive timeouts, not one;
+* outgoing RPCs go through a semaphore so bursts cannot overflow the receive buffer;
+* a signed ``hello`` RPC exchanges contact records (HTTP endpoint + public key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import umsgpack  # type: ignore[import-untyped]
+from kademlia.node import Node
+from kademlia.protocol import KademliaProtocol
+
+from .contacts import CONTACT_TTL, Contact, ContactBook, make_contact_record
+from .errors import InvalidContact, MalformedMessage
+from .identity import NODE_ID_BYTES, Identity
+from .routing import RhizomeRoutingTable
+from .routing_state import valid_address
+from .settings import DhtSettings
+
+log = logging.getLogger(__name__)
+
+REQUEST = 0x00
+RESPONSE = 0x01
+MSG_ID_BYTES = 20
+HEADER_BYTES = 1 + MSG_ID_BYTES
+MAX_PAYLOAD_BYTES = 8192  # rpcudp's limit for a request's msgpack body
+MAX_DATAGRAM_BYTES = HEADER_BYTES + MAX_PAYLOAD_BYTES
+MAX_VALUE_BYTES = 8137  # the largest value a store request can carry under that limit
+MAX_RPC_NAME = 32
+MAX_CONCURRENT_REQUESTS = 256  # requests being served at once; beyond, drop (UDP sheds load)
+MAX_TRACKED_TASKS = 4096  # background stores/hellos at once
+VALUE_TYPES = (int, float, bool, str, bytes)
+HELLO_REFRESH = 0.5  # re-sign our hello after this fraction of its lifetime
+
+Address = tuple[str, int]
+RpcResult = tuple[bool, Any]
+
+# Remote procedures a peer may call, with how many arguments each takes after the sender.
+RPC_ARITY = {"stun": 0, "ping": 1, "store": 3, "find_node": 2, "find_value": 2, "hello": 2}
+
+
+def _node_id(value: object) -> bytes:
+    if not isinstance(value, bytes) or len(value) != NODE_ID_BYTES:
+        raise MalformedMessage("expected a 20-byte id")
+    return value
+
+
+class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
+    def __init__(
+        self,
+        source_node: Node,
+        storage: Any,
+        ksize: int,
+        *,
+        identity: Identity,
+        contacts: ContactBook,
+        settings: DhtSettings,
+        http_url: Callable[[], str | None],
+    ) -> None:
+        super().__init__(source_node, storage, ksize)
+        self.router = RhizomeRoutingTable(self, ksize, source_node)
+        self.identity = identity
+        self.contacts = contacts
+        self.settings = settings
+        self._http_url = http_url
+        self._hello: tuple[float, bytes] | None = None  # (signed at, record)
+        self._pending: dict[bytes, tuple[asyncio.Future[RpcResult], Address]] = {}
+        self._inflight = asyncio.Semaphore(settings.max_inflight)
+        self._failures: dict[bytes, int] = {}
+        self._serving = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._hellos_in_flight: set[bytes] = set()
+        self._moves_in_flight: set[bytes] = set()
+        self.dropped: Counter[str] = Counter()
+
+    # --- receiving -------------------------------------------------------------------
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        try:
+            self._receive(data, (str(addr[0]), int(addr[1])))
+        except Exception:
+            # The last line of defence: a datagram must never take the protocol down.
+            log.warning("error handling a datagram from %s", addr, exc_info=True)
+            self.dropped["error"] += 1
+
+    def _drop(self, reason: str, addr: Address) -> None:
+        self.dropped[reason] += 1
+        log.debug("dropped datagram from %s:%d (%s)", addr[0], addr[1], reason)
+
+    def _receive(self, data: bytes, addr: Address) -> None:
+        if len(data) > MAX_DATAGRAM_BYTES:
+            return self._drop("oversized", addr)
+        if len(data) <= HEADER_BYTES or data[0] not in (REQUEST, RESPONSE):
+            return self._drop("garbage", addr)
+        msg_id = bytes(data[1:HEADER_BYTES])
+        try:
+            body = umsgpack.unpackb(data[HEADER_BYTES:])
+        except Exception:  # umsgpack raises many types (and RecursionError on deep nests)
+            return self._drop("garbage", addr)
+        if data[0] == RESPONSE:
+            return self._accept_reply(msg_id, body, addr)
+        if not (isinstance(body, list) and len(body) == 2 and isinstance(body[1], list)):
+            return self._drop("garbage", addr)
+        name, args = body
+        if not isinstance(name, str) or name not in RPC_ARITY:
+            return self._drop("unknown_rpc", addr)
+        if len(args) != RPC_ARITY[name]:
+            return self._drop("bad_arity", addr)
+        if self._serving >= MAX_CONCURRENT_REQUESTS:
+            return self._drop("overloaded", addr)
+        self._serving += 1
+        self._spawn(self._serve(msg_id, name, args, addr), force=True)
+        return None
+
+    def _accept_reply(self, msg_id: bytes, body: Any, addr: Address) -> None:
+        pending = self._pending.get(msg_id)
+        if pending is None:
+            return self._drop("unknown_response", addr)
+        future, expected = pending
+        if addr != expected:
+            return self._drop("wrong_sender", addr)
+        if not future.done():
+            future.set_result((True, body))
+        return None
+
+    async def _serve(self, msg_id: bytes, name: str, args: list[Any], addr: Address) -> None:
+        try:
+            handler: Callable[..., Any] = getattr(self, f"rpc_{name}")
+            response = handler(addr, *args)
+            if asyncio.iscoroutine(response):
+                response = await response
+            payload = umsgpack.packb(response)
+        except MalformedMessage as exc:
+            log.debug("bad %s request from %s:%d: %s", name, addr[0], addr[1], exc)
+            self.dropped["bad_args"] += 1
+            return
+        except Exception:
+            log.warning("rpc_%s failed for %s:%d", name, addr[0], addr[1], exc_info=True)
+            self.dropped["handler_error"] += 1
+            return
+        finally:
+            self._serving -= 1
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            # A lost oversized reply would only look like a timeout to the caller.
+            log.warning("rpc_%s reply of %d bytes is too large; not sent", name, len(payload))
+            self.dropped["reply_too_large"] += 1
+            return
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(bytes([RESPONSE]) + msg_id + payload, addr)
+
+    # --- remote procedures (what peers may call) -------------------------------------
+    def rpc_ping(self, sender: Address, nodeid: object) -> bytes:
+        result: bytes = super().rpc_ping(sender, _node_id(nodeid))
+        return result
+
+    def rpc_store(self, sender: Address, nodeid: object, key: object, value: object) -> bool:
+        if type(value) not in VALUE_TYPES:
+            raise MalformedMessage("value must be int, float, bool, str or bytes")
+        if isinstance(value, str | bytes) and len(value) > MAX_VALUE_BYTES:
+            raise MalformedMessage("value too large")
+        result: bool = super().rpc_store(sender, _node_id(nodeid), _node_id(key), value)
+        return result
+
+    def rpc_find_node(self, sender: Address, nodeid: object, key: object) -> list[Any]:
+        result: list[Any] = super().rpc_find_node(sender, _node_id(nodeid), _node_id(key))
+        return result
+
+    def rpc_find_value(self, sender: Address, nodeid: object, key: object) -> Any:
+        return super().rpc_find_value(sender, _node_id(nodeid), _node_id(key))
+
+    def rpc_hello(self, sender: Address, nodeid: object, record: object) -> bytes | None:
+        """Accept a peer's signed contact record and answer with ours (None: refused)."""
+        node_id = _node_id(nodeid)
+        if not isinstance(record, bytes):
+            raise MalformedMessage("hello record must be bytes")
+        try:
+            self.contacts.accept(node_id, record, now=time.time())
+        except InvalidContact as exc:
+            log.info("refused hello from %s:%d: %s", sender[0], sender[1], exc)
+            self.dropped["bad_hello"] += 1
+            return None
+        self.welcome_if_new(Node(node_id, sender[0], sender[1]))
+        return self.own_contact_record()
+
+    # --- calling peers ---------------------------------------------------------------
+    async def _call(self, name: str, address: Address, args: tuple[Any, ...]) -> RpcResult:
+        payload = umsgpack.packb([name, list(args)])
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise MalformedMessage(f"{name} request of {len(payload)} bytes is too large")
+        target = (str(address[0]), int(address[1]))
+        async with self._inflight:
+            if self.transport is None or self.transport.is_closing():
+                return (False, None)
+            msg_id = os.urandom(MSG_ID_BYTES)
+            future: asyncio.Future[RpcResult] = asyncio.get_running_loop().create_future()
+            self._pending[msg_id] = (future, target)
+            try:
+                self.transport.sendto(bytes([REQUEST]) + msg_id + payload, target)
+                return await asyncio.wait_for(future, self.settings.rpc_timeout)
+            except TimeoutError:
+                log.debug("no reply to %s from %s:%d", name, target[0], target[1])
+                return (False, None)
+            except OSError as exc:
+                log.info("cannot send %s to %s:%d: %s", name, target[0], target[1], exc)
+                return (False, None)
+            finally:
+                self._pending.pop(msg_id, None)
+
+    # rpcudp builds these through __getattr__; explicit methods go through _call.
+    async def ping(self, address: Address, *args: Any) -> RpcResult:
+        return await self._call("ping", address, args)
+
+    async def store(self, address: Address, *args: Any) -> RpcResult:
+        return await self._call("store", address, args)
+
+    async def find_node(self, address: Address, *args: Any) -> RpcResult:
+        return await self._call("find_node", address, args)
+
+    async def find_value(self, address: Address, *args: Any) -> RpcResult:
+        return await self._call("find_value", address, args)
+
+    async def hello(self, address: Address, *args: Any) -> RpcResult:
+        return await self._call("hello", address, args)
+
+    def _node_list(self, raw: Any) -> list[tuple[bytes, str, int]] | None:
+        """A peer's node list with every unusable entry removed; None if not a list."""
+        if not isinstance(raw, list):
+            return None
+        nodes = []
+        for item in raw:
+            if not (isinstance(item, list | tuple) and len(item) == 3):
+                continue
+            node_id, ip, port = item
+            if (
+                isinstance(node_id, bytes)
+                and len(node_id) == NODE_ID_BYTES
+                and node_id != self.source_node.id
+                and valid_address(ip, port)
+            ):
+                nodes.append((node_id, ip, port))
+            if len(nodes) >= self.router.ksize:
+                break
+        return nodes
+
+    async def call_find_node(self, node_to_ask: Node, node_to_find: Node) -> RpcResult:
+        address = (node_to_ask.ip, node_to_ask.port)
+        ok, raw = await self.find_node(address, self.source_node.id, node_to_find.id)
+        nodes = self._node_list(raw) if ok else None
+        return self.handle_call_response((nodes is not None, nodes), node_to_ask)
+
+    async def call_find_value(self, node_to_ask: Node, node_to_find: Node) -> RpcResult:
+        address = (node_to_ask.ip, node_to_ask.port)
+        ok, raw = await self.find_value(address, self.source_node.id, node_to_find.id)
+        result: RpcResult = (False, None)
+        if ok and isinstance(raw, dict):
+            value = raw.get("value")
+            if type(value) in VALUE_TYPES:
+                result = (True, {"value": value})
+        elif ok:
+            nodes = self._node_list(raw)
+            result = (nodes is not None, nodes)
+        return self.handle_call_response(result, node_to_ask)
+
+    async def call_ping(self, node_to_ask: Node) -> RpcResult:
+        address = (node_to_ask.ip, node_to_ask.port)
+        ok, raw = await self.ping(address, self.source_node.id)
+        # Another id at that address means the node we knew is gone.
+        return self.handle_call_response((ok and raw == node_to_ask.id, raw), node_to_ask)
+
+    async def call_store(self, node_to_ask: Node, key: bytes, value: Any) -> RpcResult:
+        address = (node_to_ask.ip, node_to_ask.port)
+        result = await self.store(address, self.source_node.id, key, value)
+        return self.handle_call_response(result, node_to_ask)
+
+    async def call_hello(self, node: Node) -> Contact | None:
+        """Exchange contact records with ``node``; its verified contact, or None."""
+        address = (node.ip, node.port)
+        ok, raw = await self.hello(address, self.source_node.id, self.own_contact_record())
+        self.handle_call_response((ok, raw), node)
+        if not ok or not isinstance(raw, bytes):
+            return None
+        try:
+            return self.contacts.accept(node.id, raw, now=time.time())
+        except InvalidContact as exc:
+            log.info("hello reply from %s is not valid: %s", node, exc)
+            self.dropped["bad_hello"] += 1
+            return None
+
+    # --- routing table upkeep --------------------------------------------------------
+    def handle_call_response(self, result: RpcResult, node: Node) -> RpcResult:
+        if result[0]:
+            self._failures.pop(node.id, None)
+            self.welcome_if_new(node)
+            return result
+        if self.router.is_new_node(node):
+            # Not in the buckets: nothing to protect, only drop it from the replacements.
+            self.router.remove_contact(node)
+            return result
+        failures = self._failures.get(node.id, 0) + 1
+        if failures >= self.settings.max_failures:
+            log.info("%s failed %d times in a row; removing it", node, failures)
+            self._failures.pop(node.id, None)
+            self.router.remove_contact(node)
+        else:
+            self._failures[node.id] = failures
+        return result
+
+    def failures(self, node_id: bytes) -> int:
+        """Consecutive failed RPCs to a contact (0 once it answers again)."""
+        return self._failures.get(node_id, 0)
+
+    def welcome_if_new(self, node: Node) -> None:
+        if node.id == self.source_node.id:
+            return
+        if not self.router.is_new_node(node):
+            self._check_move(node)
+            return
+        log.debug("new contact %s (%s)", node, node.id.hex())
+        for key, value in self.storage:
+            # Storage keys are already digests: the library hashed them again here.
+            keynode = Node(key)
+            neighbors = self.router.find_neighbors(keynode)
+            if neighbors:
+                new_is_close = len(neighbors) < self.router.ksize or node.distance_to(
+                    keynode
+                ) < neighbors[-1].distance_to(keynode)
+                # Only the closest holder hands the value over, not all k of them.
+                we_are_closest = self.source_node.distance_to(keynode) < neighbors[0].distance_to(
+                    keynode
+                )
+            if not neighbors or (new_is_close and we_are_closest):
+                self._spawn(self.call_store(node, key, value))
+        self.router.add_contact(node)
+        if self.contacts.get(node.id, now=time.time()) is None:
+            self.schedule_hello(node)
+
+    def _check_move(self, node: Node) -> None:
+        """A known id at a new address: believe it only once the old address is silent.
+
+        Nodes restart on new ports and home IPs change, but node ids are asserted, not
+        proven, in plain Kademlia RPCs: a live contact must not be hijacked by a claim.
+        """
+        known = self.router.find_contact(node.id)
+        if known is None or (known.ip, known.port) == (node.ip, node.port):
+            return
+        if node.id in self._moves_in_flight:
+            return
+        self._moves_in_flight.add(node.id)
+
+        async def check() -> None:
+            try:
+                ok, reply = await self.ping((known.ip, known.port), self.source_node.id)
+                if ok and reply == node.id:
+                    return
+                current = self.router.find_contact(node.id)
+                if current is not None and (current.ip, current.port) == (known.ip, known.port):
+                    log.info("%s moved to %s", known, node)
+                    self._failures.pop(node.id, None)
+                    self.router.add_contact(node)  # same id: replaced in place
+            finally:
+                self._moves_in_flight.discard(node.id)
+
+        if not self._spawn(check()):
+            self._moves_in_flight.discard(node.id)
+
+    def schedule_hello(self, node: Node) -> None:
+        """Say hello to ``node`` in the background (once at a time per node)."""
+        if node.id in self._hellos_in_flight:
+            return
+        self._hellos_in_flight.add(node.id)
+
+        async def hello() -> None:
+            try:
+                await self.call_hello(node)
+            finally:
+                self._hellos_in_flight.discard(node.id)
+
+        if not self._spawn(hello()):
+            self._hellos_in_flight.discard(node.id)
+
+    def own_contact_record(self) -> bytes:
+        """Our signed hello, re-signed when half its lifetime has passed or the URL changed."""
+        now = time.time()
+        if self._hello is None or now - self._hello[0] > HELLO_REFRESH * CONTACT_TTL:
+            self._hello = (now, make_contact_record(self.identity, self._http_url(), now=now))
+        return self._hello[1]
+
+    def forget_own_contact_record(self) -> None:
+        """Our URL changed: the next hello is signed afresh."""
+        self._hello = None
+
+    # --- tasks -----------------------------------------------------------------------
+    def _spawn(self, coro: Awaitable[Any], *, force: bool = False) -> bool:
+        """Run ``coro`` in the background, keeping a reference and logging its failure."""
+        if not force and len(self._tasks) >= MAX_TRACKED_TASKS:
+            log.warning("too many background DHT tasks; skipping one")
+            if asyncio.iscoroutine(coro):
+                coro.close()
+            return False
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return True
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("DHT background task failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        """Cancel background work and fail every pending call."""
+        for future, _ in list(self._pending.values()):
+            if not future.done():
+                future.set_result((False, None))
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
