@@ -20,14 +20,14 @@ from yarl import URL
 
 from .config import HOST_UNREACHABLE_DEFER, MAX_BACKOFF, MAX_ROBOTS_BYTES, CrawlerConfig
 from .errors import FetchError, HTTPStatusError, RobotsDisallowed
-from .fetch import Fetcher, FetchResult, decompress
+from .fetch import Fetcher, decompress
 from .frontier import Frontier, FrontierCounts, Lease
 from .parse import ParsedPage
-from .parse_pool import ParsePool
 from .politeness import HostSlot
 from .robots import RobotsCache
 from .sitemaps import MAX_SITEMAP_URLS, parse_sitemap
 from .urls import canonicalize, host_of
+from .workers import CrawlWorkers
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class Crawler:
         self._global = asyncio.Semaphore(config.global_concurrency)
         self._wake = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
-        self._pool = ParsePool(config.parse_workers or os.cpu_count() or 1)
+        self._workers = CrawlWorkers(config, config.parse_workers or os.cpu_count() or 1)
         self._sitemaps_done: set[str] = set()
         self._recent: deque[float] = deque()
         self._seed_hosts: set[str] = set()
@@ -109,7 +109,7 @@ class Crawler:
         if self.config.seed_hosts_only:
             self._seed_hosts = await self.frontier.seed_hosts()
         await self.fetcher.start()
-        await self._pool.start()
+        await self._workers.start()
         self._supervisor = asyncio.create_task(self._supervise(), name="crawl-supervisor")
 
     async def stop(self) -> None:
@@ -120,7 +120,7 @@ class Crawler:
         await self.frontier.release(list(self._pending))
         self._pending.clear()
         await self.fetcher.close()
-        await self._pool.close()
+        await self._workers.close()
         await self.frontier.close()
 
     # --- inputs ----------------------------------------------------------------------
@@ -238,10 +238,7 @@ class Crawler:
                     return
                 if not queue:
                     continue
-                lease = queue.popleft()
-                await slot.wait_turn()
-                async with self._global:
-                    await self._crawl_one(slot, lease)
+                await self._crawl_one(slot, queue.popleft())
 
         try:
             await asyncio.gather(*(worker() for _ in range(slot.concurrency)))
@@ -278,10 +275,12 @@ class Crawler:
                 self._spawn(self._load_sitemaps(list(policy.sitemaps), origin))
             if not policy.allows(url, self.robots.user_agent):
                 raise RobotsDisallowed(url)
-            started = time.monotonic()
-            result = await self.fetcher.fetch(url, allowed=self.robots.allowed)
-            slot.observe(time.monotonic() - started, ok=True)
-            page = await self._parse(result)
+            # The turn is taken after robots.txt is known, so the delay separates the
+            # requests themselves, not the moments their URLs were picked.
+            await slot.wait_turn()
+            async with self._global:
+                meta, page = await self._workers.crawl(url)
+            slot.observe(meta.elapsed, ok=True)
         except FetchError as exc:
             await self._failed(slot, lease, exc)
             return
@@ -291,7 +290,7 @@ class Crawler:
             return
         self.fetched += 1
         self._recent.append(time.monotonic())
-        aliases = [u for u in (url, *result.redirected_from) if u != page.url]
+        aliases = [u for u in (url, *meta.redirected_from) if u != page.url]
         for alias in aliases:
             self._pending.setdefault(alias, lease.depth)
         self._pending.setdefault(page.url, lease.depth)
@@ -312,16 +311,6 @@ class Crawler:
             for alias in (page.url, *aliases):
                 self._pending.pop(alias, None)
             await self._failed(slot, lease, FetchError(f"internal: {exc!r}"))
-
-    async def _parse(self, result: FetchResult) -> ParsedPage:
-        return await self._pool.parse(
-            result.url,
-            result.body,
-            content_type=result.content_type,
-            x_robots_tag=result.x_robots_tag,
-            fetched_at=time.time(),
-            status=result.status,
-        )
 
     async def _failed(self, slot: HostSlot, lease: Lease, exc: FetchError) -> None:
         self.failed += 1

@@ -1,0 +1,287 @@
+"""Fetch-and-parse worker processes, so both cores crawl.
+
+Measured on 2 cores, the node's event loop was the bottleneck: every page cost it an
+aiohttp request, a 100 KB hand-over to a parser process and the bookkeeping. Each worker
+here is a subprocess with its own event loop and its own ``Fetcher`` (the same safety
+limits: SSRF guard, caps, redirects re-checked against robots.txt); it fetches a URL,
+parses it with selectolax and sends back only the ``ParsedPage``. The node keeps the
+scheduling: frontier, politeness, robots.txt for leased URLs, the index.
+
+Messages are length-prefixed pickles over a socketpair between the node and its own
+child, read and written by the node's event loop itself (no helper threads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import pickle
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import errors
+from .config import MAX_ROBOTS_BYTES, CrawlerConfig
+from .fetch import Fetcher, UnsupportedContent
+from .parse import ParsedPage, parse_html
+from .robots import RobotsCache
+
+log = logging.getLogger(__name__)
+
+HEADER = struct.Struct("!I")
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+STOP_TIMEOUT = 5.0
+READY_TIMEOUT = 60.0
+
+_ERROR_TYPES: dict[str, type[errors.FetchError]] = {
+    cls.__name__: cls
+    for cls in (
+        errors.FetchError,
+        errors.BlockedAddress,
+        errors.UnsupportedScheme,
+        errors.TooLarge,
+        errors.TooManyRedirects,
+        errors.RobotsDisallowed,
+        UnsupportedContent,
+    )
+}
+
+
+@dataclass(slots=True)
+class FetchMeta:
+    """What the node needs to know about a fetch besides the parsed page."""
+
+    url: str
+    status: int
+    elapsed: float
+    redirected_from: list[str] = field(default_factory=list)
+    truncated: bool = False
+
+
+class WorkerDied(errors.FetchError):
+    """The worker process ended while this URL was in it; retried later."""
+
+
+def _encode_error(exc: errors.FetchError) -> tuple[Any, ...]:
+    if isinstance(exc, errors.HTTPStatusError):
+        return ("HTTPStatusError", str(exc), exc.retryable, exc.status, exc.retry_after)
+    return (type(exc).__name__, str(exc), exc.retryable, None, None)
+
+
+def _decode_error(data: tuple[Any, ...]) -> errors.FetchError:
+    name, message, retryable, status, retry_after = data
+    exc: errors.FetchError
+    if name == "HTTPStatusError":
+        exc = errors.HTTPStatusError(int(status), retry_after)
+    else:
+        exc = _ERROR_TYPES.get(name, errors.FetchError)(message)
+    exc.retryable = bool(retryable)
+    return exc
+
+
+async def _read_message(reader: asyncio.StreamReader) -> bytes:
+    (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+    if size > MAX_MESSAGE_BYTES:
+        raise ConnectionError(f"message of {size} bytes")
+    return await reader.readexactly(size)
+
+
+def _frame(obj: object) -> bytes:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(data)) + data
+
+
+class _Worker:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.pending: dict[int, asyncio.Future[tuple[FetchMeta, ParsedPage]]] = {}
+        self.proc: asyncio.subprocess.Process | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._ids = itertools.count()
+
+    async def start(self, config: CrawlerConfig) -> None:
+        parent, child = socket.socketpair()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                "import crawler.workers as w; w.serve()",
+                str(child.fileno()),
+                pass_fds=(child.fileno(),),
+                env={**os.environ, "PYTHONPATH": _package_root()},
+            )
+        finally:
+            child.close()
+        reader, self.writer = await asyncio.open_unix_connection(sock=parent)
+        self.writer.write(_frame(config))
+        # Wait until the worker has imported everything and opened its session, so the
+        # first URL is not held up (and the first politeness gap not shortened) by it.
+        ready = pickle.loads(await asyncio.wait_for(_read_message(reader), READY_TIMEOUT))
+        if ready != ("ready",):
+            raise RuntimeError(f"crawl worker {self.index} did not start: {ready!r}")
+        self.task = asyncio.create_task(self._read_loop(reader), name=f"crawl-worker-{self.index}")
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                req_id, kind, first, second = pickle.loads(await _read_message(reader))
+                fut = self.pending.pop(req_id, None)
+                if fut is None or fut.done():
+                    continue
+                if kind == "ok":
+                    fut.set_result((first, second))
+                else:
+                    fut.set_exception(_decode_error(first))
+        except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError):
+            pass
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(WorkerDied("crawl worker exited; will retry"))
+        self.pending.clear()
+
+    @property
+    def alive(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    async def crawl(self, url: str) -> tuple[FetchMeta, ParsedPage]:
+        assert self.writer is not None
+        req_id = next(self._ids)
+        fut: asyncio.Future[tuple[FetchMeta, ParsedPage]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.pending[req_id] = fut
+        self.writer.write(_frame((req_id, url)))
+        try:
+            return await fut
+        finally:
+            self.pending.pop(req_id, None)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        if self.proc is not None and self.proc.returncode is None:
+            try:
+                await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+def _package_root() -> str:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    existing = os.environ.get("PYTHONPATH")
+    return root if not existing else f"{root}{os.pathsep}{existing}"
+
+
+class CrawlWorkers:
+    """``await workers.crawl(url)`` → (FetchMeta, ParsedPage) on the least busy worker."""
+
+    def __init__(self, config: CrawlerConfig, size: int) -> None:
+        self.config = config
+        self.size = max(1, size)
+        self._workers: list[_Worker] = []
+        self._restart_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        self._workers = [_Worker(i) for i in range(self.size)]
+        await asyncio.gather(*(w.start(self.config) for w in self._workers))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(w.close() for w in self._workers))
+        self._workers = []
+
+    async def crawl(self, url: str) -> tuple[FetchMeta, ParsedPage]:
+        worker = min(self._workers, key=lambda w: len(w.pending))
+        if not worker.alive:
+            worker = await self._restart(worker)
+        return await worker.crawl(url)
+
+    async def _restart(self, dead: _Worker) -> _Worker:
+        async with self._restart_lock:
+            if dead.alive or dead not in self._workers:
+                return dead
+            log.warning("crawl worker %d died; starting a new one", dead.index)
+            await dead.close()
+            fresh = _Worker(dead.index)
+            await fresh.start(self.config)
+            self._workers[self._workers.index(dead)] = fresh
+            return fresh
+
+
+# --- the worker process ------------------------------------------------------------------
+def serve() -> None:
+    """Worker process entry point: fetch + parse requests until the node closes the socket."""
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    try:
+        import uvloop
+
+        uvloop.run(_serve(sock))
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        asyncio.run(_serve(sock))
+
+
+async def _serve(sock: socket.socket) -> None:
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    config: CrawlerConfig = pickle.loads(await _read_message(reader))
+    fetcher = Fetcher(config)
+    await fetcher.start()
+    writer.write(_frame(("ready",)))
+
+    async def fetch_robots(url: str) -> bytes:
+        return (await fetcher.fetch(url, html_only=False)).body[:MAX_ROBOTS_BYTES]
+
+    # Only redirect targets are checked here; the node checked the leased URL itself.
+    robots = RobotsCache(fetch_robots, config.user_agent_name)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def handle(req_id: int, url: str) -> None:
+        reply: tuple[Any, ...]
+        try:
+            result = await fetcher.fetch(url, allowed=robots.allowed)
+            page = parse_html(
+                result.url,
+                result.body,
+                content_type=result.content_type,
+                x_robots_tag=result.x_robots_tag,
+                fetched_at=time.time(),
+                status=result.status,
+            )
+            meta = FetchMeta(
+                url=result.url,
+                status=result.status,
+                elapsed=result.elapsed,
+                redirected_from=result.redirected_from,
+                truncated=result.truncated,
+            )
+            reply = (req_id, "ok", meta, page)
+        except errors.FetchError as exc:
+            reply = (req_id, "err", _encode_error(exc), None)
+        except Exception as exc:  # one hostile page must not end the worker
+            reply = (req_id, "err", ("FetchError", f"internal: {exc!r}", False, None, None), None)
+        writer.write(_frame(reply))
+
+    try:
+        while True:
+            try:
+                req_id, url = pickle.loads(await _read_message(reader))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            task = asyncio.create_task(handle(req_id, url))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await fetcher.close()
