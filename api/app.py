@@ -8,14 +8,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import discovery, metrics, routes, web_ui
+from . import discovery, metrics, peer_routes, routes, web_ui
 from .config import NodeConfig
 from .keys import CONFIG, NODE
 from .node import Node
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_BYTES = 1024 * 1024
+MAX_REQUEST_BYTES = 1024 * 1024  # shard pushes read their own, larger, bounded body
 
 
 async def _node_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -51,5 +51,6 @@ def create_app(config: NodeConfig) -> web.Application:
     metrics.setup(app)
     routes.setup(app)
     discovery.setup(app)
+    peer_routes.setup(app)
     web_ui.setup(app)
     return app

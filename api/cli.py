@@ -21,6 +21,7 @@ from aiohttp import web
 
 from .app import create_app
 from .config import DEFAULT_HTTP, ConfigError, NodeConfig, add_node_flags, load_config
+from .keys import NODE
 
 log = logging.getLogger("rhizome")
 
@@ -85,6 +86,7 @@ async def serve(
         url = f"http://{host}:{port}/"
         # Tests and scripts read this line to learn the port when --http used port 0.
         print(f"rhizome: listening on {url}", flush=True)
+    await app[NODE].start_network(url)
     if on_started is not None:
         on_started(app, url)
     try:

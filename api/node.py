@@ -11,6 +11,7 @@ from crawler import Crawler, ParsedPage
 from index import Commit, IndexDoc, IndexStore, SearchPage
 
 from .config import NodeConfig
+from .network import Network
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Node:
         )
         self.crawler = Crawler(config.crawler_config(), IndexSink(self.store))
         self.store.on_commit(self._committed)
+        self.network = Network(config, self.store) if config.dht else None
 
     async def _committed(self, commit: Commit) -> None:
         await self.crawler.committed(commit.urls)
@@ -68,11 +70,20 @@ class Node:
         if self.config.seed:
             await self.crawler.add_seeds(self.config.seed, force=False)
 
+    async def start_network(self, http_url: str) -> None:
+        """Join the DHT once the HTTP API listens (peers must be able to reach it)."""
+        if self.network is not None:
+            await self.network.start(self.config.public_url or http_url)
+
     async def stop(self) -> None:
         await self.crawler.stop()
+        if self.network is not None and self.network.started:
+            await self.network.stop()
         await self.store.stop()
 
     async def is_idle(self) -> bool:
+        if self.network is not None and not self.network.idle:
+            return False
         return self.store.pending == 0 and await self.crawler.is_idle()
 
     async def status(self) -> dict[str, Any]:
@@ -87,6 +98,9 @@ class Node:
                 "last_commit_at": self.store.last_commit_at or None,
                 "last_error": self.store.last_error,
             },
+            "network": await self.network.status()
+            if self.network is not None and self.network.started
+            else None,
             "uptime_s": round(time.time() - self.started_at, 1),
             "version": "0.1.0",
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from yarl import URL
 
 from index import Hit
+from index.query import parse_user_query
 
 from .node import Node
 
@@ -92,18 +94,33 @@ def hit_to_result(hit: Hit, position: int, peer: str) -> dict[str, Any]:
 
 
 async def run_search(node: Node, params: SearchParams) -> dict[str, Any]:
+    started = time.perf_counter()
+    body = await _run(node, params)
+    body["took_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return body
+
+
+async def _run(node: Node, params: SearchParams) -> dict[str, Any]:
+    if params.scope == "network" and node.network is not None and node.network.started:
+        parse_user_query(params.q)  # the same 400 for bad syntax as a local search
+        federated = await node.network.search(params.q, limit=params.limit, offset=params.offset)
+        return {**_envelope(params), **federated}
     page = await node.search_local(params.q, limit=params.limit, offset=params.offset)
     results = [
         hit_to_result(hit, params.offset + i + 1, "local") for i, hit in enumerate(page.hits)
     ]
+    return {**_envelope(params), "number_of_results": page.total, "results": results}
+
+
+def _envelope(params: SearchParams) -> dict[str, Any]:
     return {
         "query": params.q,
-        "number_of_results": page.total,
-        "results": results,
+        "number_of_results": 0,
+        "results": [],
         "limit": params.limit,
         "offset": params.offset,
         "scope": params.scope,
-        "took_ms": round(page.took_ms, 2),
+        "took_ms": 0.0,
         "answers": [],
         "corrections": [],
         "infoboxes": [],

@@ -2,6 +2,7 @@
 
 from .errors import IndexUnavailable, QuerySyntaxError
 from .schema import build_analyzer
+from .shards import Posting, TermShard, bm25_idf
 from .snippets import Snippet
 from .store import Commit, Hit, IndexDoc, IndexStore, SearchPage
 
@@ -11,8 +12,11 @@ __all__ = [
     "IndexDoc",
     "IndexStore",
     "IndexUnavailable",
+    "Posting",
     "QuerySyntaxError",
     "SearchPage",
     "Snippet",
+    "TermShard",
+    "bm25_idf",
     "build_analyzer",
 ]

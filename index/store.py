@@ -22,6 +22,7 @@ from yarl import URL
 from .errors import IndexUnavailable, QuerySyntaxError
 from .query import ParsedQuery, parse_user_query
 from .schema import ANALYZER, build_analyzer, build_schema, site_terms
+from .shards import DEFAULT_TOP_K, TermShard, all_terms, build_shards
 from .snippets import Snippet, make_snippet
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class IndexStore:
         self.last_commit_at = 0.0
         self.last_error: str | None = None
         self.num_docs = 0
+        self.generation = 0  # bumps on every commit: shard publishing watches it
         # Own threads: the loop's default executor is shared and may be busy elsewhere.
         self._write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-write")
         self._read_pool = ThreadPoolExecutor(
@@ -254,6 +256,7 @@ class IndexStore:
             raise
         self.index.reload()
         self.num_docs = self.index.searcher().num_docs
+        self.generation += 1
         return Commit(urls=urls, upserted=upserted, removed=removed, opstamp=opstamp)
 
     def _to_document(self, doc: IndexDoc) -> tantivy.Document:
@@ -339,6 +342,18 @@ class IndexStore:
         if not hits:
             return None
         return dict(searcher.doc(hits[0][1]).to_dict())
+
+    async def term_shards(
+        self, terms: list[str] | None = None, *, top_k: int = DEFAULT_TOP_K
+    ) -> list[TermShard]:
+        """This node's shard of each term (of every indexed term when ``terms`` is None)."""
+        return await self._in(self._read_pool, self._term_shards, terms, top_k)
+
+    def _term_shards(self, terms: list[str] | None, top_k: int) -> list[TermShard]:
+        searcher = self.index.searcher()
+        if terms is None:
+            terms = sorted(all_terms(searcher))
+        return build_shards(searcher, self.schema, terms, top_k=top_k)
 
     def analyze(self, text: str) -> list[str]:
         """Tokens exactly as the index sees them (for DHT term keys)."""

@@ -1,0 +1,407 @@
+"""The network side of a node: DHT membership, shard publishing and federated search.
+
+Kademlia (``dht.DhtNode``) says who is who and who holds which term; shard bodies travel
+over HTTP in signed, zstd-compressed batches. A federated query fetches the merged shards
+of its terms from their holders, scores every publisher's postings with global df/N, and
+asks the owners of the best candidates (plus itself) for snippets and deeper results,
+all under one deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from dht import DhtNode, Identity, Peer, compress, decompress, sign_record, verify_record
+from dht.shard_store import DEFAULT_SHARD_TTL, ShardStore
+from index import IndexStore, TermShard, bm25_idf
+
+from .config import NodeConfig, split_host_port
+
+log = logging.getLogger(__name__)
+
+REPLICAS = 3  # holders per term
+PUBLISH_QUIET = 1.0  # seconds after the last commit before shards are rebuilt
+PUBLISH_BATCH_TERMS = 5_000
+MAX_PUSH_BYTES = 16 * 1024 * 1024
+MAX_PUSH_DECODED = 64 * 1024 * 1024
+QUERY_DEADLINE = 2.0
+PEER_TIMEOUT = 1.5
+BACKOFF_SECONDS = 60.0
+CANDIDATES = 50
+OWNERS_ASKED = 4
+SHARD_KIND = "shards"
+
+
+def term_key(term: str) -> bytes:
+    return hashlib.sha1(term.encode("utf-8")).digest()
+
+
+def _distance(a: bytes, b: bytes) -> int:
+    return int.from_bytes(a, "big") ^ int.from_bytes(b, "big")
+
+
+@dataclass(slots=True)
+class PeerAnswer:
+    peer: str
+    results: list[dict[str, Any]]
+
+
+class Network:
+    def __init__(self, config: NodeConfig, store: IndexStore) -> None:
+        self.config = config
+        self.store = store
+        self.identity = Identity.load_or_create(config.data_dir)
+        self.node_id = self.identity.node_id.hex()
+        self._dht: DhtNode | None = None
+        self.shards = ShardStore(config.data_dir / "shards.sqlite3")
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._published_generation = -1
+        self._published_hash: dict[str, bytes] = {}
+        self._publishing = False
+        self._backoff: dict[str, float] = {}
+        self.last_publish: dict[str, Any] = {}
+
+    # --- lifecycle -------------------------------------------------------------------
+    async def start(self, http_url: str) -> None:
+        host, port = split_host_port(self.config.dht, "dht")
+        await self.shards.open()
+        self._dht = DhtNode(self.config.data_dir, http_url=http_url, identity=self.identity)
+        bootstrap = [split_host_port(b, "bootstrap") for b in self.config.bootstrap]
+        await self.dht.start(host, port, bootstrap)
+        print(f"rhizome: dht on udp://{self.dht.host}:{self.dht.port}/", flush=True)
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT * 4),
+            connector=aiohttp.TCPConnector(limit=64),
+        )
+        self._task = asyncio.create_task(self._publish_loop(), name="shard-publisher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._session is not None:
+            await self._session.close()
+        if self._dht is not None:
+            await self._dht.stop()
+        await self.shards.close()
+
+    @property
+    def dht(self) -> DhtNode:
+        assert self._dht is not None, "Network.start() was not awaited"
+        return self._dht
+
+    @property
+    def started(self) -> bool:
+        return self._dht is not None
+
+    @property
+    def idle(self) -> bool:
+        return not self._publishing and self._published_generation == self.store.generation
+
+    async def status(self) -> dict[str, Any]:
+        peers = await self.dht.peers()
+        now = time.monotonic()
+        return {
+            "node_id": self.node_id,
+            "dht": f"{self.dht.host}:{self.dht.port}",
+            "peers": len(peers),
+            "shards_held": await self.shards.count(),
+            "published_generation": self._published_generation,
+            "last_publish": self.last_publish,
+            "unresponsive_peers": [p for p, until in self._backoff.items() if until > now],
+        }
+
+    # --- placement -------------------------------------------------------------------
+    async def _members(self) -> list[Peer]:
+        peers = [p for p in await self.dht.peers() if p.http_url]
+        me = Peer(self.dht.node_id, self.dht.host, self.dht.port, self.dht.http_url)
+        return [me, *peers]
+
+    @staticmethod
+    def holders(members: list[Peer], term: str, count: int = REPLICAS) -> list[Peer]:
+        """The ``count`` members closest to the term's key (the routing table's view)."""
+        key = term_key(term)
+        return sorted(members, key=lambda p: _distance(p.node_id, key))[:count]
+
+    # --- publishing ------------------------------------------------------------------
+    async def _publish_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            generation = self.store.generation
+            if generation == self._published_generation:
+                continue
+            if time.time() - self.store.last_commit_at < PUBLISH_QUIET and self.store.pending:
+                continue  # still crawling hard: wait for a pause, then publish once
+            self._publishing = True
+            try:
+                await self.publish()
+                self._published_generation = generation
+            except Exception:
+                log.exception("shard publishing failed; will retry")
+                await asyncio.sleep(5.0)
+            finally:
+                self._publishing = False
+
+    async def publish(self) -> None:
+        started = time.monotonic()
+        shards = await self.store.term_shards()
+        changed: list[TermShard] = []
+        hashes: dict[str, bytes] = {}
+        for shard in shards:
+            digest = hashlib.blake2b(json.dumps(shard.to_json()).encode(), digest_size=12).digest()
+            hashes[shard.term] = digest
+            if self._published_hash.get(shard.term) != digest:
+                changed.append(shard)
+        members = await self._members()
+        by_holder: dict[bytes, list[TermShard]] = defaultdict(list)
+        peers_by_id = {p.node_id: p for p in members}
+        for shard in changed:
+            for holder in self.holders(members, shard.term):
+                by_holder[holder.node_id].append(shard)
+        expires_at = time.time() + DEFAULT_SHARD_TTL
+        results = await asyncio.gather(
+            *(
+                self._push(peers_by_id[node_id], batch, expires_at)
+                for node_id, batch in by_holder.items()
+            ),
+            return_exceptions=True,
+        )
+        failed = sum(1 for r in results if r is not True)
+        if failed == 0:
+            self._published_hash = hashes
+        self.last_publish = {
+            "terms": len(shards),
+            "changed": len(changed),
+            "holders": len(by_holder),
+            "failed_holders": failed,
+            "seconds": round(time.monotonic() - started, 2),
+        }
+        log.info("published shards: %s", self.last_publish)
+
+    async def _push(self, holder: Peer, shards: list[TermShard], expires_at: float) -> bool:
+        if holder.node_id == self.dht.node_id:
+            await self.shards.put(self.node_id, shards, expires_at)
+            return True
+        assert self._session is not None and holder.http_url
+        for start in range(0, len(shards), PUBLISH_BATCH_TERMS):
+            body = self.sign_batch(shards[start : start + PUBLISH_BATCH_TERMS], expires_at)
+            async with self._session.post(
+                holder.http_url.rstrip("/") + "/api/peer/shards",
+                data=body,
+                headers={"Content-Type": "application/octet-stream"},
+            ) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"{holder.http_url} refused shards: {resp.status}")
+        return True
+
+    def sign_batch(self, shards: list[TermShard], expires_at: float) -> bytes:
+        payload = compress(
+            json.dumps({s.term: s.to_json() for s in shards}, separators=(",", ":")).encode()
+        )
+        return sign_record(
+            self.dht.identity,
+            kind=SHARD_KIND,
+            key=b"batch",
+            payload=payload,
+            issued_at=time.time(),
+            expires_at=expires_at,
+        )
+
+    async def accept_push(self, body: bytes) -> int:
+        """A peer's signed batch: verify, decode within limits, store under its node id."""
+        record = verify_record(body, now=time.time(), max_size=MAX_PUSH_BYTES)
+        if record.kind != SHARD_KIND:
+            raise ValueError("not a shard batch")
+        data = json.loads(decompress(record.payload, MAX_PUSH_DECODED))
+        if not isinstance(data, dict):
+            raise ValueError("shard batch is not an object")
+        shards = [TermShard.from_json(term, value) for term, value in data.items()]
+        expires_at = min(record.expires_at, time.time() + DEFAULT_SHARD_TTL)
+        return await self.shards.put(record.publisher_id.hex(), shards, expires_at)
+
+    # --- querying --------------------------------------------------------------------
+    def _usable(self, peer: Peer) -> bool:
+        return self._backoff.get(peer.node_id.hex(), 0.0) <= time.monotonic()
+
+    def _mark_slow(self, peer: Peer) -> None:
+        self._backoff[peer.node_id.hex()] = time.monotonic() + BACKOFF_SECONDS
+
+    async def _get_json(self, peer: Peer, path: str, params: dict[str, str]) -> Any:
+        assert self._session is not None and peer.http_url
+        async with self._session.get(
+            peer.http_url.rstrip("/") + path,
+            params=params,
+            timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT),
+        ) as resp:
+            resp.raise_for_status()
+            return await resp.json()
+
+    async def fetch_shards(
+        self, terms: list[str], members: list[Peer], unresponsive: set[str]
+    ) -> dict[str, dict[str, TermShard]]:
+        """Merged copies of each term: {term: {publisher: shard}}, from its holders."""
+        merged: dict[str, dict[str, TermShard]] = {t: {} for t in terms}
+        plan: dict[bytes, list[str]] = defaultdict(list)
+        peers = {p.node_id: p for p in members}
+        for term in terms:
+            for holder in self.holders(members, term):
+                if self._usable(holder):
+                    plan[holder.node_id].append(term)
+                    break
+
+        async def ask(node_id: bytes, wanted: list[str]) -> None:
+            peer = peers[node_id]
+            if node_id == self.dht.node_id:
+                found = await self.shards.get(wanted)
+            else:
+                try:
+                    raw = await self._get_json(
+                        peer, "/api/peer/shards", {"terms": ",".join(wanted)}
+                    )
+                except (aiohttp.ClientError, TimeoutError, ValueError):
+                    self._mark_slow(peer)
+                    unresponsive.add(peer.node_id.hex())
+                    return
+                found = {
+                    t: [(pub, TermShard.from_json(t, s)) for pub, s in copies]
+                    for t, copies in raw.items()
+                    if t in merged and isinstance(copies, list)
+                }
+            for term, copies in found.items():
+                for publisher, shard in copies:
+                    merged[term].setdefault(publisher, shard)
+
+        await asyncio.gather(*(ask(n, w) for n, w in plan.items()))
+        return merged
+
+    async def search(self, q: str, *, limit: int, offset: int) -> dict[str, Any]:
+        """Federated search; returns the fields the API merges into its response."""
+        started = time.monotonic()
+        deadline = started + QUERY_DEADLINE
+        terms = list(dict.fromkeys(self.store.analyze(q)))
+        members = await self._members()
+        unresponsive: set[str] = set()
+        merged = await asyncio.wait_for(
+            self.fetch_shards(terms, members, unresponsive), max(0.1, deadline - time.monotonic())
+        )
+        # Global statistics: every publisher's N counted once, df summed over publishers.
+        n_by_publisher: dict[str, int] = {}
+        for copies in merged.values():
+            for publisher, shard in copies.items():
+                n_by_publisher[publisher] = max(n_by_publisher.get(publisher, 0), shard.n_docs)
+        n_total = max(1, sum(n_by_publisher.values()))
+        scores: dict[str, float] = defaultdict(float)
+        owner: dict[str, str] = {}
+        titles: dict[str, str] = {}
+        matched: dict[str, int] = defaultdict(int)
+        for copies in merged.values():
+            df = sum(s.df for s in copies.values())
+            if df == 0:
+                continue
+            idf = bm25_idf(df, n_total)
+            for publisher, shard in copies.items():
+                for posting in shard.postings:
+                    scores[posting.url] += idf * posting.weight
+                    matched[posting.url] += 1
+                    owner.setdefault(posting.url, publisher)
+                    titles.setdefault(posting.url, posting.title)
+        for url in scores:  # pages matching every term first, as the local ranker does
+            if matched[url] >= len(terms):
+                scores[url] *= 1.5
+        ranked = sorted(scores, key=lambda u: scores[u], reverse=True)[:CANDIDATES]
+        # Ask the owners of the best candidates (and ourselves) for snippets and their own
+        # deeper results, each under what is left of the deadline.
+        owners: list[str] = []
+        for url in ranked:
+            if owner[url] not in owners:
+                owners.append(owner[url])
+            if len(owners) >= OWNERS_ASKED:
+                break
+        if self.node_id not in owners:
+            owners.append(self.node_id)
+        by_hex = {p.node_id.hex(): p for p in members}
+        asked = [by_hex[o] for o in owners if o in by_hex and self._usable(by_hex[o])]
+        answers = await self._ask_owners(asked, q, limit + offset, deadline, unresponsive)
+        results: dict[str, dict[str, Any]] = {}
+        for answer in answers:
+            for r in answer.results:
+                raw_url = r.get("url")
+                if not isinstance(raw_url, str):
+                    continue
+                url = raw_url
+                r = dict(r)
+                global_score = scores.get(url)
+                r["score"] = round(global_score if global_score is not None else 0.0, 4)
+                r["peers"] = [answer.peer]
+                if url in results:
+                    results[url]["peers"].append(answer.peer)
+                else:
+                    results[url] = r
+        for url in ranked:  # candidates no owner returned (slow owner): title only
+            if url not in results:
+                results[url] = {
+                    "url": url,
+                    "title": titles.get(url) or url,
+                    "content": "",
+                    "content_html": "",
+                    "score": round(scores[url], 4),
+                    "engine": "rhizome",
+                    "peers": [owner[url]],
+                }
+        ordered = sorted(results.values(), key=lambda r: r["score"], reverse=True)
+        return {
+            "results": ordered[offset : offset + limit],
+            "number_of_results": max(len(ordered), len(scores)),
+            "unresponsive_peers": sorted(unresponsive),
+            "peers_asked": len({*owners, *(p.node_id.hex() for p in members if p.http_url)}) - 1,
+            "peers_answered": len(answers)
+            - (1 if any(a.peer == self.node_id for a in answers) else 0),
+            "partial": bool(unresponsive),
+        }
+
+    async def _ask_owners(
+        self,
+        peers: list[Peer],
+        q: str,
+        depth: int,
+        deadline: float,
+        unresponsive: set[str],
+    ) -> list[PeerAnswer]:
+        async def ask(peer: Peer) -> PeerAnswer | None:
+            if peer.node_id == self.dht.node_id:
+                from .search import hit_to_result  # local: avoid an import cycle
+
+                page = await self.store.search(q, limit=min(depth, 100), offset=0)
+                return PeerAnswer(
+                    self.node_id,
+                    [hit_to_result(h, i + 1, self.node_id) for i, h in enumerate(page.hits)],
+                )
+            try:
+                data = await asyncio.wait_for(
+                    self._get_json(
+                        peer,
+                        "/api/search",
+                        {"q": q, "scope": "local", "limit": str(min(depth, 100))},
+                    ),
+                    max(0.05, deadline - time.monotonic()),
+                )
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                self._mark_slow(peer)
+                unresponsive.add(peer.node_id.hex())
+                return None
+            return PeerAnswer(peer.node_id.hex(), list(data.get("results", [])))
+
+        answers = await asyncio.gather(*(ask(p) for p in peers))
+        return [a for a in answers if a is not None]

@@ -1,0 +1,59 @@
+"""Endpoints other nodes call: shard pushes and shard lookups."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from dht import DhtError
+
+from .keys import NODE
+from .network import MAX_PUSH_BYTES
+from .search import BadRequest
+
+log = logging.getLogger(__name__)
+
+MAX_LOOKUP_TERMS = 64
+
+
+async def push_shards(request: web.Request) -> web.Response:
+    network = request.app[NODE].network
+    if network is None or not network.started:
+        raise web.HTTPNotFound(reason="this node is not on a network")
+    if request.content_length is not None and request.content_length > MAX_PUSH_BYTES:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=MAX_PUSH_BYTES, actual_size=request.content_length
+        )
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_PUSH_BYTES:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_PUSH_BYTES, actual_size=size)
+        parts.append(chunk)
+    body = b"".join(parts)
+    try:
+        stored = await network.accept_push(body)
+    except (DhtError, ValueError) as exc:
+        log.info("refused a shard push from %s: %s", request.remote, exc)
+        raise BadRequest(f"shard batch refused: {exc}") from None
+    return web.json_response({"stored": stored})
+
+
+async def get_shards(request: web.Request) -> web.Response:
+    network = request.app[NODE].network
+    if network is None or not network.started:
+        raise web.HTTPNotFound(reason="this node is not on a network")
+    terms = [t for t in request.query.get("terms", "").split(",") if t][:MAX_LOOKUP_TERMS]
+    if not terms:
+        raise BadRequest("pass ?terms=a,b,c")
+    found = await network.shards.get(terms)
+    return web.json_response(
+        {term: [[pub, shard.to_json()] for pub, shard in copies] for term, copies in found.items()}
+    )
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/api/peer/shards", push_shards)
+    app.router.add_get("/api/peer/shards", get_shards)

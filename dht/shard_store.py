@@ -1,0 +1,135 @@
+"""Shards this node holds for the network: (term, publisher) → that publisher's shard.
+
+Publishers push their shards to the nodes closest to each term's key; a holder keeps every
+publisher's copy apart (no last-writer-wins between publishers), expires copies that are
+not republished, and answers lookups with all copies of a term so the asker can merge them.
+SQLite in WAL mode on its own thread, like the frontier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from index import TermShard
+
+T = TypeVar("T")
+
+DEFAULT_SHARD_TTL = 24 * 3600.0
+MAX_POSTINGS_PER_SHARD = 50  # a publisher's influence on a term is capped at this many pages
+MAX_TERMS_PER_LOOKUP = 64
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS shards (
+    term TEXT NOT NULL,
+    publisher TEXT NOT NULL,
+    body TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (term, publisher)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS shards_expiry ON shards(expires_at);
+"""
+
+
+class ShardStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shards")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._pool.shutdown(wait=True)
+
+    async def put(self, publisher: str, shards: Iterable[TermShard], expires_at: float) -> int:
+        rows = [
+            (
+                s.term,
+                publisher,
+                json.dumps(
+                    [
+                        s.df,
+                        s.n_docs,
+                        [[p.url, p.title, p.weight] for p in s.postings[:MAX_POSTINGS_PER_SHARD]],
+                    ],
+                    separators=(",", ":"),
+                ),
+                expires_at,
+            )
+            for s in shards
+        ]
+        await self._run(self._put, rows)
+        return len(rows)
+
+    def _put(self, rows: list[tuple[str, str, str, float]]) -> None:
+        assert self._db is not None
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.executemany("INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?)", rows)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    async def get(self, terms: list[str]) -> dict[str, list[tuple[str, TermShard]]]:
+        """Every unexpired copy of each term: {term: [(publisher, shard), ...]}."""
+        return await self._run(self._get, terms[:MAX_TERMS_PER_LOOKUP], time.time())
+
+    def _get(self, terms: list[str], now: float) -> dict[str, list[tuple[str, TermShard]]]:
+        assert self._db is not None
+        out: dict[str, list[tuple[str, TermShard]]] = {}
+        for term in terms:
+            rows = self._db.execute(
+                "SELECT publisher, body FROM shards WHERE term=? AND expires_at > ?", (term, now)
+            ).fetchall()
+            out[term] = [(pub, TermShard.from_json(term, json.loads(body))) for pub, body in rows]
+        return out
+
+    async def all_for_range(self, accept: Callable[[str], bool]) -> dict[str, list[str]]:
+        """Terms (by publisher) that ``accept`` says belong elsewhere now: for hand-over."""
+        return await self._run(self._select, accept)
+
+    def _select(self, accept: Callable[[str], bool]) -> dict[str, list[str]]:
+        assert self._db is not None
+        out: dict[str, list[str]] = {}
+        for term, publisher in self._db.execute("SELECT term, publisher FROM shards"):
+            if accept(term):
+                out.setdefault(publisher, []).append(term)
+        return out
+
+    async def expire(self) -> int:
+        return await self._run(self._expire, time.time())
+
+    def _expire(self, now: float) -> int:
+        assert self._db is not None
+        return self._db.execute("DELETE FROM shards WHERE expires_at <= ?", (now,)).rowcount
+
+    async def count(self) -> int:
+        return await self._run(self._count)
+
+    def _count(self) -> int:
+        assert self._db is not None
+        return int(self._db.execute("SELECT count(*) FROM shards").fetchone()[0])
