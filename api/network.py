@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -51,6 +51,15 @@ def _distance(a: bytes, b: bytes) -> int:
 
 
 @dataclass(slots=True)
+class QueryTally:
+    """Which remote peers one query asked, and which answered in time."""
+
+    asked: set[str] = field(default_factory=set)
+    answered: set[str] = field(default_factory=set)
+    unresponsive: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
 class PeerAnswer:
     peer: str
     results: list[dict[str, Any]]
@@ -68,6 +77,7 @@ class Network:
         self._task: asyncio.Task[None] | None = None
         self._published_generation = -1
         self._published_hash: dict[str, bytes] = {}
+        self._published_members: frozenset[bytes] = frozenset()
         self._publishing = False
         self._backoff: dict[str, float] = {}
         self.last_publish: dict[str, Any] = {}
@@ -140,6 +150,12 @@ class Network:
         while True:
             await asyncio.sleep(0.25)
             generation = self.store.generation
+            members = frozenset(p.node_id for p in await self._members())
+            if members != self._published_members and self._published_generation >= 0:
+                # Someone joined or left: the closest nodes of some terms changed, so every
+                # shard is placed again (holders that already have a copy just overwrite it).
+                self._published_hash.clear()
+                self._published_generation = -1
             if generation == self._published_generation:
                 continue
             if time.time() - self.store.last_commit_at < PUBLISH_QUIET and self.store.pending:
@@ -148,6 +164,7 @@ class Network:
             try:
                 await self.publish()
                 self._published_generation = generation
+                self._published_members = members
             except Exception:
                 log.exception("shard publishing failed; will retry")
                 await asyncio.sleep(5.0)
@@ -249,7 +266,7 @@ class Network:
             return await resp.json()
 
     async def fetch_shards(
-        self, terms: list[str], members: list[Peer], unresponsive: set[str]
+        self, terms: list[str], members: list[Peer], tally: QueryTally
     ) -> dict[str, dict[str, TermShard]]:
         """Merged copies of each term: {term: {publisher: shard}}, from its holders."""
         merged: dict[str, dict[str, TermShard]] = {t: {} for t in terms}
@@ -266,14 +283,16 @@ class Network:
             if node_id == self.dht.node_id:
                 found = await self.shards.get(wanted)
             else:
+                tally.asked.add(node_id.hex())
                 try:
                     raw = await self._get_json(
                         peer, "/api/peer/shards", {"terms": ",".join(wanted)}
                     )
                 except (aiohttp.ClientError, TimeoutError, ValueError):
                     self._mark_slow(peer)
-                    unresponsive.add(peer.node_id.hex())
+                    tally.unresponsive.add(peer.node_id.hex())
                     return
+                tally.answered.add(node_id.hex())
                 found = {
                     t: [(pub, TermShard.from_json(t, s)) for pub, s in copies]
                     for t, copies in raw.items()
@@ -292,10 +311,13 @@ class Network:
         deadline = started + QUERY_DEADLINE
         terms = list(dict.fromkeys(self.store.analyze(q)))
         members = await self._members()
-        unresponsive: set[str] = set()
-        merged = await asyncio.wait_for(
-            self.fetch_shards(terms, members, unresponsive), max(0.1, deadline - time.monotonic())
-        )
+        tally = QueryTally()
+        try:
+            merged = await asyncio.wait_for(
+                self.fetch_shards(terms, members, tally), max(0.1, deadline - time.monotonic())
+            )
+        except TimeoutError:
+            merged = {}
         # Global statistics: every publisher's N counted once, df summed over publishers.
         n_by_publisher: dict[str, int] = {}
         for copies in merged.values():
@@ -333,7 +355,7 @@ class Network:
             owners.append(self.node_id)
         by_hex = {p.node_id.hex(): p for p in members}
         asked = [by_hex[o] for o in owners if o in by_hex and self._usable(by_hex[o])]
-        answers = await self._ask_owners(asked, q, limit + offset, deadline, unresponsive)
+        answers = await self._ask_owners(asked, q, limit + offset, deadline, tally)
         results: dict[str, dict[str, Any]] = {}
         for answer in answers:
             for r in answer.results:
@@ -364,11 +386,10 @@ class Network:
         return {
             "results": ordered[offset : offset + limit],
             "number_of_results": max(len(ordered), len(scores)),
-            "unresponsive_peers": sorted(unresponsive),
-            "peers_asked": len({*owners, *(p.node_id.hex() for p in members if p.http_url)}) - 1,
-            "peers_answered": len(answers)
-            - (1 if any(a.peer == self.node_id for a in answers) else 0),
-            "partial": bool(unresponsive),
+            "unresponsive_peers": sorted(tally.unresponsive - tally.answered),
+            "peers_asked": len(tally.asked),
+            "peers_answered": len(tally.answered),
+            "partial": bool(tally.unresponsive - tally.answered),
         }
 
     async def _ask_owners(
@@ -377,7 +398,7 @@ class Network:
         q: str,
         depth: int,
         deadline: float,
-        unresponsive: set[str],
+        tally: QueryTally,
     ) -> list[PeerAnswer]:
         async def ask(peer: Peer) -> PeerAnswer | None:
             if peer.node_id == self.dht.node_id:
@@ -388,6 +409,7 @@ class Network:
                     self.node_id,
                     [hit_to_result(h, i + 1, self.node_id) for i, h in enumerate(page.hits)],
                 )
+            tally.asked.add(peer.node_id.hex())
             try:
                 data = await asyncio.wait_for(
                     self._get_json(
@@ -399,8 +421,9 @@ class Network:
                 )
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 self._mark_slow(peer)
-                unresponsive.add(peer.node_id.hex())
+                tally.unresponsive.add(peer.node_id.hex())
                 return None
+            tally.answered.add(peer.node_id.hex())
             return PeerAnswer(peer.node_id.hex(), list(data.get("results", [])))
 
         answers = await asyncio.gather(*(ask(p) for p in peers))

@@ -62,20 +62,6 @@ def all_terms(searcher: tantivy.Searcher) -> set[str]:
     return {t for t in terms if 0 < len(t) <= MAX_TERM_CHARS}
 
 
-def term_query(schema: tantivy.Schema, term: str) -> tantivy.Query:
-    """The analysed term over every searched field, with the index's boosts."""
-    return tantivy.Query.boolean_query(
-        [
-            (
-                tantivy.Occur.Should,
-                tantivy.Query.boost_query(tantivy.Query.term_query(schema, field, term), boost),
-            )
-            for field, boost in FIELD_BOOSTS.items()
-            if field in SHARD_FIELDS
-        ]
-    )
-
-
 def build_shards(
     searcher: tantivy.Searcher,
     schema: tantivy.Schema,
@@ -90,20 +76,42 @@ def build_shards(
     docs: dict[tuple[int, int], tuple[str, str]] = {}
     shards: list[TermShard] = []
     for term in terms:
-        result = searcher.search(term_query(schema, term), limit=top_k, count=True)
-        df = int(getattr(result, "count", 0) or 0)
-        if df == 0:
+        # Per field: tantivy's score is boost x idf_f x tf-norm; dividing by that field's
+        # own idf leaves boost x tf-norm, bounded and comparable across nodes.
+        weights: dict[tuple[int, int], float] = {}
+        addresses: dict[tuple[int, int], Any] = {}
+        for field in SHARD_FIELDS:
+            field_df = searcher.doc_freq(field, term)
+            if not field_df:
+                continue
+            boost = FIELD_BOOSTS[field]
+            idf = bm25_idf(field_df, n_docs) or 1e-6
+            query = tantivy.Query.term_query(schema, field, term)
+            for score, address in searcher.search(query, limit=top_k).hits:
+                key = (address.segment_ord, address.doc)
+                weights[key] = weights.get(key, 0.0) + boost * float(score) / idf
+                addresses[key] = address
+        if not weights:
             continue
-        idf = bm25_idf(df, n_docs) or 1e-6
+        df = int(
+            getattr(searcher.search(_any_field(schema, term), limit=1, count=True), "count", 0)
+        )
+        best = sorted(weights, key=weights.__getitem__, reverse=True)[:top_k]
         postings = []
-        for score, address in result.hits:
-            key = (address.segment_ord, address.doc)
+        for key in best:
             fields = docs.get(key)
             if fields is None:
-                doc = searcher.doc(address)
-                url = doc.get_first("url") or ""
-                title = doc.get_first("title") or ""
-                fields = docs[key] = (str(url), str(title))
-            postings.append(Posting(fields[0], fields[1], float(score) / idf))
-        shards.append(TermShard(term=term, df=df, n_docs=n_docs, postings=tuple(postings)))
+                doc = searcher.doc(addresses[key])
+                fields = docs[key] = (
+                    str(doc.get_first("url") or ""),
+                    str(doc.get_first("title") or ""),
+                )
+            postings.append(Posting(fields[0], fields[1], weights[key]))
+        shards.append(TermShard(term=term, df=max(df, 1), n_docs=n_docs, postings=tuple(postings)))
     return shards
+
+
+def _any_field(schema: tantivy.Schema, term: str) -> tantivy.Query:
+    return tantivy.Query.boolean_query(
+        [(tantivy.Occur.Should, tantivy.Query.term_query(schema, f, term)) for f in SHARD_FIELDS]
+    )

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import schemathesis
 from conftest import FixtureSite, NodeFactory, NodeHandle
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -56,6 +57,69 @@ schema = schemathesis.pytest.from_fixture("node_api").exclude(method="POST", pat
 )
 def test_api_conforms_to_openapi(case: schemathesis.Case, crawled_node: NodeHandle) -> None:
     case.call_and_validate(base_url=crawled_node.url, checks=CHECKS, timeout=15)
+
+
+# Random strings seldom spell the query language; these do. Every field of the index, every
+# operator tantivy's parser knows, nested, and the schema still has to hold for the answer.
+WORDS = st.sampled_from(["moon", "planet", "telescope", "comet", "nebula", "a", "zz", "ß"])
+FIELDS = st.sampled_from(
+    "title body description anchor url url_words canonical host site language fetched x".split()
+)
+VALUES = st.one_of(
+    WORDS,
+    st.just("*"),
+    WORDS.map(lambda w: w + "*"),
+    WORDS.map(lambda w: f'"{w} {w}"'),
+    st.sampled_from(["[a TO z]", "{0 TO 9]", ">5", "<=a", "IN [a b]", "(*)", "127.0.0.1"]),
+)
+ATOMS = st.one_of(
+    WORDS,
+    st.builds(lambda f, v: f"{f}:{v}", FIELDS, VALUES),
+    st.builds(lambda w, m: w + m, WORDS, st.sampled_from(["^2", "^0", "~1", "*", "~"])),
+    st.sampled_from(['"', "(", ")", ":", "*", "AND", "OR", "NOT", "\\", "-site:", "site:a:*"]),
+)
+TERMS = st.builds(lambda p, a: p + a, st.sampled_from(["", "", "+", "-"]), ATOMS)
+QUERIES = st.recursive(
+    st.lists(TERMS, min_size=1, max_size=4).map(" ".join),
+    lambda inner: st.one_of(
+        inner.map(lambda q: f"({q})"),
+        st.builds(lambda a, op, b: f"{a} {op} {b}", inner, st.sampled_from(["AND", "OR"]), inner),
+    ),
+    max_leaves=6,
+)
+
+
+@pytest.fixture(scope="module")
+def module_schema(crawled_node: NodeHandle) -> BaseSchema:
+    return load_schema(crawled_node)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
+@given(q=QUERIES)
+def test_query_language_conforms(
+    q: str, module_schema: BaseSchema, crawled_node: NodeHandle
+) -> None:
+    for path, query in (
+        ("/api/search", {"q": q, "scope": "local"}),
+        ("/api/search", {"q": q, "limit": "3", "offset": "2"}),
+        ("/api/suggest", {"q": q}),
+    ):
+        case = module_schema[path]["GET"].Case(query=query)
+        case.call_and_validate(base_url=crawled_node.url, checks=CHECKS, timeout=15)
+
+
+@pytest.mark.parametrize("q", ["title:*", "url:*", "moon OR body:(*)", "-host:* moon"])
+def test_field_exists_query_is_a_400(crawled_node: NodeHandle, q: str) -> None:
+    """``field:*`` on a field that is not a fast field made tantivy raise at search time."""
+    resp = crawled_node.get("/api/search", q=q, scope="local")
+    assert resp.status == 400, resp.text
+    assert "field:*" in resp.json()["error"]
+    assert crawled_node.get_json("/api/suggest", q=q) == [q, []]
 
 
 def test_schema_covers_the_api(crawled_node: NodeHandle) -> None:
