@@ -94,7 +94,7 @@ HELP: dict[str, str] = {
     "crawl_delay": "seconds between requests to one host (robots.txt may ask for more)",
     "host_concurrency": "requests in flight to one host at most",
     "global_concurrency": "requests in flight in total at most",
-    "max_depth": "link hops from a seed at most",
+    "max_depth": "link hops from a seed at most (0: only the seeds)",
     "max_urls_per_host": "URLs one host may add to the frontier at most",
     "recrawl_days": "days before a page is fetched again",
     "parse_workers": "HTML parser processes (0: one per CPU core)",
@@ -203,9 +203,11 @@ def validate(config: NodeConfig) -> None:
     for name in ("crawl_delay", "recrawl_days", "commit_interval"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{name}: must not be negative")
-    for name in ("host_concurrency", "global_concurrency", "max_depth", "max_urls_per_host"):
+    for name in ("host_concurrency", "global_concurrency", "max_urls_per_host"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name}: must be at least 1")
+    if config.max_depth < 0:  # 0: fetch the seeds themselves and follow nothing
+        raise ConfigError("max_depth: must not be negative")
     if config.writer_heap_mb < 16:
         raise ConfigError("writer_heap_mb: tantivy needs at least 16 MiB")
     if config.log_format not in ("text", "json"):

@@ -26,8 +26,8 @@ class BadRequest(ValueError):
 
 def is_unsupported_query(exc: ValueError) -> bool:
     """tantivy parses ``title:*`` (field has a value) but refuses to run it on a field that is
-    not a fast field: a ValueError at search time that is the query's fault, not the node's."""
-    return "is not a fast field" in str(exc)
+    not a fast field or does not exist: a ValueError at search time that is the query's fault."""
+    return any(m in str(exc) for m in ("is not a fast field", "The field does not exist"))
 
 
 UNSUPPORTED_QUERY = "field:* (any value) is not supported; search for words instead"

@@ -113,7 +113,7 @@ def test_query_language_conforms(
         case.call_and_validate(base_url=crawled_node.url, checks=CHECKS, timeout=15)
 
 
-@pytest.mark.parametrize("q", ["title:*", "url:*", "moon OR body:(*)", "-host:* moon"])
+@pytest.mark.parametrize("q", ["title:*", "url:*", "moon OR body:(*)", "-host:* moon", "nofield:*"])
 def test_field_exists_query_is_a_400(crawled_node: NodeHandle, q: str) -> None:
     """``field:*`` on a field that is not a fast field made tantivy raise at search time."""
     resp = crawled_node.get("/api/search", q=q, scope="local")

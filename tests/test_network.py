@@ -1,0 +1,188 @@
+"""The network: real subprocess nodes joined by UDP Kademlia on loopback, searching each
+other's pages through term shards pushed over HTTP."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dht import Identity, sign_record
+from tests.conftest import FixtureSite, NodeFactory, NodeHandle, serve_site
+
+DHT_LINE = re.compile(r"dht on udp://([\d.]+):(\d+)/")
+SETTLE_TIMEOUT = 40.0
+
+
+def dht_address(node: NodeHandle, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in list(node.lines):
+            m = DHT_LINE.search(line)
+            if m:
+                return f"{m.group(1)}:{m.group(2)}"
+        time.sleep(0.05)
+    raise AssertionError(f"no DHT address in the node's output:\n{node.output()}")
+
+
+def network_status(node: NodeHandle) -> dict[str, Any]:
+    status = node.status()
+    assert status["network"] is not None, status
+    return dict(status["network"])
+
+
+def wait_until(predicate: Any, timeout: float = SETTLE_TIMEOUT, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def network_search(node: NodeHandle, q: str) -> dict[str, Any]:
+    return node.get_json("/api/search", q=q, scope="network")
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[FixtureSite]:
+    with serve_site() as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def net(
+    tmp_path_factory: pytest.TempPathFactory, site: FixtureSite
+) -> Iterator[dict[str, NodeHandle]]:
+    fixture_site = site
+    factory = NodeFactory(tmp_path_factory.mktemp("net"))
+    try:
+        common = ("--dht", "127.0.0.1:0", "--max-depth", "0")
+        a = factory.start(
+            *common, seeds=[fixture_site + "/planets.html", fixture_site + "/comets.html"]
+        )
+        boot = ("--bootstrap", dht_address(a))
+        b = factory.start(
+            *common, *boot, seeds=[fixture_site + "/moons.html", fixture_site + "/nebulae.html"]
+        )
+        c = factory.start(*common, *boot)
+        nodes = {"a": a, "b": b, "c": c}
+        for node in nodes.values():
+            dht_address(node)
+        wait_until(
+            lambda: all(network_status(n)["peers"] >= 2 for n in nodes.values()),
+            what="every node to know the two others",
+        )
+        wait_until(
+            lambda: (
+                all(n.status()["idle"] for n in nodes.values())
+                and network_status(a)["shards_held"] > 0
+            ),
+            what="crawls done and shards placed",
+        )
+        yield nodes
+    finally:
+        factory.close()
+
+
+def test_a_page_crawled_by_one_node_is_found_from_every_node(
+    net: dict[str, NodeHandle], site: FixtureSite
+) -> None:
+    fixture_site = site
+    assert net["a"].status()["documents"] == 2
+    assert net["b"].status()["documents"] == 2
+    assert net["c"].status()["documents"] == 0
+    for name, node in net.items():
+        moons = network_search(node, "Titan methane lakes")
+        assert moons["results"], (name, moons)
+        assert moons["results"][0]["url"] == fixture_site + "/moons.html", (name, moons)
+        assert moons["results"][0]["title"] == "Moons of the Solar System"
+        comets = network_search(node, "Perseid meteor shower")
+        assert comets["results"][0]["url"] == fixture_site + "/comets.html", (name, comets)
+        assert comets["unresponsive_peers"] == []
+
+
+def test_local_scope_stays_local(net: dict[str, NodeHandle]) -> None:
+    assert net["c"].get_json("/api/search", q="Titan methane lakes", scope="local")["results"] == []
+    result = network_search(net["c"], "Titan methane lakes")
+    assert result["peers_asked"] >= 1
+    assert result["peers_answered"] == result["peers_asked"]
+
+
+def test_forged_garbage_and_oversized_shard_pushes_are_refused(
+    net: dict[str, NodeHandle],
+) -> None:
+    node = net["c"]
+    before = network_status(node)["shards_held"]
+    headers = {"Content-Type": "application/octet-stream"}
+
+    garbage = node.request("POST", "/api/peer/shards", body=b"\x00garbage" * 50, headers=headers)
+    assert garbage.status == 400, garbage.text
+
+    forger = Identity.generate()
+    now = time.time()
+    record = bytearray(
+        sign_record(
+            forger,
+            kind="shards",
+            key=b"batch",
+            payload=b"not even zstd",
+            issued_at=now,
+            expires_at=now + 3600,
+        )
+    )
+    bad_payload = node.request("POST", "/api/peer/shards", body=bytes(record), headers=headers)
+    assert bad_payload.status == 400, bad_payload.text
+    record[-70] ^= 0x01  # inside the signed part: the signature no longer matches
+    tampered = node.request("POST", "/api/peer/shards", body=bytes(record), headers=headers)
+    assert tampered.status == 400, tampered.text
+    assert "signature" in tampered.json()["error"]
+
+    huge = node.request(
+        "POST", "/api/peer/shards", body=b"\x00" * (17 * 1024 * 1024), headers=headers
+    )
+    assert huge.status == 413
+    assert network_status(node)["shards_held"] == before
+    node.assert_alive()
+
+
+def test_a_joining_node_receives_the_shards_it_now_owns(
+    net: dict[str, NodeHandle], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    factory = NodeFactory(tmp_path_factory.mktemp("joiner"))
+    try:
+        d = factory.start("--dht", "127.0.0.1:0", "--bootstrap", dht_address(net["a"]))
+        dht_address(d)  # joined
+        wait_until(
+            lambda: (d.status()["network"] or {}).get("shards_held", 0) > 0,
+            what="shards handed to D",
+        )
+        # With four nodes and three replicas, D now holds a share of the terms.
+        assert network_status(d)["shards_held"] < network_status(net["a"])["shards_held"] * 2
+        moons = network_search(d, "Titan methane lakes")
+        assert moons["results"][0]["title"] == "Moons of the Solar System"
+    finally:
+        factory.close()
+
+
+def test_shards_survive_their_publishers_death_and_the_query_keeps_its_deadline(
+    net: dict[str, NodeHandle], site: FixtureSite
+) -> None:
+    fixture_site = site
+    b_id = network_status(net["b"])["node_id"]
+    net["b"].kill()
+    started = time.monotonic()
+    result = network_search(net["c"], "Titan methane lakes")
+    took = time.monotonic() - started
+    assert took < 3.0, took
+    # B crawled the page and is dead; its shards live on A and C.
+    assert result["results"][0]["url"] == fixture_site + "/moons.html", result
+    assert b_id in result["unresponsive_peers"], result
+    assert result["partial"] is True
+    # The dead peer is backed off: the next query does not wait for it again.
+    started = time.monotonic()
+    network_search(net["c"], "Titan methane lakes")
+    assert time.monotonic() - started < 1.0
