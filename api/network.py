@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +25,13 @@ import aiohttp
 from dht import DhtNode, Identity, Peer, compress, decompress, sign_record, verify_record
 from dht.shard_store import DEFAULT_SHARD_TTL, ShardStore
 from index import IndexStore, TermShard, bm25_idf
+from index.shards import MAX_FIELD_WEIGHT, SHARD_FIELDS
 
 from .config import NodeConfig, split_host_port
 
 log = logging.getLogger(__name__)
+
+FIELD_RANGE = range(len(SHARD_FIELDS))
 
 REPLICAS = 3  # holders per term
 PUBLISH_QUIET = 1.0  # seconds after the last commit before shards are rebuilt
@@ -39,7 +43,18 @@ PEER_TIMEOUT = 1.5
 BACKOFF_SECONDS = 60.0
 CANDIDATES = 50
 OWNERS_ASKED = 4
+OWNER_DEPTH = 20  # results each owner returns, scored exactly with global statistics
+ALL_TERMS_BOOST = 1.5  # pages with every query term first, as the local ranker does
 SHARD_KIND = "shards"
+
+
+def _clean_weights(raw: dict[str, Any]) -> dict[str, Sequence[float]]:
+    """A peer's per-field weights, bounded like shard postings (peers may lie)."""
+    out: dict[str, Sequence[float]] = {}
+    for term, values in raw.items():
+        if isinstance(values, list) and len(values) == len(SHARD_FIELDS):
+            out[term] = [min(max(float(v), 0.0), MAX_FIELD_WEIGHT) for v in values]
+    return out
 
 
 def term_key(term: str) -> bytes:
@@ -63,6 +78,7 @@ class QueryTally:
 class PeerAnswer:
     peer: str
     results: list[dict[str, Any]]
+    weights: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Network:
@@ -324,24 +340,43 @@ class Network:
             for publisher, shard in copies.items():
                 n_by_publisher[publisher] = max(n_by_publisher.get(publisher, 0), shard.n_docs)
         n_total = max(1, sum(n_by_publisher.values()))
-        scores: dict[str, float] = defaultdict(float)
+        # Per field, as tantivy scores: df summed over publishers, one IDF for everyone.
+        idfs: dict[str, list[float]] = {}
+        for term, copies in merged.items():
+            if copies:
+                field_df = [sum(s.field_df[i] for s in copies.values()) for i in FIELD_RANGE]
+                idfs[term] = [bm25_idf(d, n_total) if d else 0.0 for d in field_df]
         owner: dict[str, str] = {}
         titles: dict[str, str] = {}
-        matched: dict[str, int] = defaultdict(int)
-        for copies in merged.values():
-            df = sum(s.df for s in copies.values())
-            if df == 0:
-                continue
-            idf = bm25_idf(df, n_total)
+        weights: dict[str, dict[str, Sequence[float]]] = defaultdict(dict)
+        for term, copies in merged.items():
             for publisher, shard in copies.items():
                 for posting in shard.postings:
-                    scores[posting.url] += idf * posting.weight
-                    matched[posting.url] += 1
+                    weights[posting.url][term] = posting.weights
                     owner.setdefault(posting.url, publisher)
                     titles.setdefault(posting.url, posting.title)
-        for url in scores:  # pages matching every term first, as the local ranker does
-            if matched[url] >= len(terms):
-                scores[url] *= 1.5
+        # A shard lists only its top postings: a candidate missing from a common term's
+        # list still very likely has the term. Credit it with the list's lowest weights,
+        # scaled by how likely that is, instead of nothing.
+        floor: dict[tuple[str, str], Sequence[float]] = {}
+        for term, copies in merged.items():
+            for publisher, shard in copies.items():
+                if shard.postings and shard.df > len(shard.postings):
+                    spare = max(1, shard.n_docs - len(shard.postings))
+                    share = min(1.0, (shard.df - len(shard.postings)) / spare)
+                    floor[(publisher, term)] = [w * share for w in shard.postings[-1].weights]
+
+        def score_of(own: dict[str, Sequence[float]], publisher: str | None) -> float:
+            total = 0.0
+            for term, field_idf in idfs.items():
+                w = own.get(term)
+                if w is None and publisher is not None:
+                    w = floor.get((publisher, term))
+                if w:
+                    total += sum(i * x for i, x in zip(field_idf, w, strict=False))
+            return total * (ALL_TERMS_BOOST if len(own) >= len(idfs) else 1.0)
+
+        scores = {url: score_of(own, owner[url]) for url, own in weights.items()}
         ranked = sorted(scores, key=lambda u: scores[u], reverse=True)[:CANDIDATES]
         # Ask the owners of the best candidates (and ourselves) for snippets and their own
         # deeper results, each under what is left of the deadline.
@@ -355,7 +390,9 @@ class Network:
             owners.append(self.node_id)
         by_hex = {p.node_id.hex(): p for p in members}
         asked = [by_hex[o] for o in owners if o in by_hex and self._usable(by_hex[o])]
-        answers = await self._ask_owners(asked, q, limit + offset, deadline, tally)
+        answers = await self._ask_owners(
+            asked, q, max(limit + offset, OWNER_DEPTH), deadline, tally
+        )
         results: dict[str, dict[str, Any]] = {}
         for answer in answers:
             for r in answer.results:
@@ -364,8 +401,11 @@ class Network:
                     continue
                 url = raw_url
                 r = dict(r)
-                global_score = scores.get(url)
-                r["score"] = round(global_score if global_score is not None else 0.0, 4)
+                exact = answer.weights.get(url)
+                if isinstance(exact, dict):
+                    # The owner's own weights for this page: exact, global-statistics score.
+                    scores[url] = score_of(_clean_weights(exact), None)
+                r["score"] = round(scores.get(url, 0.0), 4)
                 r["peers"] = [answer.peer]
                 if url in results:
                     results[url]["peers"].append(answer.peer)
@@ -405,17 +445,17 @@ class Network:
                 from .search import hit_to_result  # local: avoid an import cycle
 
                 page = await self.store.search(q, limit=min(depth, 100), offset=0)
+                terms = list(dict.fromkeys(self.store.analyze(q)))
                 return PeerAnswer(
                     self.node_id,
                     [hit_to_result(h, i + 1, self.node_id) for i, h in enumerate(page.hits)],
+                    await self.store.term_weights([h.url for h in page.hits], terms),
                 )
             tally.asked.add(peer.node_id.hex())
             try:
                 data = await asyncio.wait_for(
                     self._get_json(
-                        peer,
-                        "/api/search",
-                        {"q": q, "scope": "local", "limit": str(min(depth, 100))},
+                        peer, "/api/peer/search", {"q": q, "limit": str(min(depth, 100))}
                     ),
                     max(0.05, deadline - time.monotonic()),
                 )
@@ -424,7 +464,12 @@ class Network:
                 tally.unresponsive.add(peer.node_id.hex())
                 return None
             tally.answered.add(peer.node_id.hex())
-            return PeerAnswer(peer.node_id.hex(), list(data.get("results", [])))
+            weights = data.get("weights")
+            return PeerAnswer(
+                peer.node_id.hex(),
+                list(data.get("results", [])),
+                weights if isinstance(weights, dict) else {},
+            )
 
         answers = await asyncio.gather(*(ask(p) for p in peers))
         return [a for a in answers if a is not None]

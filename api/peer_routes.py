@@ -10,7 +10,7 @@ from dht import DhtError
 
 from .keys import NODE
 from .network import MAX_PUSH_BYTES
-from .search import BadRequest
+from .search import BadRequest, SearchParams, run_search
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,18 @@ async def get_shards(request: web.Request) -> web.Response:
     )
 
 
+async def peer_search(request: web.Request) -> web.Response:
+    """Local results plus each result's IDF-free term weights, for a federated query."""
+    params = SearchParams.from_query({**request.query, "scope": "local"})
+    node = request.app[NODE]
+    body = await run_search(node, params)
+    terms = list(dict.fromkeys(node.store.analyze(params.q)))
+    urls = [r["url"] for r in body["results"]]
+    body["weights"] = await node.store.term_weights(urls, terms)
+    return web.json_response(body)
+
+
 def setup(app: web.Application) -> None:
+    app.router.add_get("/api/peer/search", peer_search)
     app.router.add_post("/api/peer/shards", push_shards)
     app.router.add_get("/api/peer/shards", get_shards)

@@ -12,6 +12,7 @@ the whole shared offline corpus (``ensure_corpus()``: 127.0.0.11-15:8080) and th
 * bandwidth: the corpus files behind every URL the frontier marks fetched (nginx serves them
   uncompressed, so this is the body bytes received) and, as a cross-check, the bytes the
   worker processes read from sockets and pipes (``rchar`` in /proc/PID/io, headers included);
+* the 1-minute load average before and after the crawl (other work on the machine skews time);
 * query latency: ``--queries`` sequential GET /api/search?q=... with words from the corpus,
   one new HTTP connection each, timed by the client; p50/p95/p99 in ms.
 """
@@ -188,6 +189,7 @@ def run(name: str, flags: tuple[str, ...], queries: list[str], timeout: float) -
             workers = len(descendants(pid))
             cpu0 = cpu_seconds(pid)
             rchar0 = worker_rchar(pid)
+            load_start = os.getloadavg()[0]
             sampler = Sampler(pid)
             sampler.start()
             started = time.perf_counter()
@@ -203,6 +205,7 @@ def run(name: str, flags: tuple[str, ...], queries: list[str], timeout: float) -
             sampler.stop()
             peak, rchar = sampler.peak_rss, sampler.rchar
             crawl_s = time.perf_counter() - started
+            load_end = os.getloadavg()[0]
             crawl_cpu = cpu_seconds(pid) - cpu0
             pages = int(status["documents"])
             index_b = disk_bytes(data / "index")
@@ -250,6 +253,7 @@ def run(name: str, flags: tuple[str, ...], queries: list[str], timeout: float) -
         "top_failures": errors,
         "idle_reached": bool(status.get("idle")),
         "crawl_s": round(crawl_s, 1),
+        "loadavg_1m_before_after_crawl": [round(load_start, 2), round(load_end, 2)],
         "pages_per_s": round(pages / crawl_s, 1),
         "rss_start_mb": round(start_rss, 1),
         "rss_peak_mb": round(peak, 1),

@@ -69,11 +69,13 @@ class ShardStore:
                 s.term,
                 publisher,
                 json.dumps(
-                    [
-                        s.df,
-                        s.n_docs,
-                        [[p.url, p.title, p.weight] for p in s.postings[:MAX_POSTINGS_PER_SHARD]],
-                    ],
+                    TermShard(
+                        term=s.term,
+                        df=s.df,
+                        n_docs=s.n_docs,
+                        field_df=s.field_df,
+                        postings=s.postings[:MAX_POSTINGS_PER_SHARD],
+                    ).to_json(),
                     separators=(",", ":"),
                 ),
                 expires_at,

@@ -22,7 +22,7 @@ from yarl import URL
 from .errors import IndexUnavailable, QuerySyntaxError
 from .query import ParsedQuery, parse_user_query
 from .schema import ANALYZER, build_analyzer, build_schema, site_terms
-from .shards import DEFAULT_TOP_K, TermShard, all_terms, build_shards
+from .shards import DEFAULT_TOP_K, TermShard, all_terms, build_shards, term_weights
 from .snippets import Snippet, make_snippet
 
 log = logging.getLogger(__name__)
@@ -354,6 +354,14 @@ class IndexStore:
         if terms is None:
             terms = sorted(all_terms(searcher))
         return build_shards(searcher, self.schema, terms, top_k=top_k)
+
+    async def term_weights(
+        self, urls: list[str], terms: list[str]
+    ) -> dict[str, dict[str, list[float]]]:
+        return await self._in(self._read_pool, self._term_weights, urls, terms)
+
+    def _term_weights(self, urls: list[str], terms: list[str]) -> dict[str, dict[str, list[float]]]:
+        return term_weights(self.index.searcher(), self.schema, urls, terms)
 
     def analyze(self, text: str) -> list[str]:
         """Tokens exactly as the index sees them (for DHT term keys)."""
