@@ -84,9 +84,13 @@ def _clean(title: str) -> str:
     return " ".join(QUERY_SYNTAX.sub(" ", SUFFIX.sub("", title)).split())
 
 
+MISSES: dict[str, dict[str, int]] = {}
+
+
 def mrr(node: NodeProcess, pairs: list[tuple[str, str]], scope: str) -> tuple[float, list[float]]:
     total = 0.0
     latencies = []
+    ranks = MISSES.setdefault(scope, {})
     for query, url in pairs:
         started = time.perf_counter()
         res = node.get(
@@ -96,7 +100,10 @@ def mrr(node: NodeProcess, pairs: list[tuple[str, str]], scope: str) -> tuple[fl
         for rank, r in enumerate(res["results"], start=1):
             if r["url"] == url:
                 total += 1.0 / rank
+                ranks[query] = rank
                 break
+        else:
+            ranks[query] = 0
     return total / max(1, len(pairs)), latencies
 
 
@@ -108,6 +115,7 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--show-misses", action="store_true")
     args = parser.parse_args()
     ensure_corpus()
     report: dict[str, Any] = {}
@@ -169,6 +177,11 @@ def main() -> None:
             for n in [central, *nodes]:
                 if n.proc.poll() is None:
                     n.stop()
+    if args.show_misses:
+        local, network = MISSES.get("local", {}), MISSES.get("network", {})
+        for q, rank in local.items():
+            if network.get(q) != rank:
+                print(f"central rank {rank}, network rank {network.get(q)}: {q}")
     print(json.dumps(report, indent=1))
 
 
