@@ -25,6 +25,7 @@ import aiohttp
 from dht import DhtNode, Identity, Peer, compress, decompress, sign_record, verify_record
 from dht.shard_store import DEFAULT_SHARD_TTL, ShardStore
 from index import IndexStore, TermShard, bm25_idf
+from index.query import ALL_TERMS_BOOST as LOCAL_ALL_TERMS_BOOST
 from index.shards import MAX_FIELD_WEIGHT, SHARD_FIELDS
 
 from .config import NodeConfig, split_host_port
@@ -42,9 +43,11 @@ QUERY_DEADLINE = 2.0
 PEER_TIMEOUT = 1.5
 BACKOFF_SECONDS = 60.0
 CANDIDATES = 50
-OWNERS_ASKED = 4
+OWNERS_ASKED = 2
 OWNER_DEPTH = 20  # results each owner returns, scored exactly with global statistics
-ALL_TERMS_BOOST = 1.5  # pages with every query term first, as the local ranker does
+# The local ranker adds a conjunctive clause boosted by ALL_TERMS_BOOST on top of the
+# disjunctive one, so a page with every term scores (1 + boost) times its plain score.
+ALL_TERMS_BOOST = 1.0 + LOCAL_ALL_TERMS_BOOST
 SHARD_KIND = "shards"
 
 
