@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +60,8 @@ def _event_loop_runner() -> Any:
     return uvloop.run
 
 
-async def serve(
-    config: NodeConfig, *, on_started: Callable[[web.Application, str], None] | None = None
-) -> None:
-    """Run the node until SIGINT/SIGTERM (or cancellation); ``on_started(app, url)``."""
+async def start_node(config: NodeConfig) -> tuple[web.AppRunner, web.Application, str]:
+    """Start one node: app, HTTP listener, then the network (peers need the HTTP URL)."""
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -73,24 +71,35 @@ async def serve(
     except OSError as exc:
         await runner.cleanup()
         raise SystemExit(f"rhizome: cannot listen on {config.http}: {exc.strerror}") from None
+    url = ""
+    # uvloop's server is not an asyncio.Server, but it has the same ``sockets``.
+    for sock in getattr(site._server, "sockets", ()):
+        host, port = sock.getsockname()[:2]
+        url = f"http://{host}:{port}/"
+        # Tests and scripts read this line to learn the port when --http used port 0.
+        print(f"rhizome: listening on {url}", flush=True)
+    try:
+        await app[NODE].start_network(url)
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, app, url
+
+
+async def wait_for_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    url = ""
-    server = site._server
-    # uvloop's server is not an asyncio.Server, but it has the same ``sockets``.
-    for sock in getattr(server, "sockets", ()):
-        host, port = sock.getsockname()[:2]
-        url = f"http://{host}:{port}/"
-        # Tests and scripts read this line to learn the port when --http used port 0.
-        print(f"rhizome: listening on {url}", flush=True)
-    await app[NODE].start_network(url)
-    if on_started is not None:
-        on_started(app, url)
+    await stop.wait()
+
+
+async def serve(config: NodeConfig) -> None:
+    """Run the node until SIGINT/SIGTERM (or cancellation)."""
+    runner, _app, _url = await start_node(config)
     try:
-        await stop.wait()
+        await wait_for_signal()
     finally:
         log.info("shutting down")
         await runner.cleanup()

@@ -16,7 +16,6 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -92,75 +91,101 @@ async def serve_folder(folder: Path, port: int = DEMO_DOCS_PORT) -> tuple[web.Ap
     return runner, f"http://127.0.0.1:{port}/"
 
 
-async def run_demo(config: NodeConfig, *, docs_dir: Path | None = None) -> None:
-    """Render and serve the docs, run a node over them, print progress and the search URL."""
-    from .cli import serve  # the node's own runner, so the demo is a real node
+DEMO_NODES = 3
+
+
+async def run_demo(
+    config: NodeConfig, *, docs_dir: Path | None = None, nodes: int = DEMO_NODES
+) -> None:
+    """Render and serve the docs, run a small network of nodes over them (each crawls a
+    share of the pages), print progress and the search URL; run until Ctrl-C."""
+    from .cli import start_node, wait_for_signal  # the real node runner
 
     tmp = tempfile.TemporaryDirectory(prefix="rhizome-demo-")
     folder = docs_dir or Path(tmp.name) / "docs"
+    runners: list[web.AppRunner] = []
     try:
         if not (folder / "index.html").exists():
             print("rhizome demo: rendering the Python standard library docs with pydoc …")
             count = await asyncio.to_thread(render_stdlib_docs, folder)
             print(f"rhizome demo: {count} module pages ready")
         docs_runner, docs_url = await serve_folder(folder)
+        runners.append(docs_runner)
         print(f"rhizome demo: serving them at {docs_url}")
-        data_dir = config.data_dir
-        if data_dir == default_data_dir():
+        base = config.data_dir
+        if base == default_data_dir():
             # Without an explicit --data-dir the demo leaves nothing behind.
-            data_dir = Path(tmp.name) / "node"
-        demo_config = _demo_config(config, docs_url, data_dir)
-        holder: list[tuple[web.Application, str]] = []
-        ready = asyncio.Event()
-
-        def on_started(app: web.Application, url: str) -> None:
-            holder.append((app, url))
-            ready.set()
-
-        node_task = asyncio.create_task(serve(demo_config, on_started=on_started))
-        ready_task = asyncio.create_task(ready.wait())
-        try:
-            waiting: set[asyncio.Task[Any]] = {node_task, ready_task}
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            ready_task.cancel()
-            if holder:
-                await _progress(*holder[0])
-            await node_task
-        finally:
-            node_task.cancel()
-            await asyncio.gather(node_task, return_exceptions=True)
-            await docs_runner.cleanup()
+            base = Path(tmp.name) / "nodes"
+        pages = sorted(p.name for p in folder.glob("*.html"))
+        apps: list[tuple[web.Application, str]] = []
+        bootstrap: tuple[str, ...] = config.bootstrap
+        for i in range(nodes):
+            node_config = _demo_config(
+                config,
+                data_dir=base / f"node{i}",
+                http=config.http if i == 0 else "127.0.0.1:0",
+                seeds=[docs_url + name for name in pages[i::nodes]],
+                bootstrap=bootstrap,
+            )
+            runner, app, url = await start_node(node_config)
+            runners.append(runner)
+            apps.append((app, url))
+            network = app[NODE].network
+            if i == 0 and network is not None:
+                bootstrap = (f"127.0.0.1:{network.dht.port}",)
+        print(f"rhizome demo: {nodes} nodes joined one network; each crawls a third of the pages")
+        await _progress(apps)
+        await wait_for_signal()
     finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
         tmp.cleanup()
 
 
-def _demo_config(config: NodeConfig, docs_url: str, data_dir: Path) -> NodeConfig:
+def _demo_config(
+    config: NodeConfig,
+    *,
+    data_dir: Path,
+    http: str,
+    seeds: list[str],
+    bootstrap: tuple[str, ...],
+) -> NodeConfig:
     return replace(
         config,
         data_dir=data_dir,
-        seed=(*config.seed, docs_url + "index.html"),
+        http=http,
+        dht="127.0.0.1:0",
+        bootstrap=bootstrap,
+        seed=(*config.seed, *seeds),
         allow_private_networks=True,  # the demo web lives on loopback
         seed_hosts_only=True,
+        max_depth=0,  # each node crawls exactly its share; the network finds the rest
         crawl_delay=0.0,
+        parse_workers=1,
     )
 
 
-async def _progress(app: web.Application, url: str) -> None:
-    node = app[NODE]
+async def _progress(apps: list[tuple[web.Application, str]]) -> None:
     started = time.monotonic()
     while True:
         await asyncio.sleep(0.5)
-        stats = await node.crawler.stats()
-        docs = node.store.num_docs
-        total = max(1, docs + stats.queued + stats.in_flight)
-        bar = "#" * (docs * 40 // total)
+        docs = queued = 0
+        idle = True
+        for app, _url in apps:
+            node = app[NODE]
+            stats = await node.crawler.stats()
+            docs += node.store.num_docs
+            queued += stats.queued + stats.in_flight
+            idle = idle and await node.is_idle()
+        bar = "#" * (docs * 40 // max(1, docs + queued))
         print(
-            f"\rrhizome demo: [{bar:<40}] {docs} pages indexed, {stats.queued} queued",
+            f"\rrhizome demo: [{bar:<40}] {docs} pages indexed, {queued} to go",
             end="",
             flush=True,
         )
-        if docs > 0 and await node.is_idle():
+        if docs > 0 and idle:
             took = time.monotonic() - started
-            print(f"\nrhizome demo: crawled and indexed {docs} pages in {took:.1f} s")
-            print(f"rhizome demo: search at {url}  (Ctrl-C to stop)", flush=True)
+            print(f"\nrhizome demo: crawled, indexed and shared {docs} pages in {took:.1f} s")
+            others = ", ".join(url for _app, url in apps[1:])
+            print(f"rhizome demo: search at {apps[0][1]}  (also: {others}; Ctrl-C to stop)")
             return
