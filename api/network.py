@@ -421,6 +421,7 @@ class Network:
                     "title": titles.get(url) or url,
                     "content": "",
                     "content_html": "",
+                    "host": url.split("/", 3)[2] if "://" in url else "",
                     "score": round(scores[url], 4),
                     "engine": "rhizome",
                     "peers": [owner[url]],

@@ -7,6 +7,7 @@ snippet highlights are built from escaped pieces in ``index.snippets``.
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -38,7 +39,8 @@ main{max-width:48rem;padding:1rem;margin:0 auto}
 .meta{color:var(--muted);font-size:.9rem}.result{margin:1.2rem 0}
 .result h3{margin:0;font-size:1.1rem;overflow-wrap:anywhere}
 .result .url{color:var(--muted);font-size:.85rem;overflow-wrap:anywhere}
-.result p{margin:.3rem 0}mark{background:var(--mark);color:inherit;padding:0 .1em}
+.result p{margin:.3rem 0;overflow-wrap:anywhere}
+mark{background:var(--mark);color:inherit;padding:0 .1em}
 .error{border:1px solid #c0392b;padding:.8rem;border-radius:.5rem}
 nav.pages{display:flex;gap:1rem;margin:2rem 0}
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem .5rem;
@@ -73,6 +75,34 @@ def page(title: str, body: str, *, query: str = "", hero: bool = False) -> web.R
     return web.Response(text=text, content_type="text/html")
 
 
+_MARK = re.compile(r"(</?mark>)")
+
+
+def _snippet_html(result: dict[str, Any]) -> str:
+    """Snippet HTML that may come from another node: keep only <mark>, escape the rest.
+
+    Each piece between mark tags is unescaped and escaped again, so whatever a peer put
+    there (a <script>, an attribute) reaches the browser as text.
+    """
+    raw = result.get("content_html")
+    if not isinstance(raw, str):
+        return E(str(result.get("content") or ""))
+    out: list[str] = []
+    depth = 0
+    for piece in _MARK.split(raw):
+        if piece == "<mark>" and depth == 0:
+            out.append(piece)
+            depth = 1
+        elif piece == "</mark>" and depth == 1:
+            out.append(piece)
+            depth = 0
+        elif piece not in ("<mark>", "</mark>"):
+            out.append(E(html.unescape(piece)))
+    if depth:
+        out.append("</mark>")
+    return "".join(out)
+
+
 def _results_html(data: dict[str, Any], params: SearchParams) -> str:
     parts = [
         f'<p class="meta" id="summary">About {data["number_of_results"]} results '
@@ -91,8 +121,8 @@ def _results_html(data: dict[str, Any], params: SearchParams) -> str:
         parts.append(
             '<article class="result">'
             f'<h3><a href="{E(r["url"])}" rel="noreferrer">{E(r["title"])}</a></h3>'
-            f'<div class="url">{E(r["host"] or "")} · {E(r["url"])}</div>'
-            f"<p>{r['content_html']}</p></article>"
+            f'<div class="url">{E(str(r.get("host") or ""))} · {E(r["url"])}</div>'
+            f"<p>{_snippet_html(r)}</p></article>"
         )
     nav = []
     if params.offset > 0:

@@ -265,3 +265,13 @@ def test_next_link_stops_at_the_deepest_page_the_api_serves() -> None:
     assert 'rel="next"' in render(MAX_OFFSET - 100)
     assert 'rel="next"' not in render(MAX_OFFSET)
     assert 'rel="prev"' in render(MAX_OFFSET)
+
+
+def test_snippet_html_from_peers_keeps_only_mark_tags() -> None:
+    from api.web_ui import _snippet_html
+
+    hostile = "a <mark>hit</mark> <script>alert(1)</script><img src=x onerror=alert(2)><mark x=1>"
+    html_out = _snippet_html({"content_html": hostile})
+    assert "<script" not in html_out and "<img" not in html_out
+    assert html_out.count("<mark>") == html_out.count("</mark>") == 1
+    assert "&lt;script&gt;" in html_out

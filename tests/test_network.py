@@ -168,6 +168,15 @@ def test_a_joining_node_receives_the_shards_it_now_owns(
         factory.close()
 
 
+def test_web_page_renders_network_results_and_never_trusts_peer_html(
+    net: dict[str, NodeHandle],
+) -> None:
+    page = net["c"].get("/", q="Titan methane lakes")
+    assert page.status == 200, page.text
+    assert "Moons of the Solar System" in page.text
+    assert "peers answered" in page.text
+
+
 def test_shards_survive_their_publishers_death_and_the_query_keeps_its_deadline(
     net: dict[str, NodeHandle], site: FixtureSite
 ) -> None:
