@@ -287,15 +287,15 @@ class Network:
     async def fetch_shards(
         self, terms: list[str], members: list[Peer], tally: QueryTally
     ) -> dict[str, dict[str, TermShard]]:
-        """Merged copies of each term: {term: {publisher: shard}}, from its holders."""
+        """Merged copies of each term: {term: {publisher: shard}}, from its holders.
+
+        Each term is asked of its nearest responsive holder; a term that comes back empty
+        (that holder died, or is new and still being filled while shards are re-placed) is
+        asked of the next holder, up to all replicas.
+        """
         merged: dict[str, dict[str, TermShard]] = {t: {} for t in terms}
-        plan: dict[bytes, list[str]] = defaultdict(list)
         peers = {p.node_id: p for p in members}
-        for term in terms:
-            for holder in self.holders(members, term):
-                if self._usable(holder):
-                    plan[holder.node_id].append(term)
-                    break
+        candidates = {t: [h for h in self.holders(members, t)] for t in terms}
 
         async def ask(node_id: bytes, wanted: list[str]) -> None:
             peer = peers[node_id]
@@ -321,7 +321,19 @@ class Network:
                 for publisher, shard in copies:
                     merged[term].setdefault(publisher, shard)
 
-        await asyncio.gather(*(ask(n, w) for n, w in plan.items()))
+        for _round in range(REPLICAS):
+            plan: dict[bytes, list[str]] = defaultdict(list)
+            for term in terms:
+                if merged[term]:
+                    continue
+                while candidates[term]:
+                    holder = candidates[term].pop(0)
+                    if self._usable(holder):
+                        plan[holder.node_id].append(term)
+                        break
+            if not plan:
+                break
+            await asyncio.gather(*(ask(n, w) for n, w in plan.items()))
         return merged
 
     async def search(self, q: str, *, limit: int, offset: int) -> dict[str, Any]:
