@@ -1,0 +1,97 @@
+"""Property tests for what peers send us: shard JSON, signed records, zstd frames."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dht import (
+    DhtError,
+    Identity,
+    compress,
+    decompress,
+    sign_record,
+    verify_record,
+)
+from index.shards import MAX_FIELD_WEIGHT, SHARD_FIELDS, TermShard
+
+IDENTITY = Identity.generate()
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@given(json_values)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_shard_decoding_accepts_or_refuses_cleanly(value: object) -> None:
+    try:
+        shard = TermShard.from_json("term", value)
+    except (ValueError, TypeError, KeyError, IndexError):
+        return
+    for posting in shard.postings:
+        assert len(posting.weights) == len(SHARD_FIELDS)
+        assert all(0.0 <= w <= MAX_FIELD_WEIGHT for w in posting.weights)
+
+
+@given(
+    st.integers(1, 10_000),
+    st.lists(st.integers(0, 10_000), min_size=len(SHARD_FIELDS), max_size=len(SHARD_FIELDS)),
+    st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=50),
+            st.text(max_size=50),
+            st.lists(st.floats(-1e9, 1e9), min_size=len(SHARD_FIELDS), max_size=len(SHARD_FIELDS)),
+        ),
+        max_size=10,
+    ),
+)
+def test_shard_round_trip_clamps_claimed_weights(
+    n_docs: int, field_df: list[int], postings: list[tuple[str, str, list[float]]]
+) -> None:
+    raw = [max(field_df), n_docs, field_df, [[u, t, w] for u, t, w in postings]]
+    shard = TermShard.from_json("t", json.loads(json.dumps(raw)))
+    again = TermShard.from_json("t", json.loads(json.dumps(shard.to_json())))
+    assert [p.url for p in again.postings] == [u for u, _t, _w in postings]
+    # A peer claiming a huge weight for its page gets BM25's ceiling, not its claim.
+    assert all(0.0 <= w <= MAX_FIELD_WEIGHT for p in again.postings for w in p.weights)
+
+
+@given(st.binary(max_size=2048))
+@settings(max_examples=500)
+def test_garbage_records_raise_only_dht_errors(data: bytes) -> None:
+    with pytest.raises(DhtError):
+        verify_record(data, now=time.time(), max_size=4096)
+
+
+@given(st.binary(max_size=512), st.integers(0, 600))
+@settings(max_examples=200)
+def test_any_single_byte_change_breaks_a_signed_record(payload: bytes, position: int) -> None:
+    now = time.time()
+    record = bytearray(
+        sign_record(
+            IDENTITY, kind="shards", key=b"k", payload=payload, issued_at=now, expires_at=now + 60
+        )
+    )
+    assert verify_record(bytes(record), now=now, max_size=1 << 20).payload == payload
+    record[position % len(record)] ^= 0x40
+    with pytest.raises(DhtError):
+        verify_record(bytes(record), now=now, max_size=1 << 20)
+
+
+@given(st.binary(max_size=4096))
+@settings(max_examples=300)
+def test_zstd_round_trip_and_garbage(data: bytes) -> None:
+    assert decompress(compress(data), max_size=8192) == data
+    # Arbitrary bytes either decode within the cap or raise the package's own error.
+    try:
+        assert len(decompress(data, max_size=8192)) <= 8192
+    except DhtError:
+        pass
