@@ -157,6 +157,9 @@ def _demo_config(
         dht="127.0.0.1:0",
         bootstrap=bootstrap,
         seed=(*config.seed, *seeds),
+        # Each node crawls the share it was given, instead of handing the docs host to
+        # whichever node owns it in the host slices.
+        pin_host=(*config.pin_host, seeds[0].split("/", 3)[2]) if seeds else config.pin_host,
         allow_private_networks=True,  # the demo web lives on loopback
         seed_hosts_only=True,
         max_depth=0,  # each node crawls exactly its share; the network finds the rest

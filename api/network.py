@@ -49,6 +49,7 @@ OWNER_DEPTH = 20  # results each owner returns, scored exactly with global stati
 # disjunctive one, so a page with every term scores (1 + boost) times its plain score.
 ALL_TERMS_BOOST = 1.0 + LOCAL_ALL_TERMS_BOOST
 SHARD_KIND = "shards"
+FORWARD_BATCH = 1_000
 
 
 def _clean_weights(raw: dict[str, Any]) -> dict[str, Sequence[float]]:
@@ -99,6 +100,8 @@ class Network:
         self._published_members: frozenset[bytes] = frozenset()
         self._publishing = False
         self._backoff: dict[str, float] = {}
+        self._members_cache: list[Peer] = []
+        self._pinned = frozenset(h.lower() for h in config.pin_host)
         self.last_publish: dict[str, Any] = {}
 
     # --- lifecycle -------------------------------------------------------------------
@@ -113,6 +116,7 @@ class Network:
             timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT * 4),
             connector=aiohttp.TCPConnector(limit=64),
         )
+        self._members_cache = await self._members()
         self._task = asyncio.create_task(self._publish_loop(), name="shard-publisher")
 
     async def stop(self) -> None:
@@ -152,6 +156,53 @@ class Network:
             "unresponsive_peers": [p for p, until in self._backoff.items() if until > now],
         }
 
+    # --- host slices -----------------------------------------------------------------
+    def owner_of_host(self, host: str) -> Peer | None:
+        """The member closest to the host's key (None before the network is known)."""
+        if not self._members_cache:
+            return None
+        key = hashlib.sha1(f"host:{host}".encode()).digest()
+        return min(self._members_cache, key=lambda p: _distance(p.node_id, key))
+
+    def owns(self, host: str) -> bool:
+        """HostRouter: pinned hosts are always ours; others belong to the closest member."""
+        if host in self._pinned:
+            return True
+        owner = self.owner_of_host(host)
+        return owner is None or owner.node_id == self.identity.node_id or not self._usable(owner)
+
+    async def forward(self, urls: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """HostRouter: send URLs to their hosts' owners; return what could not be sent."""
+        by_owner: dict[bytes, list[tuple[str, int]]] = defaultdict(list)
+        peers: dict[bytes, Peer] = {}
+        undelivered: list[tuple[str, int]] = []
+        for url, depth in urls:
+            owner = self.owner_of_host(url.split("/", 3)[2] if "://" in url else "")
+            if owner is None or not owner.http_url or owner.node_id == self.identity.node_id:
+                undelivered.append((url, depth))
+                continue
+            by_owner[owner.node_id].append((url, depth))
+            peers[owner.node_id] = owner
+
+        async def send(node_id: bytes, batch: list[tuple[str, int]]) -> None:
+            peer = peers[node_id]
+            assert self._session is not None and peer.http_url
+            try:
+                for start in range(0, len(batch), FORWARD_BATCH):
+                    chunk = batch[start : start + FORWARD_BATCH]
+                    async with self._session.post(
+                        peer.http_url.rstrip("/") + "/api/peer/urls",
+                        json={"urls": chunk},
+                        timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT),
+                    ) as resp:
+                        resp.raise_for_status()
+            except (aiohttp.ClientError, TimeoutError):
+                self._mark_slow(peer)
+                undelivered.extend(batch)  # crawl them ourselves rather than lose them
+
+        await asyncio.gather(*(send(n, b) for n, b in by_owner.items()))
+        return undelivered
+
     # --- placement -------------------------------------------------------------------
     async def _members(self) -> list[Peer]:
         peers = [p for p in await self.dht.peers() if p.http_url]
@@ -169,7 +220,8 @@ class Network:
         while True:
             await asyncio.sleep(0.25)
             generation = self.store.generation
-            members = frozenset(p.node_id for p in await self._members())
+            self._members_cache = await self._members()
+            members = frozenset(p.node_id for p in self._members_cache)
             if members != self._published_members and self._published_generation >= 0:
                 # Someone joined or left: the closest nodes of some terms changed, so every
                 # shard is placed again (holders that already have a copy just overwrite it).

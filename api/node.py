@@ -67,13 +67,17 @@ class Node:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await self.store.start()
         await self.crawler.start()
-        if self.config.seed:
+        if self.config.seed and self.network is None:
             await self.crawler.add_seeds(self.config.seed, force=False)
 
     async def start_network(self, http_url: str) -> None:
         """Join the DHT once the HTTP API listens (peers must be able to reach it)."""
         if self.network is not None:
             await self.network.start(self.config.public_url or http_url)
+            # Host slices: from now on, URLs of hosts another node owns go to that node.
+            self.crawler.router = self.network
+            if self.config.seed:
+                await self.crawler.add_seeds(self.config.seed, force=False)
 
     async def stop(self) -> None:
         await self.crawler.stop()

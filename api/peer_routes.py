@@ -65,7 +65,34 @@ async def peer_search(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+MAX_FORWARDED_URLS = 1_000
+
+
+async def accept_urls(request: web.Request) -> web.Response:
+    """URLs another node forwards because we own their hosts (host slices)."""
+    node = request.app[NODE]
+    if node.network is None or not node.network.started:
+        raise web.HTTPNotFound(reason="this node is not on a network")
+    try:
+        payload = await request.json()
+    except ValueError:
+        raise BadRequest('body must be JSON like {"urls": [["https://a.example/", 1]]}') from None
+    urls = payload.get("urls") if isinstance(payload, dict) else None
+    if (
+        not isinstance(urls, list)
+        or len(urls) > MAX_FORWARDED_URLS
+        or not all(
+            isinstance(u, list) and len(u) == 2 and isinstance(u[0], str) and isinstance(u[1], int)
+            for u in urls
+        )
+    ):
+        raise BadRequest(f"urls must be at most {MAX_FORWARDED_URLS} [url, depth] pairs")
+    accepted = await node.crawler.accept_forwarded((u, d) for u, d in urls)
+    return web.json_response({"accepted": accepted})
+
+
 def setup(app: web.Application) -> None:
+    app.router.add_post("/api/peer/urls", accept_urls)
     app.router.add_get("/api/peer/search", peer_search)
     app.router.add_post("/api/peer/shards", push_shards)
     app.router.add_get("/api/peer/shards", get_shards)

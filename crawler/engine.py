@@ -51,11 +51,16 @@ class PageSink(Protocol):
 
 
 class HostRouter(Protocol):
-    """Decides which node crawls a host (the DHT's host slices plug in here)."""
+    """Decides which node crawls a host (the DHT's host slices plug in here).
+
+    Contract: ``owns`` is cheap and synchronous. ``forward`` hands (url, depth) pairs to
+    the nodes that own their hosts and returns the pairs it could not deliver; the crawler
+    keeps those itself, so a URL is never dropped because its owner is unreachable.
+    """
 
     def owns(self, host: str) -> bool: ...
 
-    async def forward(self, urls: list[tuple[str, int]]) -> None: ...
+    async def forward(self, urls: list[tuple[str, int]]) -> list[tuple[str, int]]: ...
 
 
 @dataclass(slots=True, frozen=True)
@@ -68,6 +73,7 @@ class CrawlStats:
     known_urls: int
     hosts: int
     active_hosts: int
+    forwarded: int  # URLs handed to the nodes that own their hosts
 
 
 class Crawler:
@@ -100,6 +106,7 @@ class Crawler:
         self._seed_hosts: set[str] = set()
         self.fetched = 0
         self.failed = 0
+        self.forwarded = 0
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -133,9 +140,18 @@ class Crawler:
         await self._route([(u, 0) for u in accepted], force=force)
         return accepted
 
-    async def add_urls(self, urls: Iterable[tuple[str, int]]) -> None:
-        """URLs forwarded by other nodes for hosts this node owns."""
-        await self._route(list(urls), force=False)
+    async def accept_forwarded(self, urls: Iterable[tuple[str, int]]) -> int:
+        """URLs another node forwarded because it thinks we own their hosts.
+
+        They are queued here without routing them again: two nodes whose views of the
+        membership differ must not bounce URLs between each other. Returns how many
+        canonical URLs were accepted."""
+        accepted = [
+            (c, max(0, int(depth))) for c, depth in ((canonicalize(u), d) for u, d in urls) if c
+        ]
+        if accepted and await self.frontier.add(accepted):
+            self._wake.set()
+        return len(accepted)
 
     async def committed(self, urls: Iterable[str]) -> None:
         """Called by the sink once pages are durable: only now is a URL DONE."""
@@ -157,7 +173,9 @@ class Crawler:
             for url, depth in urls:
                 (mine if self.router.owns(host_of(url)) else theirs).append((url, depth))
             if theirs:
-                await self.router.forward(theirs)
+                undelivered = await self.router.forward(theirs)
+                self.forwarded += len(theirs) - len(undelivered)
+                mine.extend(undelivered)
             urls = mine
         if urls and await self.frontier.add(urls, force=force):
             self._wake.set()
@@ -187,6 +205,7 @@ class Crawler:
             known_urls=counts.queued + counts.leased + counts.done + counts.failed,
             hosts=counts.hosts,
             active_hosts=len(self._slots),
+            forwarded=self.forwarded,
         )
 
     # --- scheduling ------------------------------------------------------------------

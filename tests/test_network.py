@@ -60,13 +60,18 @@ def net(
     fixture_site = site
     factory = NodeFactory(tmp_path_factory.mktemp("net"))
     try:
+        # A and B pin the site's host, so each crawls exactly the pages it was given.
         common = ("--dht", "127.0.0.1:0", "--max-depth", "0")
+        pin = ("--pin-host", fixture_site.split("/", 3)[2])
         a = factory.start(
-            *common, seeds=[fixture_site + "/planets.html", fixture_site + "/comets.html"]
+            *common, *pin, seeds=[fixture_site + "/planets.html", fixture_site + "/comets.html"]
         )
         boot = ("--bootstrap", dht_address(a))
         b = factory.start(
-            *common, *boot, seeds=[fixture_site + "/moons.html", fixture_site + "/nebulae.html"]
+            *common,
+            *pin,
+            *boot,
+            seeds=[fixture_site + "/moons.html", fixture_site + "/nebulae.html"],
         )
         c = factory.start(*common, *boot)
         nodes = {"a": a, "b": b, "c": c}
@@ -175,6 +180,40 @@ def test_web_page_renders_network_results_and_never_trusts_peer_html(
     assert page.status == 200, page.text
     assert "Moons of the Solar System" in page.text
     assert "peers answered" in page.text
+
+
+def test_seeds_for_a_host_another_node_owns_are_crawled_by_that_node(
+    net: dict[str, NodeHandle], site: FixtureSite, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    total_before = sum(n.status()["documents"] for n in net.values())
+    factory = NodeFactory(tmp_path_factory.mktemp("forwarder"))
+    try:
+        # E pins nothing: its seed goes to whichever live node owns the host's slice.
+        e = factory.start(
+            "--dht", "127.0.0.1:0", "--bootstrap", dht_address(net["a"]), "--max-depth", "0"
+        )
+        dht_address(e)
+        wait_until(lambda: (e.status()["network"] or {}).get("peers", 0) >= 3, what="E joined")
+        e.seed(site + "/telescopes.html")
+        wait_until(lambda: e.status()["idle"], what="E idle")
+        forwarded = e.status()["crawl"]["forwarded"]
+        kept = e.status()["documents"]
+        assert forwarded + kept == 1, (forwarded, kept)  # handed on, or E owns the slice
+        if forwarded:
+            wait_until(
+                lambda: sum(n.status()["documents"] for n in net.values()) == total_before + 1,
+                what="the owner to crawl the forwarded seed",
+            )
+        wait_until(
+            lambda: any(
+                r["url"] == site + "/telescopes.html"
+                for r in network_search(net["c"], "telescope aperture")["results"]
+            ),
+            what="the page to be found from the network",
+        )
+        assert site.hits("/telescopes.html") == 1  # crawled once in the whole network
+    finally:
+        factory.close()
 
 
 def test_shards_survive_their_publishers_death_and_the_query_keeps_its_deadline(
