@@ -149,6 +149,9 @@ class Crawler:
         accepted = [
             (c, max(0, int(depth))) for c, depth in ((canonicalize(u), d) for u, d in urls) if c
         ]
+        # The sender followed them within its seed hosts; for a seed-hosts-only node they
+        # are now seed hosts here too, or their links would be dropped.
+        self._seed_hosts.update(host_of(u) for u, _d in accepted)
         if accepted and await self.frontier.add(accepted):
             self._wake.set()
         return len(accepted)

@@ -18,7 +18,7 @@ import tantivy
 
 from .schema import FIELD_BOOSTS
 
-DEFAULT_TOP_K = 30
+DEFAULT_TOP_K = 50
 SHARD_FIELDS = ("title", "body", "anchor", "description")
 MAX_TERM_CHARS = 40
 
