@@ -86,7 +86,7 @@ class Node:
         await self.store.stop()
 
     async def is_idle(self) -> bool:
-        if self.network is not None and not self.network.idle:
+        if self.network is not None and self.network.started and not self.network.idle:
             return False
         return self.store.pending == 0 and await self.crawler.is_idle()
 
