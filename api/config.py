@@ -43,6 +43,7 @@ class NodeConfig:
     seed: tuple[str, ...] = ()
     pin_host: tuple[str, ...] = ()  # hosts this node always crawls itself
     allow_private_networks: bool = False
+    allow_private_peers: bool = False
     seed_hosts_only: bool = False
     crawl_delay: float = crawl_defaults.DEFAULT_CRAWL_DELAY
     host_concurrency: int = crawl_defaults.DEFAULT_HOST_CONCURRENCY
@@ -90,6 +91,7 @@ HELP: dict[str, str] = {
     "seed": "URL to start crawling from (repeatable)",
     "pin_host": "host this node always crawls itself (repeatable)",
     "allow_private_networks": "allow crawling private, loopback and link-local addresses",
+    "allow_private_peers": "talk to peers on private/loopback addresses (LAN-only networks)",
     "seed_hosts_only": "follow links only within the hosts of the seeds",
     "crawl_delay": "seconds between requests to one host (robots.txt may ask for more)",
     "host_concurrency": "requests in flight to one host at most",

@@ -161,6 +161,7 @@ def _demo_config(
         # whichever node owns it in the host slices.
         pin_host=(*config.pin_host, seeds[0].split("/", 3)[2]) if seeds else config.pin_host,
         allow_private_networks=True,  # the demo web lives on loopback
+        allow_private_peers=True,  # and so do its nodes
         seed_hosts_only=True,
         max_depth=0,  # each node crawls exactly its share; the network finds the rest
         crawl_delay=0.0,

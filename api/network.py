@@ -22,6 +22,8 @@ from typing import Any
 
 import aiohttp
 
+from crawler import CrawlerError
+from crawler.ssrf import GuardedSocketFactory
 from dht import DhtNode, Identity, Peer, compress, decompress, sign_record, verify_record
 from dht.shard_store import DEFAULT_SHARD_TTL, ShardStore
 from index import IndexStore, TermShard, bm25_idf
@@ -50,6 +52,9 @@ OWNER_DEPTH = 20  # results each owner returns, scored exactly with global stati
 ALL_TERMS_BOOST = 1.0 + LOCAL_ALL_TERMS_BOOST
 SHARD_KIND = "shards"
 FORWARD_BATCH = 1_000
+# What a peer request can fail with: HTTP and socket errors, our timeouts, bad JSON, and
+# the SSRF guard refusing a private address a peer advertised.
+PEER_ERRORS = (aiohttp.ClientError, TimeoutError, ValueError, OSError, CrawlerError)
 
 
 def _clean_weights(raw: dict[str, Any]) -> dict[str, Sequence[float]]:
@@ -112,9 +117,14 @@ class Network:
         bootstrap = [split_host_port(b, "bootstrap") for b in self.config.bootstrap]
         await self.dht.start(host, port, bootstrap)
         print(f"rhizome: dht on udp://{self.dht.host}:{self.dht.port}/", flush=True)
+        # Peers advertise their own URLs: without this guard a stranger could point this
+        # node's requests at the volunteer's router or NAS.
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT * 4),
-            connector=aiohttp.TCPConnector(limit=64),
+            connector=aiohttp.TCPConnector(
+                limit=64,
+                socket_factory=GuardedSocketFactory(allow_private=self.config.allow_private_peers),
+            ),
         )
         self._members_cache = await self._members()
         self._task = asyncio.create_task(self._publish_loop(), name="shard-publisher")
@@ -196,7 +206,7 @@ class Network:
                         timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT),
                     ) as resp:
                         resp.raise_for_status()
-            except (aiohttp.ClientError, TimeoutError):
+            except PEER_ERRORS:
                 self._mark_slow(peer)
                 undelivered.extend(batch)  # crawl them ourselves rather than lose them
 
@@ -359,7 +369,7 @@ class Network:
                     raw = await self._get_json(
                         peer, "/api/peer/shards", {"terms": ",".join(wanted)}
                     )
-                except (aiohttp.ClientError, TimeoutError, ValueError):
+                except PEER_ERRORS:
                     self._mark_slow(peer)
                     tally.unresponsive.add(peer.node_id.hex())
                     return
@@ -527,7 +537,7 @@ class Network:
                     ),
                     max(0.05, deadline - time.monotonic()),
                 )
-            except (aiohttp.ClientError, TimeoutError, ValueError):
+            except PEER_ERRORS:
                 self._mark_slow(peer)
                 tally.unresponsive.add(peer.node_id.hex())
                 return None

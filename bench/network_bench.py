@@ -29,7 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import CORPUS_DIR, CORPUS_SEEDS, NodeProcess, ensure_corpus
 from crawler.parse import parse_html
 
-CRAWL = ("--allow-private-networks", "--crawl-delay", "0", "--seed-hosts-only")
+CRAWL = (
+    "--allow-private-networks",
+    "--allow-private-peers",
+    "--crawl-delay",
+    "0",
+    "--seed-hosts-only",
+)
 DHT_LINE = re.compile(r"dht on udp://([\d.]+):(\d+)/")
 SUFFIX = re.compile(r"\s+[—|–-]\s+[^—|–]+$")
 QUERY_SYNTAX = re.compile(r"[\"():+\-^*~!\\\[\]{}/<>]")

@@ -352,6 +352,7 @@ class NodeFactory:
         seeds: tuple[str, ...] | list[str] = (),
         site: FixtureSite | None = None,
         crawl_delay: float = 0.0,
+        private_peers: bool = True,
     ) -> NodeHandle:
         if data_dir is None:
             data_dir = self.tmp / f"node{len(self.nodes)}"
@@ -365,6 +366,7 @@ class NodeFactory:
             "--http",
             "127.0.0.1:0",
             "--allow-private-networks",
+            *(("--allow-private-peers",) if private_peers else ()),
             "--crawl-delay",
             str(crawl_delay),
             "--parse-workers",

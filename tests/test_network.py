@@ -216,6 +216,30 @@ def test_seeds_for_a_host_another_node_owns_are_crawled_by_that_node(
         factory.close()
 
 
+def test_a_node_refuses_to_call_peers_on_private_addresses_unless_allowed(
+    net: dict[str, NodeHandle], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Every peer here advertises a loopback URL: a node without --allow-private-peers must
+    # not call them (a stranger's advertised URL could be the volunteer's router), and
+    # must still answer, naming them as unresponsive.
+    factory = NodeFactory(tmp_path_factory.mktemp("guarded"))
+    try:
+        f = factory.start(
+            "--dht", "127.0.0.1:0", "--bootstrap", dht_address(net["a"]), private_peers=False
+        )
+        dht_address(f)
+        wait_until(lambda: (f.status()["network"] or {}).get("peers", 0) >= 3, what="F joined")
+        result = network_search(f, "Titan methane lakes")
+        # F may hold shards itself (peers that allow private addresses pushed them), but no
+        # request of F's reached a peer.
+        assert result["unresponsive_peers"], result
+        assert result["peers_answered"] == 0
+        assert all(r["content"] == "" for r in result["results"]), result
+        f.assert_alive()
+    finally:
+        factory.close()
+
+
 def test_shards_survive_their_publishers_death_and_the_query_keeps_its_deadline(
     net: dict[str, NodeHandle], site: FixtureSite
 ) -> None:
