@@ -402,7 +402,7 @@ class Network:
         """Federated search; returns the fields the API merges into its response."""
         started = time.monotonic()
         deadline = started + QUERY_DEADLINE
-        terms = list(dict.fromkeys(self.store.analyze(q)))
+        terms = self.store.query_terms(q)
         members = await self._members()
         tally = QueryTally()
         try:
@@ -523,7 +523,7 @@ class Network:
                 from .search import hit_to_result  # local: avoid an import cycle
 
                 page = await self.store.search(q, limit=min(depth, 100), offset=0)
-                terms = list(dict.fromkeys(self.store.analyze(q)))
+                terms = self.store.query_terms(q)
                 return PeerAnswer(
                     self.node_id,
                     [hit_to_result(h, i + 1, self.node_id) for i, h in enumerate(page.hits)],

@@ -9,7 +9,7 @@ from aiohttp import web
 from dht import DhtError
 
 from .keys import NODE
-from .network import MAX_PUSH_BYTES
+from .network import MAX_PUSH_BYTES, Network
 from .search import BadRequest, SearchParams, run_search
 
 log = logging.getLogger(__name__)
@@ -17,10 +17,15 @@ log = logging.getLogger(__name__)
 MAX_LOOKUP_TERMS = 64
 
 
-async def push_shards(request: web.Request) -> web.Response:
+def _network(request: web.Request) -> Network:
     network = request.app[NODE].network
     if network is None or not network.started:
         raise web.HTTPNotFound(reason="this node is not on a network")
+    return network
+
+
+async def push_shards(request: web.Request) -> web.Response:
+    network = _network(request)
     if request.content_length is not None and request.content_length > MAX_PUSH_BYTES:
         raise web.HTTPRequestEntityTooLarge(
             max_size=MAX_PUSH_BYTES, actual_size=request.content_length
@@ -42,9 +47,7 @@ async def push_shards(request: web.Request) -> web.Response:
 
 
 async def get_shards(request: web.Request) -> web.Response:
-    network = request.app[NODE].network
-    if network is None or not network.started:
-        raise web.HTTPNotFound(reason="this node is not on a network")
+    network = _network(request)
     terms = [t for t in request.query.get("terms", "").split(",") if t][:MAX_LOOKUP_TERMS]
     if not terms:
         raise BadRequest("pass ?terms=a,b,c")
@@ -59,7 +62,7 @@ async def peer_search(request: web.Request) -> web.Response:
     params = SearchParams.from_query({**request.query, "scope": "local"})
     node = request.app[NODE]
     body = await run_search(node, params)
-    terms = list(dict.fromkeys(node.store.analyze(params.q)))
+    terms = node.store.query_terms(params.q)
     urls = [r["url"] for r in body["results"]]
     body["weights"] = await node.store.term_weights(urls, terms)
     return web.json_response(body)
@@ -70,9 +73,7 @@ MAX_FORWARDED_URLS = 1_000
 
 async def accept_urls(request: web.Request) -> web.Response:
     """URLs another node forwards because we own their hosts (host slices)."""
-    node = request.app[NODE]
-    if node.network is None or not node.network.started:
-        raise web.HTTPNotFound(reason="this node is not on a network")
+    _network(request)
     try:
         payload = await request.json()
     except ValueError:
@@ -87,7 +88,7 @@ async def accept_urls(request: web.Request) -> web.Response:
         )
     ):
         raise BadRequest(f"urls must be at most {MAX_FORWARDED_URLS} [url, depth] pairs")
-    accepted = await node.crawler.accept_forwarded((u, d) for u, d in urls)
+    accepted = await request.app[NODE].crawler.accept_forwarded((u, d) for u, d in urls)
     return web.json_response({"accepted": accepted})
 
 

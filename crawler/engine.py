@@ -18,7 +18,7 @@ from typing import Protocol
 
 from yarl import URL
 
-from .config import HOST_UNREACHABLE_DEFER, MAX_BACKOFF, MAX_ROBOTS_BYTES, CrawlerConfig
+from .config import HOST_UNREACHABLE_DEFER, MAX_BACKOFF, CrawlerConfig
 from .errors import FetchError, HTTPStatusError, RobotsDisallowed
 from .fetch import Fetcher, decompress
 from .frontier import Frontier, FrontierCounts, Lease
@@ -89,7 +89,7 @@ class Crawler:
             max_depth=config.max_depth,
         )
         self.fetcher = Fetcher(config)
-        self.robots = RobotsCache(self._fetch_robots, config.user_agent_name)
+        self.robots = RobotsCache(self.fetcher.fetch_robots, config.user_agent_name)
         self._slots: dict[str, HostSlot] = {}  # hosts being crawled right now
         # Politeness state outlives a host's crawl round: the last request time, back-off
         # and Crawl-delay still apply when new links for the host arrive a moment later.
@@ -387,8 +387,3 @@ class Crawler:
             batch = [c for c in (canonicalize(u) for u in urls) if c and c.startswith(origin)]
             found += len(batch)
             await self._route([(u, 1) for u in batch], force=False)
-
-    # --- robots fetch ----------------------------------------------------------------
-    async def _fetch_robots(self, url: str) -> bytes:
-        result = await self.fetcher.fetch(url, html_only=False)
-        return result.body[:MAX_ROBOTS_BYTES]

@@ -16,7 +16,7 @@ import aiohttp
 import zstandard
 from yarl import URL
 
-from .config import CONNECT_TIMEOUT, READ_TIMEOUT, CrawlerConfig
+from .config import CONNECT_TIMEOUT, MAX_ROBOTS_BYTES, READ_TIMEOUT, CrawlerConfig
 from .errors import (
     BlockedAddress,
     FetchError,
@@ -211,6 +211,10 @@ class Fetcher:
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 raise FetchError(f"{type(exc).__name__}: {exc}") from exc
         raise TooManyRedirects(f"more than {self.config.max_redirects} redirects from {url}")
+
+    async def fetch_robots(self, url: str) -> bytes:
+        """A robots.txt body (any content type), cut at the size RFC 9309 asks parsers to read."""
+        return (await self.fetch(url, html_only=False)).body[:MAX_ROBOTS_BYTES]
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
         limit = self.config.max_response_bytes

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import errors
-from .config import MAX_ROBOTS_BYTES, CrawlerConfig
+from .config import CrawlerConfig
 from .fetch import Fetcher, UnsupportedContent
 from .parse import ParsedPage, parse_html
 from .robots import RobotsCache
@@ -238,11 +238,8 @@ async def _serve(sock: socket.socket) -> None:
     await fetcher.start()
     writer.write(_frame(("ready",)))
 
-    async def fetch_robots(url: str) -> bytes:
-        return (await fetcher.fetch(url, html_only=False)).body[:MAX_ROBOTS_BYTES]
-
     # Only redirect targets are checked here; the node checked the leased URL itself.
-    robots = RobotsCache(fetch_robots, config.user_agent_name)
+    robots = RobotsCache(fetcher.fetch_robots, config.user_agent_name)
     tasks: set[asyncio.Task[None]] = set()
 
     async def handle(req_id: int, url: str) -> None:

@@ -260,8 +260,9 @@ class IndexStore:
         return Commit(urls=urls, upserted=upserted, removed=removed, opstamp=opstamp)
 
     def _to_document(self, doc: IndexDoc) -> tantivy.Document:
-        host = URL(doc.url).host or ""
-        port = URL(doc.url).explicit_port
+        url = URL(doc.url)
+        host = url.host or ""
+        port = url.explicit_port
         host_key = f"{host}:{port}" if port else host
         return tantivy.Document.from_dict(
             {
@@ -363,9 +364,10 @@ class IndexStore:
     def _term_weights(self, urls: list[str], terms: list[str]) -> dict[str, dict[str, list[float]]]:
         return term_weights(self.index.searcher(), self.schema, urls, terms)
 
-    def analyze(self, text: str) -> list[str]:
-        """Tokens exactly as the index sees them (for DHT term keys)."""
-        return list(self.analyzer.analyze(text))
+    def query_terms(self, text: str) -> list[str]:
+        """The distinct tokens of ``text`` exactly as the index sees them, in order: the
+        term keys of the DHT and the terms a federated query scores."""
+        return list(dict.fromkeys(self.analyzer.analyze(text)))
 
 
 def _first(doc: tantivy.Document, name: str) -> Any:
