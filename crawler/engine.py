@@ -286,9 +286,8 @@ class Crawler:
             policy = await self.robots.policy(origin)
             if policy.unreachable or policy.disallow_all:
                 slot.stop()
-                queue_back = [url]
                 self._pending.pop(url, None)
-                await self.frontier.release(queue_back)
+                await self.frontier.release([url])
                 await self.frontier.defer_host(slot.host, time.time() + HOST_UNREACHABLE_DEFER)
                 return
             slot.apply_robots_delay(policy.crawl_delay)
