@@ -10,7 +10,6 @@ from aiohttp import web
 from index import QuerySyntaxError
 
 from .keys import NODE
-from .search import is_unsupported_query
 
 MAX_SUGGESTIONS = 8
 
@@ -45,10 +44,6 @@ async def suggest(request: web.Request) -> web.Response:
         try:
             page = await request.app[NODE].search_local(q, limit=MAX_SUGGESTIONS, offset=0)
         except QuerySyntaxError:
-            page = None
-        except ValueError as exc:
-            if not is_unsupported_query(exc):
-                raise
             page = None
         if page is not None:
             seen: set[str] = set()

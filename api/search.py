@@ -24,15 +24,6 @@ class BadRequest(ValueError):
     """The request's parameters are invalid; the message is for the caller."""
 
 
-def is_unsupported_query(exc: ValueError) -> bool:
-    """tantivy parses ``title:*`` (field has a value) but refuses to run it on a field that is
-    not a fast field or does not exist: a ValueError at search time that is the query's fault."""
-    return any(m in str(exc) for m in ("is not a fast field", "The field does not exist"))
-
-
-UNSUPPORTED_QUERY = "field:* (any value) is not supported; search for words instead"
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SearchParams:
     q: str
@@ -104,12 +95,7 @@ def hit_to_result(hit: Hit, position: int, peer: str) -> dict[str, Any]:
 
 async def run_search(node: Node, params: SearchParams) -> dict[str, Any]:
     started = time.perf_counter()
-    try:
-        body = await _run(node, params)
-    except ValueError as exc:
-        if not is_unsupported_query(exc):
-            raise
-        raise BadRequest(UNSUPPORTED_QUERY) from None
+    body = await _run(node, params)
     body["took_ms"] = round((time.perf_counter() - started) * 1000, 2)
     return body
 

@@ -32,6 +32,8 @@ DEFAULT_COMMIT_DOCS = 2_000
 DEFAULT_WRITER_HEAP = 64 * 1024 * 1024
 DEFAULT_QUEUE_SIZE = 4_000
 SEARCH_THREADS = 4
+UNSUPPORTED_QUERY_ERRORS = ("is not a fast field", "The field does not exist")
+UNSUPPORTED_QUERY = "field:* (any value) is not supported; search for words instead"
 QUIET_COMMIT = 0.1  # seconds without a new change that trigger an early commit
 MAX_RESULTS_WINDOW = 1_000  # offset + limit
 MAX_BODY_CHARS = 100_000
@@ -294,7 +296,14 @@ class IndexStore:
         searcher = self.index.searcher()
         # Over-fetch so de-duplication by canonical URL still fills the page.
         want = offset + limit
-        result = searcher.search(query, limit=min(want * 2, MAX_RESULTS_WINDOW * 2), count=True)
+        try:
+            result = searcher.search(query, limit=min(want * 2, MAX_RESULTS_WINDOW * 2), count=True)
+        except ValueError as exc:
+            # tantivy parses ``title:*`` (field has any value) but refuses to run it on a
+            # field that is not a fast field or does not exist: the query's fault.
+            if any(m in str(exc) for m in UNSUPPORTED_QUERY_ERRORS):
+                raise QuerySyntaxError(UNSUPPORTED_QUERY) from None
+            raise
         generator = None
         if snippet_query is not None:
             generator = tantivy.SnippetGenerator.create(
