@@ -29,6 +29,7 @@ from .routing_state import SavedPeer, load_peers, save_peers
 from .settings import DhtSettings
 from .storage import BoundedStorage
 
+MIN_LOOKUP_WIDTH = 8  # shortlist size of a lookup at the least
 log = logging.getLogger(__name__)
 
 MAX_BOOTSTRAP_CONTACTS = 32  # saved peers pinged at restart; the lookup finds the rest
@@ -308,7 +309,9 @@ class DhtNode:
             raise ValueError("count must be positive")
         server = self._require_server()
         target = Node(key)
-        width = max(count, server.ksize)
+        # A shortlist as narrow as a tiny k stops a lookup at the first plateau; a few more
+        # candidates per round keep small-k networks exact at almost no cost (k=20: no change).
+        width = max(count, server.ksize, MIN_LOOKUP_WIDTH)
         nearest = server.protocol.router.find_neighbors(target, width)
         found = []
         if nearest:
