@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import time
 from dataclasses import asdict
 from typing import Any
@@ -102,11 +104,31 @@ class Node:
                 "last_commit_at": self.store.last_commit_at or None,
                 "last_error": self.store.last_error,
             },
+            "storage": self.storage_status(),
             "network": await self.network.status()
             if self.network is not None and self.network.started
             else None,
             "uptime_s": round(time.time() - self.started_at, 1),
             "version": "0.1.0",
+        }
+
+    def storage_status(self) -> dict[str, Any]:
+        """Whether the data directory takes writes: ``disk_full`` is the field to watch.
+
+        While it is true the node keeps serving what is committed, holds new pages in
+        memory (bounded; the crawler slows down) and retries on its own.
+        """
+        frontier = self.crawler.frontier
+        free: int | None = None
+        with contextlib.suppress(OSError):
+            free = shutil.disk_usage(self.config.data_dir).free  # one statvfs: no real I/O
+        return {
+            "disk_full": self.store.disk_full or frontier.disk_full,
+            "ok": self.store.last_error is None and frontier.storage_error is None,
+            "index_error": self.store.last_error,
+            "index_failing_since": self.store.failing_since,
+            "frontier_error": frontier.storage_error,
+            "free_bytes": free,
         }
 
     async def search_local(self, q: str, *, limit: int, offset: int) -> SearchPage:

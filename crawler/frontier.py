@@ -4,6 +4,10 @@ States: QUEUED (due at ``next_fetch``), LEASED (handed to a fetcher, not yet com
 index), DONE (committed; due again at ``next_fetch`` for recrawl), FAILED (retry at
 ``next_fetch``). A URL only becomes DONE once the index has committed it, so a crash loses
 nothing: at start-up every LEASED URL is queued again.
+
+A full disk (or another storage failure) never takes the crawl down: writes that record
+an outcome or new URLs are kept in memory, in order, and replayed once the database
+accepts writes again; meanwhile nothing new is leased.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import logging
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +32,12 @@ QUEUED, LEASED, DONE, FAILED = 0, 1, 2, 3
 MAX_SEEN_CACHE = 1_000_000
 MAX_ANCHORS_PER_URL = 16
 MAX_ANCHOR_CACHE = 500_000
+STORAGE_RETRY = 2.0  # seconds between write attempts while the database cannot write
+# Rows kept in memory while the disk is full. Outcomes (done, failed, released) are
+# always kept (at most one per leased URL); new links beyond this are dropped, and found
+# again by later crawls.
+MAX_BACKLOG_ROWS = 200_000
+STORAGE_ERRORS = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
 
 T = TypeVar("T")
 
@@ -50,6 +61,23 @@ CREATE TABLE IF NOT EXISTS hosts (
     pinned INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 """
+
+
+def _storage_error(exc: BaseException) -> int | None:
+    """SQLITE_FULL or SQLITE_IOERR (the disk, not the query) when ``exc`` is one; else None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.OperationalError) and isinstance(code, int):
+        primary = code & 0xFF  # extended codes (SQLITE_IOERR_WRITE...) keep it in the low byte
+        if primary in STORAGE_ERRORS:
+            return primary
+    return None
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    # SQLite may already have rolled back on SQLITE_FULL; a second ROLLBACK would raise
+    # and hide the error that matters.
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 @dataclass(slots=True, frozen=True)
@@ -83,12 +111,96 @@ class Frontier:
         self._seen: set[str] = set()
         self._anchors: dict[str, list[str]] = {}
         self._host_urls: dict[str, int] = {}
+        # Writes the database refused (disk full), oldest first: (function, args, rows).
+        self._backlog: deque[tuple[Callable[..., object], tuple[object, ...], int]] = deque()
+        self._backlog_rows = 0
+        self._retry_at = 0.0  # monotonic time of the next write attempt while failing
+        self._failing_since = 0.0
+        self._dropped_links = 0
+        self.storage_error: str | None = None  # why writes fail right now; None when fine
+        self.disk_full = False
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         except sqlite3.Error as exc:
             raise FrontierError(f"frontier database: {exc}") from exc
+
+    # --- writes that survive a full disk (frontier thread only) -------------------------
+    def _persist(self, fn: Callable[..., T], args: tuple[object, ...], rows: int, default: T) -> T:
+        """Run a write that must not be lost; if the disk refuses it, keep it for later.
+
+        Returns ``fn``'s result, or ``default`` when the write was kept in the backlog.
+        """
+        if not self._writable():
+            self._keep(fn, args, rows)
+            return default
+        try:
+            result = fn(*args)
+        except sqlite3.OperationalError as exc:
+            if _storage_error(exc) is None:
+                raise
+            self._failed_write(exc)
+            self._keep(fn, args, rows)
+            return default
+        self._wrote()
+        return result
+
+    def _writable(self) -> bool:
+        """False while writes are known to fail; otherwise replays the backlog first, so
+        writes reach the database in the order they were made."""
+        if self.storage_error is not None and time.monotonic() < self._retry_at:
+            return False
+        while self._backlog:
+            fn, args, _rows = self._backlog[0]
+            try:
+                fn(*args)
+            except sqlite3.OperationalError as exc:
+                if _storage_error(exc) is None:
+                    self._drop_head()  # would fail forever and block everything after it
+                    raise
+                self._failed_write(exc)
+                return False
+            self._drop_head()
+        return True
+
+    def _drop_head(self) -> None:
+        _fn, _args, rows = self._backlog.popleft()
+        self._backlog_rows -= rows
+
+    def _keep(self, fn: Callable[..., object], args: tuple[object, ...], rows: int) -> None:
+        if fn == self._add and self._backlog_rows + rows > MAX_BACKLOG_ROWS:
+            self._dropped_links += rows
+            return
+        self._backlog.append((fn, args, rows))
+        self._backlog_rows += rows
+
+    def _failed_write(self, exc: sqlite3.OperationalError) -> None:
+        self._retry_at = time.monotonic() + STORAGE_RETRY
+        if self.storage_error is None:
+            self._failing_since = time.monotonic()
+            # Once per episode, not per write: a full disk must not flood the log.
+            log.error(
+                "frontier %s cannot write (%s%s); keeping changes in memory, retrying every "
+                "%.0f s, leasing nothing new until then",
+                self.path,
+                "disk full: " if _storage_error(exc) == sqlite3.SQLITE_FULL else "",
+                exc,
+                STORAGE_RETRY,
+            )
+        self.disk_full = _storage_error(exc) == sqlite3.SQLITE_FULL
+        self.storage_error = f"{type(exc).__name__}: {exc}"
+
+    def _wrote(self) -> None:
+        if self.storage_error is not None and not self._backlog:
+            log.warning(
+                "frontier writes again after %.1f s (%d new links dropped meanwhile)",
+                time.monotonic() - self._failing_since,
+                self._dropped_links,
+            )
+            self.storage_error = None
+            self.disk_full = False
+            self._dropped_links = 0
 
     # --- lifecycle -------------------------------------------------------------------
     async def open(self) -> int:
@@ -133,7 +245,8 @@ class Frontier:
                 self._seen.add(url)
         if not fresh:
             return []
-        return await self._run(self._add, fresh, now or time.time(), force)
+        when = now or time.time()
+        return await self._run(self._persist, self._add, (fresh, when, force), len(fresh), [])
 
     def _add(self, fresh: list[tuple[str, int]], now: float, force: bool) -> list[str]:
         assert self._db is not None
@@ -181,7 +294,7 @@ class Frontier:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         for host, n in added.items():
             self._host_urls[host] = self._host_urls.get(host, 0) + n
@@ -216,6 +329,8 @@ class Frontier:
 
     def _hosts_with_work(self, limit: int, exclude: set[str], now: float) -> list[str]:
         assert self._db is not None
+        if not self._writable():
+            return []  # a lease could not be recorded: start no host until writes work
         hosts: list[str] = []
         # Walk due URLs in time order and collect distinct hosts; skip the busy ones.
         cur = self._db.execute(
@@ -235,6 +350,8 @@ class Frontier:
     def _lease(self, host: str, n: int, now: float) -> list[Lease]:
         assert self._db is not None
         db = self._db
+        if not self._writable():
+            return []
         rows = db.execute(
             "SELECT url, depth, attempts, anchor, fetched_at IS NOT NULL FROM urls "
             "WHERE host=? AND state != 1 AND next_fetch <= ? "
@@ -242,7 +359,18 @@ class Frontier:
             (host, now, n),
         ).fetchall()
         if rows:
-            db.executemany("UPDATE urls SET state=1 WHERE url=?", [(r[0],) for r in rows])
+            # One transaction: a failed write must not leave some rows LEASED by nobody.
+            try:
+                db.execute("BEGIN")
+                db.executemany("UPDATE urls SET state=1 WHERE url=?", [(r[0],) for r in rows])
+                db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                _rollback(db)
+                if _storage_error(exc) is None:
+                    raise
+                self._failed_write(exc)
+                return []
+            self._wrote()
         return [Lease(r[0], host, r[1], r[2], r[3], bool(r[4])) for r in rows]
 
     async def seed_hosts(self) -> set[str]:
@@ -257,6 +385,8 @@ class Frontier:
 
     def _has_due(self, now: float) -> bool:
         assert self._db is not None
+        if self._backlog:
+            return True  # changes not yet on disk: the crawl is not over
         row = self._db.execute(
             "SELECT 1 FROM urls WHERE state != 1 AND next_fetch <= ? LIMIT 1", (now,)
         ).fetchone()
@@ -271,7 +401,7 @@ class Frontier:
         for u, *_ in rows:
             self._seen.add(u)
         if rows:
-            await self._run(self._mark_done, rows)
+            await self._run(self._persist, self._mark_done, (rows,), len(rows), None)
 
     def _mark_done(self, rows: list[tuple[str, str, int, float, float]]) -> None:
         assert self._db is not None
@@ -280,7 +410,7 @@ class Frontier:
         try:
             self._upsert_done(db, rows)
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         db.execute("COMMIT")
 
@@ -298,7 +428,7 @@ class Frontier:
 
     async def mark_failed(self, url: str, error: str, retry_at: float | None) -> None:
         """retry_at None: give up until the next recrawl round (the caller decides)."""
-        await self._run(self._mark_failed, url, error[:500], retry_at)
+        await self._run(self._persist, self._mark_failed, (url, error[:500], retry_at), 1, None)
 
     def _mark_failed(self, url: str, error: str, retry_at: float | None) -> None:
         assert self._db is not None
@@ -311,14 +441,14 @@ class Frontier:
         """Give leased URLs back untouched (shutdown, host deferred)."""
         rows = [(u,) for u in leases]
         if rows:
-            await self._run(self._release, rows)
+            await self._run(self._persist, self._release, (rows,), len(rows), None)
 
     def _release(self, rows: list[tuple[str]]) -> None:
         assert self._db is not None
         self._db.executemany("UPDATE urls SET state=0 WHERE url=? AND state=1", rows)
 
     async def defer_host(self, host: str, until: float) -> None:
-        await self._run(self._defer_host, host, until)
+        await self._run(self._persist, self._defer_host, (host, until), 1, None)
 
     def _defer_host(self, host: str, until: float) -> None:
         assert self._db is not None

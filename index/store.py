@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +40,13 @@ QUIET_COMMIT = 0.1  # seconds without a new change that trigger an early commit
 MAX_RESULTS_WINDOW = 1_000  # offset + limit
 MAX_BODY_CHARS = 100_000
 MAX_ANCHOR_TEXT = 4_000
+COMMIT_RETRY = 5.0  # seconds between attempts to commit a batch that failed (disk full)
+COMMIT_FAILURE_LOG_INTERVAL = 60.0  # a failure that persists is logged again this often
+# How tantivy words a full disk (it raises ValueError with the Rust io::Error inside).
+DISK_FULL_MARKERS = ("StorageFull", "No space left on device", "os error 28")
+# After an error that does not say why (tantivy's "index writer was killed"), a write of
+# this size into the index directory tells whether the disk has room.
+SPACE_PROBE_BYTES = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -88,6 +97,30 @@ T = TypeVar("T")
 CommitListener = Callable[[Commit], Awaitable[None]]
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return any(marker in str(exc) for marker in DISK_FULL_MARKERS)
+
+
+def _no_room(directory: Path | None) -> bool:
+    """True if ``directory`` cannot take a small file now (ENOSPC)."""
+    if directory is None:
+        return False
+    probe = directory / ".space-probe"
+    try:
+        with probe.open("wb") as file:
+            file.write(bytes(SPACE_PROBE_BYTES))
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as exc:
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    return False
+
+
 def _url_words(url: str) -> str:
     try:
         u = URL(url)
@@ -124,6 +157,8 @@ class IndexStore:
         self._uncommitted = 0  # items taken off the queue and not yet committed
         self.last_commit_at = 0.0
         self.last_error: str | None = None
+        self.disk_full = False  # the last commit failed for want of space
+        self.failing_since: float | None = None  # wall time of the first failed attempt
         self.num_docs = 0
         self.generation = 0  # bumps on every commit: shard publishing watches it
         # Own threads: the loop's default executor is shared and may be busy elsewhere.
@@ -213,17 +248,44 @@ class IndexStore:
                     self._uncommitted = len(batch)
                 except TimeoutError:
                     break
+            attempts = 0
+            logged_at = 0.0
             while True:
                 try:
                     commit = await self._in(self._write_pool, self._apply, batch)
                     break
                 except Exception as exc:
-                    # Disk full or similar: keep the node up and retry the same batch; the
-                    # queue fills meanwhile and back-pressure slows the crawler down.
+                    # Disk full or similar: keep the node up and retry the same batch (the
+                    # writer was rolled back); the queue fills meanwhile and back-pressure
+                    # slows the crawler down. Logged once, then once a minute: no flood.
+                    attempts += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.error("index commit failed (%s); retrying in 5 s", self.last_error)
-                    await asyncio.sleep(5.0)
+                    self.disk_full = is_disk_full(exc) or await self._in(
+                        self._write_pool, _no_room, self.path
+                    )
+                    if self.failing_since is None:
+                        self.failing_since = time.time()
+                    if time.monotonic() - logged_at >= COMMIT_FAILURE_LOG_INTERVAL:
+                        logged_at = time.monotonic()
+                        log.error(
+                            "index commit failed%s (attempt %d, %d changes waiting): %s; "
+                            "retrying every %.0f s",
+                            ": disk full" if self.disk_full else "",
+                            attempts,
+                            self.pending,
+                            self.last_error,
+                            COMMIT_RETRY,
+                        )
+                    await asyncio.sleep(COMMIT_RETRY)
+            if attempts:
+                log.warning(
+                    "index commit succeeded after %d failed attempts over %.0f s",
+                    attempts,
+                    time.time() - (self.failing_since or time.time()),
+                )
             self.last_error = None
+            self.disk_full = False
+            self.failing_since = None
             self._uncommitted = 0
             self.last_commit_at = time.time()
             for listener in self._listeners:
