@@ -62,6 +62,19 @@ class _NodeCollector(Collector):
             "Unix time of the last index commit",
             value=node.store.last_commit_at,
         )
+        if node.network is not None:  # spot-checks of peers' claims (hostile peers, #5)
+            checker = node.network.spot_checker
+            checks = CounterMetricFamily(
+                "rhizome_spot_checks", "Spot-checks of peers' claimed results", labels=["verdict"]
+            )
+            for verdict in ("passed", "failed", "inconclusive", "unattributable", "dropped"):
+                checks.add_metric([verdict], checker.counts[verdict])
+            yield checks
+            yield GaugeMetricFamily(
+                "rhizome_distrusted_peers",
+                "Publishers ignored after failed spot-checks",
+                value=len(checker.distrusted),
+            )
 
 
 METRICS = web.AppKey("metrics", Metrics)

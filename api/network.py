@@ -31,6 +31,7 @@ from index.query import ALL_TERMS_BOOST as LOCAL_ALL_TERMS_BOOST
 from index.shards import MAX_FIELD_WEIGHT, SHARD_FIELDS
 
 from .config import NodeConfig, split_host_port
+from .spot_check import SpotChecker  # hostile peers (#5)
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class Network:
         self._members_cache: list[Peer] = []
         self._pinned = frozenset(h.lower() for h in config.pin_host)
         self.last_publish: dict[str, Any] = {}
+        self.spot_checker = SpotChecker(config.data_dir, self.node_id)  # hostile peers (#5)
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self, http_url: str) -> None:
@@ -164,6 +166,8 @@ class Network:
             "published_generation": self._published_generation,
             "last_publish": self.last_publish,
             "unresponsive_peers": [p for p, until in self._backoff.items() if until > now],
+            "distrusted_peers": sorted(self.spot_checker.distrusted),  # hostile peers (#5)
+            "spot_checks": self.spot_checker.stats(),  # hostile peers (#5)
         }
 
     # --- host slices -----------------------------------------------------------------
@@ -320,6 +324,8 @@ class Network:
     async def accept_push(self, body: bytes) -> int:
         """A peer's signed batch: verify, decode within limits, store under its node id."""
         record = verify_record(body, now=time.time(), max_size=MAX_PUSH_BYTES)
+        if record.publisher_id.hex() in self.spot_checker.distrusted:  # hostile peers (#5)
+            raise ValueError("publisher is distrusted (failed spot-checks)")
         if record.kind != SHARD_KIND:
             raise ValueError("not a shard batch")
         data = json.loads(decompress(record.payload, MAX_PUSH_DECODED))
@@ -331,6 +337,8 @@ class Network:
 
     # --- querying --------------------------------------------------------------------
     def _usable(self, peer: Peer) -> bool:
+        if peer.node_id.hex() in self.spot_checker.distrusted:  # hostile peers (#5)
+            return False
         return self._backoff.get(peer.node_id.hex(), 0.0) <= time.monotonic()
 
     def _mark_slow(self, peer: Peer) -> None:
@@ -381,7 +389,8 @@ class Network:
                 }
             for term, copies in found.items():
                 for publisher, shard in copies:
-                    merged[term].setdefault(publisher, shard)
+                    if publisher not in self.spot_checker.distrusted:  # hostile peers (#5)
+                        merged[term].setdefault(publisher, shard)
 
         for _round in range(REPLICAS):
             plan: dict[bytes, list[str]] = defaultdict(list)
@@ -501,6 +510,7 @@ class Network:
                     "peers": [owner[url]],
                 }
         ordered = sorted(results.values(), key=lambda r: r["score"], reverse=True)
+        self.spot_checker.offer_page(ordered[offset : offset + limit], answers, terms)  # (#5)
         return {
             "results": ordered[offset : offset + limit],
             "number_of_results": max(len(ordered), len(scores)),

@@ -76,12 +76,18 @@ class Node:
         """Join the DHT once the HTTP API listens (peers must be able to reach it)."""
         if self.network is not None:
             await self.network.start(self.config.public_url or http_url)
+            # Spot-checks fetch through the crawler's own Fetcher: same SSRF guard, caps, robots.
+            await self.network.spot_checker.start(
+                self.crawler.fetcher, self.crawler.robots, self.network.shards
+            )
             # Host slices: from now on, URLs of hosts another node owns go to that node.
             self.crawler.router = self.network
             if self.config.seed:
                 await self.crawler.add_seeds(self.config.seed, force=False)
 
     async def stop(self) -> None:
+        if self.network is not None:  # before the crawler closes the Fetcher it uses
+            await self.network.spot_checker.stop()
         await self.crawler.stop()
         if self.network is not None and self.network.started:
             await self.network.stop()

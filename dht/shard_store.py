@@ -122,6 +122,14 @@ class ShardStore:
                 out.setdefault(publisher, []).append(term)
         return out
 
+    async def drop_publisher(self, publisher: str) -> int:
+        """Delete every copy from ``publisher`` (distrusted by spot-checks); returns how many."""
+        return await self._run(self._drop_publisher, publisher)
+
+    def _drop_publisher(self, publisher: str) -> int:
+        assert self._db is not None
+        return self._db.execute("DELETE FROM shards WHERE publisher = ?", (publisher,)).rowcount
+
     async def expire(self) -> int:
         return await self._run(self._expire, time.time())
 

@@ -204,6 +204,7 @@ def test_seeds_for_a_host_another_node_owns_are_crawled_by_that_node(
                 lambda: sum(n.status()["documents"] for n in net.values()) == total_before + 1,
                 what="the owner to crawl the forwarded seed",
             )
+        assert site.hits("/telescopes.html") == 1  # crawled once in the whole network
         wait_until(
             lambda: any(
                 r["url"] == site + "/telescopes.html"
@@ -211,7 +212,8 @@ def test_seeds_for_a_host_another_node_owns_are_crawled_by_that_node(
             ),
             what="the page to be found from the network",
         )
-        assert site.hits("/telescopes.html") == 1  # crawled once in the whole network
+        # C may fetch it once more to spot-check the publisher's claim (hostile peers, #5).
+        assert site.hits("/telescopes.html") <= 2
     finally:
         factory.close()
 
