@@ -64,6 +64,7 @@ STRIKE_WINDOW = 24 * 3600.0
 DISTRUST_SECONDS = 30 * 24 * 3600.0  # ids are free to make; a false positive heals
 TITLE_MIN_SHARE = 0.5  # the shorter title's tokens, as a run in the longer, cover this share
 MAX_TRACKED_PUBLISHERS = 10_000  # rate buckets and strike histories kept (LRU)
+MAX_HISTORY_PER_PUBLISHER = 64  # checks remembered per publisher (within the window)
 MAX_RECENT_URLS = 10_000
 MAX_DISTRUSTED = 10_000
 MAX_STRIKES_SHOWN = 20
@@ -126,6 +127,10 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
+
+    def ready(self, now: float) -> bool:
+        self._refill(now)
+        return self.tokens >= 1.0
 
     def reserve(self, now: float) -> float:
         """Take a token, going into debt if need be: the seconds to wait before using it."""
@@ -206,6 +211,7 @@ class SpotChecker:
         A result its publisher returned itself is claimed with that answer's weights; any
         other (a candidate known from shards) is looked up in our own store at check time.
         """
+        now = time.monotonic()
         said = {a.peer: a for a in answers if a.peer != self.own_id}
         said_urls = {p: {r.get("url") for r in a.results} for p, a in said.items()}
         seen: set[str] = set()
@@ -219,7 +225,9 @@ class SpotChecker:
             publisher = peers[0]  # whose result dict (title) the page shows
             if not isinstance(publisher, str) or publisher == self.own_id or publisher in seen:
                 continue
-            seen.add(publisher)
+            if publisher in self.distrusted or not self._bucket(publisher, now).ready(now):
+                seen.add(publisher)
+                continue
             attributed = url in said_urls.get(publisher, ())
             raw = said[publisher].weights.get(url) if attributed else None
             claimed = raw if isinstance(raw, Mapping) else {}
@@ -233,7 +241,9 @@ class SpotChecker:
                 require_all=bool(terms),
                 attributed=attributed,
             )
-            queued += self.offer(claim)
+            if self.offer(claim):  # else its next result may be one not checked lately
+                seen.add(publisher)
+                queued += 1
         return queued
 
     def offer(self, claim: Claim) -> bool:
@@ -355,7 +365,7 @@ class SpotChecker:
             return
         failed = outcome.verdict is Verdict.FAILED
         now = time.time()
-        history = self._history.setdefault(claim.publisher, deque())
+        history = self._history.setdefault(claim.publisher, deque(maxlen=MAX_HISTORY_PER_PUBLISHER))
         self._history.move_to_end(claim.publisher)
         while len(self._history) > MAX_TRACKED_PUBLISHERS:
             self._history.popitem(last=False)

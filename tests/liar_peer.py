@@ -1,0 +1,134 @@
+"""A hostile peer for tests: a real DHT member with its own identity that lies about pages.
+
+Run as ``python -m tests.liar_peer --data-dir D --bootstrap HOST:PORT --site URL
+--push http://node/ ...``. It joins the DHT with a signed hello carrying its HTTP URL,
+pushes correctly signed shard batches claiming top weights for popular terms on pages of
+the fixture site that do not contain them (with invented titles) and on pages that do not
+exist, and answers ``/api/peer/search`` with the same lies for any query. It prints
+``liar: http=URL id=HEX`` when ready; ``GET /stats`` counts the requests it received.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from api.config import split_host_port
+from api.network import SHARD_KIND
+from dht import DhtNode, Identity, compress, sign_record
+from index import TermShard, build_analyzer
+from index.shards import MAX_FIELD_WEIGHT, SHARD_FIELDS, Posting
+
+# Terms the honest nodes' pages are searched for, claimed on pages without them.
+POPULAR = "titan methane lakes perseid meteor shower nebula star clusters"
+# Pages that exist on the fixture site and contain none of POPULAR, and one that does not.
+EXISTING_LIES = ("/eclipses.html", "/telescopes.html")
+MISSING_LIE = "/best-titan-lakes-guide.html"
+TOP = [MAX_FIELD_WEIGHT * 0.99] * len(SHARD_FIELDS)
+
+
+def lie_urls(site: str) -> list[str]:
+    return [site + p for p in EXISTING_LIES] + [site + MISSING_LIE]
+
+
+def lie_title(query: str) -> str:
+    return f"{query.title()} - The Definitive Guide"
+
+
+def signed_batch(identity: Identity, site: str, terms: list[str]) -> bytes:
+    shards = {
+        term: TermShard(
+            term=term,
+            df=len(lie_urls(site)),
+            n_docs=1_000,
+            field_df=tuple([len(lie_urls(site))] * len(SHARD_FIELDS)),
+            postings=tuple(Posting(u, lie_title(term), tuple(TOP)) for u in lie_urls(site)),
+        ).to_json()
+        for term in terms
+    }
+    now = time.time()
+    return sign_record(
+        identity,
+        kind=SHARD_KIND,
+        key=b"batch",
+        payload=compress(json.dumps(shards, separators=(",", ":")).encode()),
+        issued_at=now,
+        expires_at=now + 3600,
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--site", required=True)
+    parser.add_argument("--push", action="append", default=[])
+    args = parser.parse_args()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    identity = Identity.load_or_create(args.data_dir)
+    analyzer = build_analyzer()
+    hits: Counter[str] = Counter()
+
+    async def search(request: web.Request) -> web.Response:
+        hits["search"] += 1
+        q = request.query.get("q", "")
+        terms = list(dict.fromkeys(analyzer.analyze(q)))
+        results = [
+            {"url": u, "title": lie_title(q), "content": q, "content_html": q, "host": ""}
+            for u in lie_urls(args.site)
+        ]
+        weights = {u: {t: TOP for t in terms} for u in lie_urls(args.site)}
+        return web.json_response({"results": results, "weights": weights})
+
+    async def get_shards(request: web.Request) -> web.Response:
+        hits["get_shards"] += 1
+        return web.json_response({})
+
+    async def accept(request: web.Request) -> web.Response:
+        hits[request.path] += 1
+        await request.read()
+        return web.json_response({"stored": 0, "accepted": 0})
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response(dict(hits))
+
+    app = web.Application()
+    app.router.add_get("/api/peer/search", search)
+    app.router.add_get("/api/peer/shards", get_shards)
+    app.router.add_post("/api/peer/shards", accept)
+    app.router.add_post("/api/peer/urls", accept)
+    app.router.add_get("/stats", stats)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    http_url = f"http://127.0.0.1:{port}/"
+    dht = DhtNode(args.data_dir, http_url=http_url, identity=identity)
+    await dht.start("127.0.0.1", 0, [split_host_port(args.bootstrap, "bootstrap")])
+    body = signed_batch(identity, args.site, list(dict.fromkeys(analyzer.analyze(POPULAR))))
+    async with aiohttp.ClientSession() as session:
+        for target in args.push:
+            async with session.post(
+                target.rstrip("/") + "/api/peer/shards",
+                data=body,
+                headers={"Content-Type": "application/octet-stream"},
+            ) as resp:
+                resp.raise_for_status()
+    print(f"liar: http={http_url} id={identity.node_id.hex()}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await dht.stop()
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
