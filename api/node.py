@@ -9,7 +9,10 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+import tantivy
+
 from crawler import Crawler, ParsedPage
+from dht import DhtNotRunning
 from index import Commit, IndexDoc, IndexStore, SearchPage
 
 from .config import NodeConfig
@@ -60,10 +63,30 @@ class Node:
         )
         self.crawler = Crawler(config.crawler_config(), IndexSink(self.store))
         self.store.on_commit(self._committed)
+        self.crawler.frontier.committed_before_crash = self._committed_before_crash
+        self.crawler.frontier.recrawl_after = self.crawler.config.recrawl_interval
         self.network = Network(config, self.store) if config.dht else None
 
     async def _committed(self, commit: Commit) -> None:
         await self.crawler.committed(commit.urls)
+
+    def _committed_before_crash(self, leased: list[tuple[str, float | None]]) -> set[str]:
+        """Leased URLs whose page the index holds from a fetch newer than the URL's last
+        DONE: committed just before a kill, so not worth fetching again. Runs on the
+        frontier's thread at start-up, after the index is open."""
+        searcher = self.store.index.searcher()
+        committed: set[str] = set()
+        for url, fetched_before in leased:
+            query = tantivy.Query.term_query(self.store.schema, "url", url)
+            hits = searcher.search(query, limit=1).hits
+            if not hits:
+                continue
+            fetched = searcher.doc(hits[0][1]).get_first("fetched") or 0
+            if fetched_before is None or fetched > fetched_before:
+                committed.add(url)
+        if committed:
+            log.info("%d URLs were committed just before an unclean stop", len(committed))
+        return committed
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -111,12 +134,18 @@ class Node:
                 "last_error": self.store.last_error,
             },
             "storage": self.storage_status(),
-            "network": await self.network.status()
-            if self.network is not None and self.network.started
-            else None,
+            "network": await self._network_status(),
             "uptime_s": round(time.time() - self.started_at, 1),
             "version": "0.1.0",
         }
+
+    async def _network_status(self) -> dict[str, Any] | None:
+        if self.network is None or not self.network.started:
+            return None
+        try:
+            return await self.network.status()
+        except DhtNotRunning:
+            return None  # between start_network() and the DHT listening: just restarted
 
     def storage_status(self) -> dict[str, Any]:
         """Whether the data directory takes writes: ``disk_full`` is the field to watch.

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from .config import DEFAULT_RECRAWL_INTERVAL
 from .errors import FrontierError
 from .urls import host_of, looks_like_trap
 
@@ -40,6 +41,7 @@ MAX_BACKLOG_ROWS = 200_000
 STORAGE_ERRORS = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
 
 T = TypeVar("T")
+CommittedCheck = Callable[[list[tuple[str, float | None]]], set[str]]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS urls (
@@ -119,6 +121,13 @@ class Frontier:
         self._dropped_links = 0
         self.storage_error: str | None = None  # why writes fail right now; None when fine
         self.disk_full = False
+        # Set before open() by whoever owns the index: of the URLs a crash left LEASED,
+        # given as (url, fetched_at before that lease), which did the index commit anyway
+        # (the kill fell between the commit and mark_done)? Those become DONE, due again
+        # after ``recrawl_after``, instead of being fetched a second time. Runs on the
+        # frontier's thread before anything is leased.
+        self.committed_before_crash: CommittedCheck | None = None
+        self.recrawl_after = DEFAULT_RECRAWL_INTERVAL
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         try:
@@ -214,6 +223,15 @@ class Frontier:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
+        if self.committed_before_crash is not None:
+            leased = db.execute("SELECT url, fetched_at FROM urls WHERE state=1").fetchall()
+            committed = self.committed_before_crash(leased) if leased else set()
+            now = time.time()
+            db.executemany(
+                "UPDATE urls SET state=2, next_fetch=?, fetched_at=?, attempts=0, "
+                "last_error=NULL WHERE url=? AND state=1",
+                [(now + self.recrawl_after, now, url) for url in committed],
+            )
         cur = db.execute("UPDATE urls SET state=0 WHERE state=1")
         self._db = db
         return cur.rowcount
