@@ -1,0 +1,225 @@
+"""A full disk: the node says so, keeps serving, loses nothing and recovers by itself.
+
+The node's data directory lives on a small tmpfs. Mid-crawl a filler file takes every
+free byte, so tantivy's commits and SQLite's writes fail with ENOSPC; the crawl and a
+new seed keep coming. Then the filler goes and the node must finish on its own.
+
+What it catches:
+* a node that dies, or stops answering searches, when writes fail;
+* a full disk that /api/status does not name (``storage.disk_full``), or a log flooded
+  with tracebacks (one per refused write, as the crawler's slots used to);
+* a URL marked DONE whose page never reached the index;
+* pages fetched while the disk was full and then dropped (the old frontier lost their
+  leases: the crawl reported idle with pages missing), or a commit that never succeeds
+  again once space is back (a writer left dead after the failure);
+* anything missing after a restart on the same data directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import NodeFactory, NodeHandle, serve_site
+from crash_site import (
+    HTML,
+    frontier_done,
+    generated_pages,
+    index_of,
+    index_urls,
+    integrity_problems,
+    path_of,
+    word_of,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+PAGES = 200
+DISK_MB = 16
+FULL_SECONDS = 7.0  # longer than the index's commit retry (5 s) and the frontier's (2 s)
+FILL_CHUNKS = (1 << 20, 1 << 16, 1 << 12)  # write big chunks, then smaller, until ENOSPC
+MAX_STORAGE_LOG_LINES = 8  # over the whole episode: first failures plus recoveries
+WORDS_PER_QUERY = 36
+
+
+@contextlib.contextmanager
+def small_disk(base: Path, size_mb: int) -> Iterator[Path]:
+    """A ``size_mb`` tmpfs, as root (``mount``) or else in a user namespace (``unshare``).
+
+    In the namespace case the mount is reached through ``/proc/<pid>/root`` of the process
+    holding the namespace, so the node and this test both see it.
+    """
+    target = base / "disk"
+    target.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(target)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode == 0:
+        try:
+            yield target
+        finally:
+            subprocess.run(["umount", "-l", str(target)], check=False)
+        return
+    holder = None
+    if shutil.which("unshare"):
+        holder = subprocess.Popen(
+            [
+                "unshare",
+                "-Urm",
+                "sh",
+                "-c",
+                f"mount -t tmpfs -o size={size_mb}m tmpfs {target} && echo mounted "
+                "&& exec sleep 600",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert holder.stdout is not None
+        line = holder.stdout.readline()
+        if "mounted" not in line:
+            holder.kill()
+            holder.wait(5)
+            pytest.skip(
+                "cannot mount a small tmpfs: `mount` failed "
+                f"({mounted.stderr.strip()}) and `unshare -Urm` failed ({line.strip()})"
+            )
+    else:
+        pytest.skip(f"cannot mount a small tmpfs ({mounted.stderr.strip()}) and no unshare")
+    try:
+        yield Path(f"/proc/{holder.pid}/root") / target.relative_to("/")
+    finally:
+        holder.kill()
+        holder.wait(5)
+
+
+def fill(disk: Path) -> Path:
+    """Take every free byte of ``disk`` with one file; returns its path."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for chunk in FILL_CHUNKS:
+            block = bytes(chunk)
+            while True:
+                try:
+                    os.write(fd, block)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC, exc
+                    break
+    finally:
+        os.close(fd)
+    assert shutil.disk_usage(disk).free < FILL_CHUNKS[-1], shutil.disk_usage(disk)
+    return filler
+
+
+def generated(urls: set[str]) -> set[str]:
+    return {u for u in urls if index_of(path_of(u)) is not None}
+
+
+def searchable(node: NodeHandle, urls: set[str]) -> set[str]:
+    want = sorted(generated(urls))
+    found: set[str] = set()
+    for start in range(0, len(want), WORDS_PER_QUERY):
+        chunk = want[start : start + WORDS_PER_QUERY]
+        q = " ".join(word_of(index_of(path_of(u)) or 0) for u in chunk)
+        found |= {r["url"] for r in node.search(q, limit=100)["results"]}
+    return found
+
+
+def storage_lines(node: NodeHandle) -> list[str]:
+    return [
+        line
+        for line in node.lines
+        if "index.store" in line or "crawler.frontier" in line or "Traceback" in line
+    ]
+
+
+def test_full_disk_is_reported_survived_and_recovered(node_factory: NodeFactory) -> None:
+    pages = generated_pages(PAGES)
+    # Linked from nowhere: only the seed given while the disk is full brings it in.
+    orphan = f"/p/{PAGES}.html"
+    pages[orphan] = (f"<title>Orphan</title><p>{word_of(PAGES)}</p>".encode(), HTML)
+    with (
+        small_disk(node_factory.tmp, DISK_MB) as disk,
+        serve_site(pages, delay=0.005) as site,
+    ):
+        every_url = {site + p for p in pages}
+        data_dir = disk / "data"
+        node = node_factory.start(
+            data_dir=data_dir, seeds=[f"{site}/index.html"], site=site, crawl_delay=0.03
+        )
+        deadline = time.monotonic() + 30
+        while node.status()["documents"] < 30:
+            assert time.monotonic() < deadline, node.output()
+            time.sleep(0.05)
+
+        filler = fill(disk)
+        full_at = time.monotonic()
+        # Wait until a write has actually failed (the next commit, the next lease).
+        deadline = full_at + 10
+        while not (status := node.status())["storage"]["disk_full"]:
+            assert time.monotonic() < deadline, (status, node.output())
+            time.sleep(0.05)
+        assert status["storage"]["ok"] is False
+        assert status["storage"]["free_bytes"] < FILL_CHUNKS[-1]
+        committed = status["documents"]
+        # An operator's seed while the disk is full is accepted, not an error.
+        extra = site + orphan
+        assert node.seed(extra)["accepted"] == [extra]
+        while time.monotonic() < full_at + FULL_SECONDS:
+            node.assert_alive()
+            status = node.status()
+            assert status["storage"]["disk_full"], status
+            assert status["documents"] >= committed, status
+            time.sleep(0.2)
+        # Everything marked DONE is in the index and served; nothing committed was lost.
+        done = frontier_done(data_dir)
+        assert len(done) >= 30
+        missing = generated(done) - searchable(node, done)
+        assert not missing, missing
+        assert node.status()["documents"] >= committed
+        lines = storage_lines(node)
+        assert any("disk full" in line for line in lines), lines
+        assert not any("Traceback" in line for line in node.lines), node.output()
+        assert len(lines) <= MAX_STORAGE_LOG_LINES, lines
+
+        # Space comes back: no restart, the node commits what it held and finishes.
+        filler.unlink()
+        status = node.wait_idle(40, min_documents=len(pages))
+        assert status["documents"] == len(pages), status
+        assert status["storage"]["disk_full"] is False and status["storage"]["ok"], status
+        assert searchable(node, every_url) == generated(every_url)
+        output = node.output()
+        assert "index commit succeeded after" in output, output
+        lines = storage_lines(node)
+        assert len(lines) <= MAX_STORAGE_LOG_LINES, lines
+        assert not any("Traceback" in line for line in node.lines), node.output()
+        node.stop()
+        fetched = site.requests
+
+        urls = index_urls(data_dir)
+        assert sorted(urls) == sorted(every_url), Counter(urls).most_common(3)
+        assert frontier_done(data_dir) <= set(urls)
+        assert not integrity_problems([data_dir / "frontier.sqlite3"])
+
+        # A restart on that data directory has everything and fetches nothing again.
+        again = node_factory.start(data_dir=data_dir, seeds=[f"{site}/index.html"], site=site)
+        status = again.wait_idle(20, min_documents=len(pages))
+        assert status["documents"] == len(pages), status
+        assert searchable(again, every_url) == generated(every_url)
+        time.sleep(0.3)
+        after = site.requests
+        assert {p: n for p, n in after.items() if p != "/robots.txt"} == {
+            p: n for p, n in fetched.items() if p != "/robots.txt"
+        }
+        again.stop()
