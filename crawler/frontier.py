@@ -13,6 +13,7 @@ accepts writes again; meanwhile nothing new is leased.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
@@ -160,6 +161,8 @@ class Frontier:
         writes reach the database in the order they were made."""
         if self.storage_error is not None and time.monotonic() < self._retry_at:
             return False
+        if not self._backlog:
+            return True
         while self._backlog:
             fn, args, _rows = self._backlog[0]
             try:
@@ -171,6 +174,7 @@ class Frontier:
                 self._failed_write(exc)
                 return False
             self._drop_head()
+        self._wrote()
         return True
 
     def _drop_head(self) -> None:
@@ -191,7 +195,7 @@ class Frontier:
             # Once per episode, not per write: a full disk must not flood the log.
             log.error(
                 "frontier %s cannot write (%s%s); keeping changes in memory, retrying every "
-                "%.0f s, leasing nothing new until then",
+                "%g s, leasing nothing new until then",
                 self.path,
                 "disk full: " if _storage_error(exc) == sqlite3.SQLITE_FULL else "",
                 exc,
@@ -238,9 +242,23 @@ class Frontier:
 
     async def close(self) -> None:
         if self._db is not None:
+            await self._run(self._last_flush)
             await self._run(self._db.close)
             self._db = None
         self._pool.shutdown(wait=True)
+
+    def _last_flush(self) -> None:
+        self._retry_at = 0.0  # one more try, whenever the last one was
+        with contextlib.suppress(sqlite3.Error):
+            self._writable()
+        if self._backlog:
+            # Not lost for good: their URLs are still LEASED on disk, so the next start
+            # queues them again (and refetching a page re-adds its links).
+            log.warning(
+                "frontier closed with %d changes it could not write (%s)",
+                len(self._backlog),
+                self.storage_error,
+            )
 
     # --- adding ----------------------------------------------------------------------
     async def add(

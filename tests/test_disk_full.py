@@ -17,6 +17,7 @@ What it catches:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -39,6 +40,9 @@ from crash_site import (
     path_of,
     word_of,
 )
+
+from crawler import frontier as frontier_module
+from crawler.frontier import DONE, QUEUED, Frontier
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -223,3 +227,43 @@ def test_full_disk_is_reported_survived_and_recovered(node_factory: NodeFactory)
             p: n for p, n in fetched.items() if p != "/robots.txt"
         }
         again.stop()
+
+
+async def test_frontier_keeps_refused_writes_and_replays_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frontier alone on a full tmpfs, with real SQLite.
+
+    Catches: a refused write raising into the crawler (its slots died in a traceback
+    loop), a lease recorded for nobody, outcomes and new links lost, a frontier that
+    reports idle while changes wait in memory, and one that never notices space is back.
+    """
+    monkeypatch.setattr(frontier_module, "STORAGE_RETRY", 0.2)  # the test need not wait 2 s
+    host = "a.example"
+    with small_disk(tmp_path, 2) as disk:
+        frontier = Frontier(disk / "frontier.sqlite3", max_urls_per_host=10_000, max_depth=5)
+        await frontier.open()
+        await frontier.add([(f"http://{host}/seed", 0)], now=time.time() - 1)
+        [lease] = await frontier.lease(host, 1)
+        filler = fill(disk)
+        # Links found on the page (enough rows that SQLite must grow its files), then the
+        # page's outcome: neither may raise, both must wait in memory.
+        links = [(f"http://{host}/{'x' * 200}/{i}", 1) for i in range(2_000)]
+        assert await frontier.add(links, now=time.time() - 1) == []
+        await frontier.mark_done([(lease.url, 0)], recrawl_after=3600)
+        assert frontier.disk_full and frontier.storage_error, frontier.storage_error
+        assert await frontier.lease(host, 5) == []  # nothing leased that cannot be recorded
+        assert await frontier.hosts_with_work(5, set()) == []
+        assert await frontier.has_due()  # not idle: changes are waiting
+        assert await frontier.state_of(lease.url) == (1, 0)  # still LEASED on disk
+
+        filler.unlink()
+        await asyncio.sleep(0.3)
+        assert await frontier.hosts_with_work(5, set()) == [host]  # replayed, then found
+        assert frontier.storage_error is None and not frontier.disk_full
+        assert (await frontier.state_of(lease.url) or (None,))[0] == DONE
+        assert await frontier.state_of(links[0][0]) == (QUEUED, 0)
+        assert await frontier.state_of(links[-1][0]) == (QUEUED, 0)
+        assert (await frontier.counts()).queued == len(links)
+        await frontier.close()
+        assert not integrity_problems([disk / "frontier.sqlite3"])
