@@ -16,7 +16,6 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,20 +25,21 @@ from crawler import CrawlerError
 from crawler.ssrf import GuardedSocketFactory
 from dht import DhtNode, Identity, Peer, compress, decompress, sign_record, verify_record
 from dht.shard_store import DEFAULT_SHARD_TTL, ShardStore
-from index import IndexStore, TermShard, bm25_idf
-from index.query import ALL_TERMS_BOOST as LOCAL_ALL_TERMS_BOOST
-from index.shards import MAX_FIELD_WEIGHT, SHARD_FIELDS
+from index import IndexStore, PageWeights, TermShard
 
 from .config import NodeConfig, split_host_port
+from .ranking import GlobalScorer
 from .spot_check import SpotChecker  # hostile peers (#5)
 
 log = logging.getLogger(__name__)
 
-FIELD_RANGE = range(len(SHARD_FIELDS))
-
 REPLICAS = 3  # holders per term
 PUBLISH_QUIET = 1.0  # seconds after the last commit before shards are rebuilt
 PUBLISH_BATCH_TERMS = 5_000
+NEIGHBOURHOOD_FIRST = 2.0  # seconds after start of the first self-lookup; doubles
+NEIGHBOURHOOD_EVERY = 300.0
+PUBLISH_RETRY = 2.0  # seconds before shards a holder missed are pushed again; doubles
+MAX_PUBLISH_RETRY = 60.0
 MAX_PUSH_BYTES = 16 * 1024 * 1024
 MAX_PUSH_DECODED = 64 * 1024 * 1024
 QUERY_DEADLINE = 2.0
@@ -48,23 +48,15 @@ BACKOFF_SECONDS = 60.0
 CANDIDATES = 50
 OWNERS_ASKED = 2
 OWNER_DEPTH = 20  # results each owner returns, scored exactly with global statistics
-# The local ranker adds a conjunctive clause boosted by ALL_TERMS_BOOST on top of the
-# disjunctive one, so a page with every term scores (1 + boost) times its plain score.
-ALL_TERMS_BOOST = 1.0 + LOCAL_ALL_TERMS_BOOST
-SHARD_KIND = "shards"
+SHARD_KIND = "shards/2"  # /2: field lengths and url_words; older pushes are refused
 FORWARD_BATCH = 1_000
 # What a peer request can fail with: HTTP and socket errors, our timeouts, bad JSON, and
 # the SSRF guard refusing a private address a peer advertised.
 PEER_ERRORS = (aiohttp.ClientError, TimeoutError, ValueError, OSError, CrawlerError)
 
 
-def _clean_weights(raw: dict[str, Any]) -> dict[str, Sequence[float]]:
-    """A peer's per-field weights, bounded like shard postings (peers may lie)."""
-    out: dict[str, Sequence[float]] = {}
-    for term, values in raw.items():
-        if isinstance(values, list) and len(values) == len(SHARD_FIELDS):
-            out[term] = [min(max(float(v), 0.0), MAX_FIELD_WEIGHT) for v in values]
-    return out
+class PublishIncomplete(Exception):
+    """Some holders did not take their shards; the publisher tries those terms again."""
 
 
 def term_key(term: str) -> bytes:
@@ -88,7 +80,7 @@ class QueryTally:
 class PeerAnswer:
     peer: str
     results: list[dict[str, Any]]
-    weights: dict[str, dict[str, Any]] = field(default_factory=dict)
+    weights: PageWeights = field(default_factory=lambda: PageWeights.from_json({}))
 
 
 class Network:
@@ -100,7 +92,7 @@ class Network:
         self._dht: DhtNode | None = None
         self.shards = ShardStore(config.data_dir / "shards.sqlite3")
         self._session: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._published_generation = -1
         self._published_hash: dict[str, bytes] = {}
         self._published_members: frozenset[bytes] = frozenset()
@@ -129,13 +121,16 @@ class Network:
             ),
         )
         self._members_cache = await self._members()
-        self._task = asyncio.create_task(self._publish_loop(), name="shard-publisher")
+        self._tasks = [
+            asyncio.create_task(self._publish_loop(), name="shard-publisher"),
+            asyncio.create_task(self._neighbourhood_loop(), name="dht-neighbourhood"),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         if self._session is not None:
             await self._session.close()
         if self._dht is not None:
@@ -168,6 +163,7 @@ class Network:
             "unresponsive_peers": [p for p, until in self._backoff.items() if until > now],
             "distrusted_peers": sorted(self.spot_checker.distrusted),  # hostile peers (#5)
             "spot_checks": self.spot_checker.stats(),  # hostile peers (#5)
+            "dht_dropped": self.dht.dropped,  # datagrams refused, by reason (hostile peers #5)
         }
 
     # --- host slices -----------------------------------------------------------------
@@ -229,8 +225,22 @@ class Network:
         key = term_key(term)
         return sorted(members, key=lambda p: _distance(p.node_id, key))[:count]
 
+    async def _neighbourhood_loop(self) -> None:
+        """Look ourselves up now and then: the library refreshes buckets hourly, so nodes
+        that (re)started together would otherwise know only their bootstrap contact for an
+        hour, and place shards on what they think are the closest nodes."""
+        interval = NEIGHBOURHOOD_FIRST
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.dht.closest_nodes(self.dht.node_id, REPLICAS)
+            except Exception:
+                log.warning("neighbourhood lookup failed", exc_info=True)
+            interval = min(interval * 2, NEIGHBOURHOOD_EVERY)
+
     # --- publishing ------------------------------------------------------------------
     async def _publish_loop(self) -> None:
+        retry_in = PUBLISH_RETRY
         while True:
             await asyncio.sleep(0.25)
             generation = self.store.generation
@@ -250,9 +260,16 @@ class Network:
                 await self.publish()
                 self._published_generation = generation
                 self._published_members = members
+                retry_in = PUBLISH_RETRY
+            except PublishIncomplete as exc:
+                # Only what did not reach every holder goes again, after a growing pause.
+                log.warning("%s; retrying in %.0f s", exc, retry_in)
+                await asyncio.sleep(retry_in)
+                retry_in = min(retry_in * 2, MAX_PUBLISH_RETRY)
             except Exception:
-                log.exception("shard publishing failed; will retry")
-                await asyncio.sleep(5.0)
+                log.exception("shard publishing failed; retrying in %.0f s", retry_in)
+                await asyncio.sleep(retry_in)
+                retry_in = min(retry_in * 2, MAX_PUBLISH_RETRY)
             finally:
                 self._publishing = False
 
@@ -280,9 +297,15 @@ class Network:
             ),
             return_exceptions=True,
         )
+        unplaced: set[str] = set()
+        for (node_id, batch), result in zip(by_holder.items(), results, strict=True):
+            if result is not True:
+                log.info("shards not placed on %s: %r", peers_by_id[node_id].http_url, result)
+                self._mark_slow(peers_by_id[node_id])
+                unplaced.update(shard.term for shard in batch)
         failed = sum(1 for r in results if r is not True)
-        if failed == 0:
-            self._published_hash = hashes
+        # A term counts as published once every one of its holders has it.
+        self._published_hash = {t: h for t, h in hashes.items() if t not in unplaced}
         self.last_publish = {
             "terms": len(shards),
             "changed": len(changed),
@@ -291,6 +314,8 @@ class Network:
             "seconds": round(time.monotonic() - started, 2),
         }
         log.info("published shards: %s", self.last_publish)
+        if failed:
+            raise PublishIncomplete(f"{failed} holder(s) refused or missed {len(unplaced)} terms")
 
     async def _push(self, holder: Peer, shards: list[TermShard], expires_at: float) -> bool:
         if holder.node_id == self.dht.node_id:
@@ -411,7 +436,8 @@ class Network:
         """Federated search; returns the fields the API merges into its response."""
         started = time.monotonic()
         deadline = started + QUERY_DEADLINE
-        terms = self.store.query_terms(q)
+        units = self.store.query_units(q)
+        terms = list(dict.fromkeys(t for unit in units for t in unit))
         members = await self._members()
         tally = QueryTally()
         try:
@@ -420,49 +446,9 @@ class Network:
             )
         except TimeoutError:
             merged = {}
-        # Global statistics: every publisher's N counted once, df summed over publishers.
-        n_by_publisher: dict[str, int] = {}
-        for copies in merged.values():
-            for publisher, shard in copies.items():
-                n_by_publisher[publisher] = max(n_by_publisher.get(publisher, 0), shard.n_docs)
-        n_total = max(1, sum(n_by_publisher.values()))
-        # Per field, as tantivy scores: df summed over publishers, one IDF for everyone.
-        idfs: dict[str, list[float]] = {}
-        for term, copies in merged.items():
-            if copies:
-                field_df = [sum(s.field_df[i] for s in copies.values()) for i in FIELD_RANGE]
-                idfs[term] = [bm25_idf(d, n_total) if d else 0.0 for d in field_df]
-        owner: dict[str, str] = {}
-        titles: dict[str, str] = {}
-        weights: dict[str, dict[str, Sequence[float]]] = defaultdict(dict)
-        for term, copies in merged.items():
-            for publisher, shard in copies.items():
-                for posting in shard.postings:
-                    weights[posting.url][term] = posting.weights
-                    owner.setdefault(posting.url, publisher)
-                    titles.setdefault(posting.url, posting.title)
-        # A shard lists only its top postings: a candidate missing from a common term's
-        # list still very likely has the term. Credit it with the list's lowest weights,
-        # scaled by how likely that is, instead of nothing.
-        floor: dict[tuple[str, str], Sequence[float]] = {}
-        for term, copies in merged.items():
-            for publisher, shard in copies.items():
-                if shard.postings and shard.df > len(shard.postings):
-                    spare = max(1, shard.n_docs - len(shard.postings))
-                    share = min(1.0, (shard.df - len(shard.postings)) / spare)
-                    floor[(publisher, term)] = [w * share for w in shard.postings[-1].weights]
-
-        def score_of(own: dict[str, Sequence[float]], publisher: str | None) -> float:
-            total = 0.0
-            for term, field_idf in idfs.items():
-                w = own.get(term)
-                if w is None and publisher is not None:
-                    w = floor.get((publisher, term))
-                if w:
-                    total += sum(i * x for i, x in zip(field_idf, w, strict=False))
-            return total * (ALL_TERMS_BOOST if len(own) >= len(idfs) else 1.0)
-
-        scores = {url: score_of(own, owner[url]) for url, own in weights.items()}
+        scorer = GlobalScorer(units, merged)
+        owner, titles = scorer.owner, scorer.titles
+        scores = {url: scorer.score(scorer.shard_weights(url)) for url in scorer.candidates}
         ranked = sorted(scores, key=lambda u: scores[u], reverse=True)[:CANDIDATES]
         # Ask the owners of the best candidates (and ourselves) for snippets and their own
         # deeper results, each under what is left of the deadline.
@@ -487,10 +473,9 @@ class Network:
                     continue
                 url = raw_url
                 r = dict(r)
-                exact = answer.weights.get(url)
-                if isinstance(exact, dict):
+                if url in answer.weights.weights:
                     # The owner's own weights for this page: exact, global-statistics score.
-                    scores[url] = score_of(_clean_weights(exact), None)
+                    scores[url] = scorer.score(scorer.owner_weights(answer.weights, url))
                 r["score"] = round(scores.get(url, 0.0), 4)
                 r["peers"] = [answer.peer]
                 if url in results:
@@ -533,11 +518,12 @@ class Network:
                 from .search import hit_to_result  # local: avoid an import cycle
 
                 page = await self.store.search(q, limit=min(depth, 100), offset=0)
-                terms = self.store.query_terms(q)
                 return PeerAnswer(
                     self.node_id,
                     [hit_to_result(h, i + 1, self.node_id) for i, h in enumerate(page.hits)],
-                    await self.store.term_weights([h.url for h in page.hits], terms),
+                    await self.store.term_weights(
+                        [h.url for h in page.hits], self.store.query_units(q)
+                    ),
                 )
             tally.asked.add(peer.node_id.hex())
             try:
@@ -552,11 +538,10 @@ class Network:
                 tally.unresponsive.add(peer.node_id.hex())
                 return None
             tally.answered.add(peer.node_id.hex())
-            weights = data.get("weights")
             return PeerAnswer(
                 peer.node_id.hex(),
                 list(data.get("results", [])),
-                weights if isinstance(weights, dict) else {},
+                PageWeights.from_json(data),
             )
 
         answers = await asyncio.gather(*(ask(p) for p in peers))

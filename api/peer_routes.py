@@ -62,9 +62,9 @@ async def peer_search(request: web.Request) -> web.Response:
     params = SearchParams.from_query({**request.query, "scope": "local"})
     node = request.app[NODE]
     body = await run_search(node, params)
-    terms = node.store.query_terms(params.q)
     urls = [r["url"] for r in body["results"]]
-    body["weights"] = await node.store.term_weights(urls, terms)
+    weights = await node.store.term_weights(urls, node.store.query_units(params.q))
+    body.update(weights.to_json())
     return web.json_response(body)
 
 

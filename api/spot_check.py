@@ -40,7 +40,7 @@ from crawler.errors import FetchError, HTTPStatusError
 from crawler.fetch import Fetcher
 from crawler.robots import RobotsCache
 from dht.shard_store import ShardStore
-from index import build_analyzer
+from index import PageWeights, build_analyzer
 from index.shards import SHARD_FIELDS
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class AnswerLike(Protocol):
 
     peer: str
     results: list[dict[str, Any]]
-    weights: dict[str, dict[str, Any]]
+    weights: PageWeights  # per URL, per query unit (a term, or a phrase's tokens joined)
 
 
 @dataclass(slots=True)
@@ -229,9 +229,12 @@ class SpotChecker:
                 seen.add(publisher)
                 continue
             attributed = url in said_urls.get(publisher, ())
-            raw = said[publisher].weights.get(url) if attributed else None
+            raw = said[publisher].weights.weights.get(url) if attributed else None
             claimed = raw if isinstance(raw, Mapping) else {}
-            terms = tuple(str(t) for t, w in claimed.items() if _verifiable(w))
+            # A phrase's key is its tokens joined by spaces: each token must be there.
+            terms = tuple(
+                dict.fromkeys(t for k, w in claimed.items() if _verifiable(w) for t in k.split())
+            )
             title = r.get("title")
             claim = Claim(
                 publisher=publisher,

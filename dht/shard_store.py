@@ -75,6 +75,7 @@ class ShardStore:
                         n_docs=s.n_docs,
                         field_df=s.field_df,
                         postings=s.postings[:MAX_POSTINGS_PER_SHARD],
+                        avgdl=s.avgdl,
                     ).to_json(),
                     separators=(",", ":"),
                 ),
@@ -107,7 +108,14 @@ class ShardStore:
             rows = self._db.execute(
                 "SELECT publisher, body FROM shards WHERE term=? AND expires_at > ?", (term, now)
             ).fetchall()
-            out[term] = [(pub, TermShard.from_json(term, json.loads(body))) for pub, body in rows]
+            out[term] = []
+            for pub, body in rows:
+                try:
+                    out[term].append((pub, TermShard.from_json(term, json.loads(body))))
+                except (TypeError, ValueError):
+                    # Written by an older release (another shard format): it expires
+                    # unless its publisher, upgraded, sends it again.
+                    continue
         return out
 
     async def all_for_range(self, accept: Callable[[str], bool]) -> dict[str, list[str]]:

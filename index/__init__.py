@@ -2,7 +2,7 @@
 
 from .errors import IndexUnavailable, QuerySyntaxError
 from .schema import build_analyzer
-from .shards import Posting, TermShard, bm25_idf
+from .shards import PageWeights, Posting, TermShard, bm25_idf
 from .snippets import Snippet
 from .store import Commit, Hit, IndexDoc, IndexStore, SearchPage
 
@@ -12,6 +12,7 @@ __all__ = [
     "IndexDoc",
     "IndexStore",
     "IndexUnavailable",
+    "PageWeights",
     "Posting",
     "QuerySyntaxError",
     "SearchPage",

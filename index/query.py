@@ -8,6 +8,7 @@ get an extra conjunctive boost, so precise pages rank first without losing parti
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import tantivy
@@ -21,6 +22,10 @@ ALL_TERMS_BOOST = 1.5
 
 _SITE = re.compile(r"(?:^|\s)-?site:(\S+)", re.I)
 _FIELD_SYNTAX = re.compile(r"(?:^|\s)[+-]?\w+:")
+_WORD = re.compile(r'([+-]?)(?:"([^"]*)"|(\S+))')
+_OPERATORS = frozenset({"AND", "OR", "NOT"})
+
+Unit = tuple[str, ...]  # one analysed token (a term) or several in a row (a phrase)
 
 
 @dataclass(slots=True, frozen=True)
@@ -100,6 +105,30 @@ def parse_user_query(text: str) -> ParsedQuery:
     return ParsedQuery(
         text=text, free_text=free, sites=tuple(sites), excluded_sites=tuple(excluded)
     )
+
+
+def query_units(free_text: str, analyze: Callable[[str], list[str]]) -> list[Unit]:
+    """The scoring units of a query, formed the way tantivy's query parser forms them.
+
+    Every whitespace-separated word, and every quoted phrase, is analysed on its own: one
+    token is a term, several ("1.3.6", "django.core") must occur in a row, as a phrase.
+    The federated ranker scores these units, so that a network answer ranks like the local
+    index would. Excluded words (``-word``) and operators only filter: they score nothing.
+    """
+    units: dict[Unit, None] = {}
+    for m in _WORD.finditer(free_text):
+        sign, phrase, word = m.groups()
+        if sign == "-" or (word is not None and word in _OPERATORS):
+            continue
+        tokens = tuple(analyze(phrase if phrase is not None else word))
+        if tokens:
+            units[tokens] = None
+    return list(units)
+
+
+def unit_key(unit: Unit) -> str:
+    """A unit as one string (analysed tokens never contain spaces)."""
+    return " ".join(unit)
 
 
 def uses_field_syntax(text: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tantivy
+from yarl import URL
 
 ANALYZER = "rhizome_en"
 MAX_TOKEN_CHARS = 40
@@ -56,3 +57,12 @@ def site_terms(host: str) -> list[str]:
         for i in range(1, len(parts) - 1):
             terms.append(".".join(parts[i:]))
     return terms
+
+
+def url_words(url: str) -> str:
+    """The words of a URL's host and path, indexed so that a URL's parts are searchable."""
+    try:
+        u = URL(url)
+    except ValueError:
+        return ""
+    return f"{u.host or ''} {u.path.replace('/', ' ').replace('.', ' ').replace('_', ' ')}"

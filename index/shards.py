@@ -2,27 +2,40 @@
 
 tantivy scores a query term as the sum over the searched fields of boost x idf_field x
 tf-norm. A shard therefore carries, per field, the term's local document frequency, and for
-each of its top-K pages the IDF-free part (boost x tf-norm) per field. A querying node sums
-the df of every publisher per field, computes each field's global IDF, and scores every
-publisher's pages on one scale, the way one index over all their pages would.
+each of its top-K pages the IDF-free part (boost x tf-norm) per field and the page's field
+lengths; and the publisher's average field lengths. A querying node sums the df of every
+publisher per field, computes each field's global IDF and average length, re-normalises
+every tf-norm to that average (``renormalize``), and so scores every publisher's pages on
+one scale, the way one index over all their pages would.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import tantivy
 
-from .schema import FIELD_BOOSTS
+from .query import Unit, unit_key
+from .schema import FIELD_BOOSTS, url_words
 
 DEFAULT_TOP_K = 50
-SHARD_FIELDS = ("title", "body", "anchor", "description")
+SHARD_FIELDS = ("title", "body", "anchor", "description", "url_words")
 MAX_TERM_CHARS = 40
 
 FieldWeights = tuple[float, ...]  # one entry per SHARD_FIELDS
+FieldLengths = tuple[int, ...]  # tokens per SHARD_FIELDS field; 0 = not known
+NO_LENGTHS: FieldLengths = (0,) * len(SHARD_FIELDS)
+# tantivy's BM25 constants.
+K1 = 1.2
+B = 0.75
+MAX_FIELD_LENGTH = 10_000_000  # more tokens than a capped page can hold: a peer lying
+AVGDL_PROBES = 8
+_TOKEN = re.compile(r"[^\W_]+")  # what the simple tokenizer calls a token
 
 
 @dataclass(slots=True, frozen=True)
@@ -30,6 +43,7 @@ class Posting:
     url: str
     title: str
     weights: FieldWeights  # boost x tf-norm per field
+    lengths: FieldLengths = NO_LENGTHS
 
     @property
     def weight(self) -> float:
@@ -43,18 +57,23 @@ class TermShard:
     n_docs: int
     field_df: tuple[int, ...]  # per SHARD_FIELDS
     postings: tuple[Posting, ...]
+    avgdl: tuple[float, ...] = (0.0,) * len(SHARD_FIELDS)  # the publisher's, per field
 
     def to_json(self) -> list[Any]:
         return [
             self.df,
             self.n_docs,
             list(self.field_df),
-            [[p.url, p.title, [round(w, 4) for w in p.weights]] for p in self.postings],
+            [
+                [p.url, p.title, [round(w, 4) for w in p.weights], list(p.lengths)]
+                for p in self.postings
+            ],
+            [round(a, 3) for a in self.avgdl],
         ]
 
     @classmethod
     def from_json(cls, term: str, data: Any) -> TermShard:
-        df, n_docs, field_df, postings = data
+        df, n_docs, field_df, postings, avgdl = data
         if len(field_df) != len(SHARD_FIELDS):
             raise ValueError("shard has the wrong number of fields")
         return cls(
@@ -62,14 +81,105 @@ class TermShard:
             df=int(df),
             n_docs=int(n_docs),
             field_df=tuple(int(d) for d in field_df),
-            postings=tuple(Posting(str(u), str(t), _weights(w)) for u, t, w in postings),
+            postings=tuple(
+                Posting(str(u), str(t), _weights(w), field_lengths(n)) for u, t, w, n in postings
+            ),
+            avgdl=average_lengths(avgdl),
         )
 
 
 def _weights(raw: Sequence[Any]) -> FieldWeights:
     if len(raw) != len(SHARD_FIELDS):
         raise ValueError("posting has the wrong number of fields")
-    return tuple(min(max(float(w), 0.0), MAX_FIELD_WEIGHT) for w in raw)
+    return tuple(min(float(w), MAX_FIELD_WEIGHT) if float(w) > 0.0 else 0.0 for w in raw)
+
+
+def field_lengths(raw: Any) -> FieldLengths:
+    """A peer's claimed field lengths, bounded (all 0, unknown, when malformed)."""
+    if not isinstance(raw, list) or len(raw) != len(SHARD_FIELDS):
+        return NO_LENGTHS
+    try:
+        return tuple(min(max(int(n), 0), MAX_FIELD_LENGTH) for n in raw)
+    except (TypeError, ValueError, OverflowError):
+        return NO_LENGTHS
+
+
+def average_lengths(raw: Any) -> tuple[float, ...]:
+    """A peer's claimed average field lengths, bounded (all 0, unknown, when malformed)."""
+    if not isinstance(raw, list) or len(raw) != len(SHARD_FIELDS):
+        return (0.0,) * len(SHARD_FIELDS)
+    try:
+        values = [float(a) for a in raw]
+    except (TypeError, ValueError):
+        return (0.0,) * len(SHARD_FIELDS)
+    # (NaN fails every comparison: it becomes 0, unknown.)
+    return tuple(min(a, float(MAX_FIELD_LENGTH)) if a > 0.0 else 0.0 for a in values)
+
+
+def renormalize(
+    weights: Sequence[float],
+    lengths: Sequence[int],
+    avgdl_from: Sequence[float],
+    avgdl_to: Sequence[float],
+) -> FieldWeights:
+    """boost x tf-norm computed against one index's average field lengths, re-computed
+    against another's (the whole network's). tf-norm = tf / (tf + K1 (1 - B + B dl/avgdl))
+    gives back tf from the weight and dl; a field whose length or averages are unknown
+    keeps its weight."""
+    out = []
+    for i, w in enumerate(weights):
+        dl, a_from, a_to = lengths[i], avgdl_from[i], avgdl_to[i]
+        boost = FIELD_BOOSTS[SHARD_FIELDS[i]] * (K1 + 1.0)
+        norm = w / boost
+        if w <= 0.0 or dl <= 0 or a_from <= 0.0 or a_to <= 0.0 or norm >= 0.999:
+            out.append(w)
+            continue
+        tf = norm * K1 * (1.0 - B + B * dl / a_from) / (1.0 - norm)
+        out.append(boost * tf / (tf + K1 * (1.0 - B + B * dl / a_to)))
+    return tuple(out)
+
+
+def doc_lengths(doc: tantivy.Document) -> FieldLengths:
+    """Tokens per field of a stored document, counted as the simple tokenizer does (the
+    anchor field is not stored: unknown)."""
+    url = str(doc.get_first("url") or "")
+    texts = {
+        "title": str(doc.get_first("title") or ""),
+        "body": str(doc.get_first("body") or ""),
+        "description": str(doc.get_first("description") or ""),
+        "url_words": url_words(url),
+    }
+    return tuple(len(_TOKEN.findall(texts[f])) if f in texts else 0 for f in SHARD_FIELDS)
+
+
+def field_averages(searcher: tantivy.Searcher, schema: tantivy.Schema) -> tuple[float, ...]:
+    """tantivy's own average length of each field (what its BM25 divides by), read from
+    the explanation of one match per field."""
+    out = []
+    for field in SHARD_FIELDS:
+        average = 0.0
+        for tries, (term, _count) in enumerate(searcher.terms_with_prefix(field, "")):
+            query = tantivy.Query.term_query(schema, field, term)
+            hits = searcher.search(query, limit=1).hits
+            if hits:  # (a term may live only in deleted documents)
+                average = _find_avgdl(json.loads(query.explain(searcher, hits[0][1]).to_json()))
+            if hits or tries >= AVGDL_PROBES:
+                break
+        out.append(average)
+    return tuple(out)
+
+
+def _find_avgdl(node: Any) -> float:
+    if isinstance(node, dict):
+        if str(node.get("description", "")).startswith("avgdl"):
+            return float(node.get("value", 0.0))
+        return _find_avgdl(node.get("details", []))
+    if isinstance(node, list):
+        for child in node:
+            found = _find_avgdl(child)
+            if found:
+                return found
+    return 0.0
 
 
 # boost x tf-norm is at most boost x (k1 + 1) = 3 x 2.2 in tantivy's BM25; anything larger
@@ -92,22 +202,31 @@ def all_terms(searcher: tantivy.Searcher) -> set[str]:
 def _field_hits(
     searcher: tantivy.Searcher,
     schema: tantivy.Schema,
-    term: str,
+    unit: Unit,
     n_docs: int,
     limit: int,
     restrict: tantivy.Query | None = None,
 ) -> tuple[list[int], dict[tuple[int, int], list[float]], dict[tuple[int, int], Any]]:
-    """Per field: df, and boost x tf-norm of the term's best pages (within ``restrict``)."""
+    """Per field: df, and boost x tf-norm of the unit's best pages (within ``restrict``).
+
+    A unit is a term or a phrase; tantivy scores a phrase like a term whose IDF is the sum
+    of its tokens' IDFs and whose frequency is the phrase's, so the same division by the
+    IDF leaves the phrase's boost x tf-norm.
+    """
     field_df: list[int] = []
     weights: dict[tuple[int, int], list[float]] = {}
     addresses: dict[tuple[int, int], Any] = {}
     for i, field in enumerate(SHARD_FIELDS):
-        df = int(searcher.doc_freq(field, term))
-        field_df.append(df)
-        if not df:
+        dfs = [int(searcher.doc_freq(field, token)) for token in unit]
+        field_df.append(min(dfs))
+        if not min(dfs):
             continue
-        idf = bm25_idf(df, n_docs) or 1e-6
-        query = tantivy.Query.term_query(schema, field, term)
+        idf = sum(bm25_idf(df, n_docs) for df in dfs) or 1e-6
+        query = (
+            tantivy.Query.term_query(schema, field, unit[0])
+            if len(unit) == 1
+            else tantivy.Query.phrase_query(schema, field, list(unit))
+        )
         if restrict is not None:
             query = tantivy.Query.boolean_query(
                 [(tantivy.Occur.Must, query), (tantivy.Occur.Must, restrict)]
@@ -131,10 +250,11 @@ def build_shards(
     n_docs = searcher.num_docs
     if n_docs == 0:
         return []
-    docs: dict[tuple[int, int], tuple[str, str]] = {}
+    docs: dict[tuple[int, int], tuple[str, str, FieldLengths]] = {}
     shards: list[TermShard] = []
+    avgdl = field_averages(searcher, schema)
     for term in terms:
-        field_df, weights, addresses = _field_hits(searcher, schema, term, n_docs, top_k)
+        field_df, weights, addresses = _field_hits(searcher, schema, (term,), n_docs, top_k)
         if not weights:
             continue
         df = int(
@@ -149,8 +269,9 @@ def build_shards(
                 fields = docs[key] = (
                     str(doc.get_first("url") or ""),
                     str(doc.get_first("title") or ""),
+                    doc_lengths(doc),
                 )
-            postings.append(Posting(fields[0], fields[1], tuple(weights[key])))
+            postings.append(Posting(fields[0], fields[1], tuple(weights[key]), fields[2]))
         shards.append(
             TermShard(
                 term=term,
@@ -158,28 +279,85 @@ def build_shards(
                 n_docs=n_docs,
                 field_df=tuple(field_df),
                 postings=tuple(postings),
+                avgdl=avgdl,
             )
         )
     return shards
 
 
+@dataclass(slots=True, frozen=True)
+class PageWeights:
+    """What an owner tells a querying node about some of its pages: per-field weights of
+    each query unit (keyed by ``unit_key``), each page's field lengths, and its own average
+    field lengths — enough to score the pages exactly with global statistics."""
+
+    weights: dict[str, dict[str, FieldWeights]]
+    lengths: dict[str, FieldLengths]
+    avgdl: tuple[float, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "weights": {u: {k: list(w) for k, w in ws.items()} for u, ws in self.weights.items()},
+            "lengths": {u: list(n) for u, n in self.lengths.items()},
+            "avgdl": list(self.avgdl),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> PageWeights:
+        """A peer's answer, bounded like shard postings (peers may lie); malformed parts
+        are dropped, never raised."""
+        if not isinstance(data, dict):
+            data = {}
+        weights: dict[str, dict[str, FieldWeights]] = {}
+        raw_weights = data.get("weights")
+        for url, units in (raw_weights if isinstance(raw_weights, dict) else {}).items():
+            if isinstance(units, dict):
+                clean = {}
+                for key, values in units.items():
+                    try:
+                        clean[str(key)] = _weights(values)
+                    except (TypeError, ValueError):
+                        continue
+                weights[str(url)] = clean
+        lengths: dict[str, FieldLengths] = {}
+        raw_lengths = data.get("lengths")
+        for url, values in (raw_lengths if isinstance(raw_lengths, dict) else {}).items():
+            try:
+                lengths[str(url)] = field_lengths(values)
+            except (TypeError, ValueError):
+                continue
+        try:
+            avgdl = average_lengths(data.get("avgdl"))
+        except (TypeError, ValueError):
+            avgdl = (0.0,) * len(SHARD_FIELDS)
+        return cls(weights, lengths, avgdl)
+
+
 def term_weights(
-    searcher: tantivy.Searcher, schema: tantivy.Schema, urls: list[str], terms: list[str]
-) -> dict[str, dict[str, list[float]]]:
-    """Per-field weights of each term in each of ``urls`` (as in the shards), so a querying
-    node can score this node's pages exactly with global statistics."""
+    searcher: tantivy.Searcher,
+    schema: tantivy.Schema,
+    urls: list[str],
+    units: list[Unit],
+    averages: tuple[float, ...],
+) -> PageWeights:
+    """Per-field weights of each unit in each of ``urls``, as in the shards, so a querying
+    node can score this node's pages exactly with global statistics, phrases included."""
     n_docs = searcher.num_docs
-    out: dict[str, dict[str, list[float]]] = {u: {} for u in urls}
+    out: dict[str, dict[str, FieldWeights]] = {u: {} for u in urls}
+    lengths: dict[str, FieldLengths] = {}
     if not urls or not n_docs:
-        return out
+        return PageWeights(out, lengths, averages)
     only = tantivy.Query.const_score_query(tantivy.Query.term_set_query(schema, "url", urls), 0.0)
-    for term in terms:
-        _df, weights, addresses = _field_hits(searcher, schema, term, n_docs, len(urls), only)
+    for unit in units:
+        _df, weights, addresses = _field_hits(searcher, schema, unit, n_docs, len(urls), only)
         for key, w in weights.items():
-            url = str(searcher.doc(addresses[key]).get_first("url") or "")
+            doc = searcher.doc(addresses[key])
+            url = str(doc.get_first("url") or "")
             if url in out:
-                out[url][term] = w
-    return out
+                out[url][unit_key(unit)] = tuple(w)
+                if url not in lengths:
+                    lengths[url] = doc_lengths(doc)
+    return PageWeights(out, lengths, averages)
 
 
 def _any_field(schema: tantivy.Schema, term: str) -> tantivy.Query:

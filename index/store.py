@@ -22,9 +22,17 @@ import tantivy
 from yarl import URL
 
 from .errors import IndexUnavailable, QuerySyntaxError
-from .query import ParsedQuery, parse_user_query
-from .schema import ANALYZER, build_analyzer, build_schema, site_terms
-from .shards import DEFAULT_TOP_K, TermShard, all_terms, build_shards, term_weights
+from .query import ParsedQuery, Unit, parse_user_query, query_units
+from .schema import ANALYZER, build_analyzer, build_schema, site_terms, url_words
+from .shards import (
+    DEFAULT_TOP_K,
+    PageWeights,
+    TermShard,
+    all_terms,
+    build_shards,
+    field_averages,
+    term_weights,
+)
 from .snippets import Snippet, make_snippet
 
 log = logging.getLogger(__name__)
@@ -121,14 +129,6 @@ def _no_room(directory: Path | None) -> bool:
     return False
 
 
-def _url_words(url: str) -> str:
-    try:
-        u = URL(url)
-    except ValueError:
-        return ""
-    return f"{u.host or ''} {u.path.replace('/', ' ').replace('.', ' ').replace('_', ' ')}"
-
-
 class IndexStore:
     """Owns the tantivy index in ``path`` (in RAM when ``path`` is None)."""
 
@@ -161,6 +161,7 @@ class IndexStore:
         self.failing_since: float | None = None  # wall time of the first failed attempt
         self.num_docs = 0
         self.generation = 0  # bumps on every commit: shard publishing watches it
+        self._averages: tuple[int, tuple[float, ...]] = (-1, ())
         # Own threads: the loop's default executor is shared and may be busy elsewhere.
         self._write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-write")
         self._read_pool = ThreadPoolExecutor(
@@ -338,7 +339,7 @@ class IndexStore:
                 "description": doc.description,
                 "body": doc.body[:MAX_BODY_CHARS],
                 "anchor": " | ".join(doc.anchors)[:MAX_ANCHOR_TEXT],
-                "url_words": _url_words(doc.url),
+                "url_words": url_words(doc.url),
                 "language": doc.language,
                 "fetched": int(doc.fetched),
             },
@@ -427,18 +428,30 @@ class IndexStore:
             terms = sorted(all_terms(searcher))
         return build_shards(searcher, self.schema, terms, top_k=top_k)
 
-    async def term_weights(
-        self, urls: list[str], terms: list[str]
-    ) -> dict[str, dict[str, list[float]]]:
-        return await self._in(self._read_pool, self._term_weights, urls, terms)
+    async def term_weights(self, urls: list[str], units: list[Unit]) -> PageWeights:
+        return await self._in(self._read_pool, self._term_weights, urls, units)
 
-    def _term_weights(self, urls: list[str], terms: list[str]) -> dict[str, dict[str, list[float]]]:
-        return term_weights(self.index.searcher(), self.schema, urls, terms)
+    def _term_weights(self, urls: list[str], units: list[Unit]) -> PageWeights:
+        searcher = self.index.searcher()
+        generation, averages = self._averages
+        if generation != self.generation:
+            # tantivy's average field lengths change only with a commit.
+            averages = field_averages(searcher, self.schema)
+            self._averages = (self.generation, averages)
+        return term_weights(searcher, self.schema, urls, units, averages)
+
+    def query_units(self, text: str) -> list[Unit]:
+        """The terms and phrases a federated query scores (empty for an invalid query)."""
+        try:
+            free_text = parse_user_query(text).free_text
+        except QuerySyntaxError:
+            return []
+        return query_units(free_text, self.analyzer.analyze)
 
     def query_terms(self, text: str) -> list[str]:
         """The distinct tokens of ``text`` exactly as the index sees them, in order: the
-        term keys of the DHT and the terms a federated query scores."""
-        return list(dict.fromkeys(self.analyzer.analyze(text)))
+        term keys of the DHT."""
+        return list(dict.fromkeys(t for unit in self.query_units(text) for t in unit))
 
 
 def _first(doc: tantivy.Document, name: str) -> Any:

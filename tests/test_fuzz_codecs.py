@@ -17,7 +17,7 @@ from dht import (
     sign_record,
     verify_record,
 )
-from index.shards import MAX_FIELD_WEIGHT, SHARD_FIELDS, TermShard
+from index.shards import MAX_FIELD_LENGTH, MAX_FIELD_WEIGHT, SHARD_FIELDS, TermShard
 
 IDENTITY = Identity.generate()
 json_values = st.recursive(
@@ -49,19 +49,27 @@ def test_shard_decoding_accepts_or_refuses_cleanly(value: object) -> None:
             st.text(min_size=1, max_size=50),
             st.text(max_size=50),
             st.lists(st.floats(-1e9, 1e9), min_size=len(SHARD_FIELDS), max_size=len(SHARD_FIELDS)),
+            st.lists(st.integers(-(10**12), 10**12), min_size=len(SHARD_FIELDS), max_size=5),
         ),
         max_size=10,
     ),
+    st.lists(st.floats(allow_nan=True), min_size=len(SHARD_FIELDS), max_size=len(SHARD_FIELDS)),
 )
 def test_shard_round_trip_clamps_claimed_weights(
-    n_docs: int, field_df: list[int], postings: list[tuple[str, str, list[float]]]
+    n_docs: int,
+    field_df: list[int],
+    postings: list[tuple[str, str, list[float], list[int]]],
+    avgdl: list[float],
 ) -> None:
-    raw = [max(field_df), n_docs, field_df, [[u, t, w] for u, t, w in postings]]
+    raw = [max(field_df), n_docs, field_df, [[u, t, w, n] for u, t, w, n in postings], avgdl]
     shard = TermShard.from_json("t", json.loads(json.dumps(raw)))
     again = TermShard.from_json("t", json.loads(json.dumps(shard.to_json())))
-    assert [p.url for p in again.postings] == [u for u, _t, _w in postings]
-    # A peer claiming a huge weight for its page gets BM25's ceiling, not its claim.
+    assert [p.url for p in again.postings] == [u for u, _t, _w, _n in postings]
+    # A peer claiming a huge weight for its page gets BM25's ceiling, not its claim; its
+    # claimed field lengths and averages are bounded the same way.
     assert all(0.0 <= w <= MAX_FIELD_WEIGHT for p in again.postings for w in p.weights)
+    assert all(0 <= n <= MAX_FIELD_LENGTH for p in again.postings for n in p.lengths)
+    assert all(0.0 <= a <= MAX_FIELD_LENGTH for a in again.avgdl)
 
 
 @given(st.binary(max_size=2048))

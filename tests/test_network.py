@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from api.network import SHARD_KIND
 from dht import Identity, sign_record
 from tests.conftest import FixtureSite, NodeFactory, NodeHandle, serve_site
 
@@ -132,7 +133,7 @@ def test_forged_garbage_and_oversized_shard_pushes_are_refused(
     record = bytearray(
         sign_record(
             forger,
-            kind="shards",
+            kind=SHARD_KIND,
             key=b"batch",
             payload=b"not even zstd",
             issued_at=now,

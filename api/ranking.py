@@ -1,0 +1,134 @@
+"""Scoring every publisher's pages on one scale, as one index over all of them would.
+
+tantivy scores a query as the sum, over its units (terms, and phrases for words that
+analyse to several tokens) and over the searched fields, of boost x IDF x tf-norm, and
+multiplies by (1 + ALL_TERMS_BOOST) when a page matches every unit. Shards and owners
+supply boost x tf-norm per field; this module supplies the IDFs from the df and N of every
+publisher together, and the same conjunctive bonus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from index import PageWeights, TermShard, bm25_idf
+from index.query import ALL_TERMS_BOOST as LOCAL_ALL_TERMS_BOOST
+from index.query import Unit, unit_key
+from index.shards import SHARD_FIELDS, renormalize
+
+FIELD_RANGE = range(len(SHARD_FIELDS))
+# The local ranker adds a conjunctive clause boosted by ALL_TERMS_BOOST on top of the
+# disjunctive one, so a page with every unit scores (1 + boost) times its plain score.
+ALL_TERMS_FACTOR = 1.0 + LOCAL_ALL_TERMS_BOOST
+# Shards cannot tell whether a page's tokens stand in a row: a page holding all of a
+# phrase's tokens is credited this share of their smallest weights until its owner answers
+# with the phrase's exact weights.
+PHRASE_GUESS = 0.5
+
+UnitWeights = Mapping[str, Sequence[float]]  # unit_key -> boost x tf-norm per field
+Merged = Mapping[str, Mapping[str, TermShard]]  # term -> publisher -> shard
+
+
+@dataclass(slots=True)
+class GlobalScorer:
+    """Global statistics of one query, and the candidates its shards name."""
+
+    units: list[Unit]
+    merged: Merged
+    idfs: dict[str, list[float]] = field(default_factory=dict)  # unit_key -> per field
+    avgdl: list[float] = field(default_factory=list)  # the network's, per field
+    owner: dict[str, str] = field(default_factory=dict)  # url -> publisher
+    titles: dict[str, str] = field(default_factory=dict)
+    _postings: dict[str, dict[str, Sequence[float]]] = field(default_factory=dict)
+    _floor: dict[tuple[str, str], Sequence[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Every publisher's N counted once; per field, df summed over publishers.
+        n_by_publisher: dict[str, int] = {}
+        for copies in self.merged.values():
+            for publisher, shard in copies.items():
+                n_by_publisher[publisher] = max(n_by_publisher.get(publisher, 0), shard.n_docs)
+        n_total = max(1, sum(n_by_publisher.values()))
+        # The network's average field lengths: every publisher's, weighted by its N.
+        publisher_avgdl: dict[str, tuple[float, ...]] = {}
+        for copies in self.merged.values():
+            for publisher, shard in copies.items():
+                publisher_avgdl.setdefault(publisher, shard.avgdl)
+        for i in FIELD_RANGE:
+            known = [(a[i], n_by_publisher[p]) for p, a in publisher_avgdl.items() if a[i] > 0]
+            weight = sum(n for _a, n in known)
+            self.avgdl.append(sum(a * n for a, n in known) / weight if weight else 0.0)
+        token_idf: dict[str, list[float]] = {}
+        for term, copies in self.merged.items():
+            if copies:
+                field_df = [sum(s.field_df[i] for s in copies.values()) for i in FIELD_RANGE]
+                token_idf[term] = [bm25_idf(d, n_total) if d else 0.0 for d in field_df]
+        for unit in self.units:
+            per_token = [token_idf.get(t) for t in unit]
+            if all(per_token):
+                # A phrase weighs the sum of its tokens' IDFs, in fields holding all of them.
+                self.idfs[unit_key(unit)] = [
+                    sum(p[i] for p in per_token if p) if all(p and p[i] for p in per_token) else 0.0
+                    for i in FIELD_RANGE
+                ]
+        for term, copies in self.merged.items():
+            for publisher, shard in copies.items():
+                for posting in shard.postings:
+                    self._postings.setdefault(posting.url, {})[term] = renormalize(
+                        posting.weights, posting.lengths, shard.avgdl, self.avgdl
+                    )
+                    self.owner.setdefault(posting.url, publisher)
+                    self.titles.setdefault(posting.url, posting.title)
+                # A shard lists only its top postings: a page missing from a common term's
+                # list still very likely has the term. Credit it with the list's lowest
+                # weights, scaled by how likely that is, instead of nothing.
+                if shard.postings and shard.df > len(shard.postings):
+                    spare = max(1, shard.n_docs - len(shard.postings))
+                    share = min(1.0, (shard.df - len(shard.postings)) / spare)
+                    self._floor[(publisher, term)] = [w * share for w in shard.postings[-1].weights]
+
+    @property
+    def candidates(self) -> list[str]:
+        return list(self._postings)
+
+    def shard_weights(self, url: str) -> dict[str, Sequence[float]]:
+        """Per-unit weights of a candidate as far as the shards tell."""
+        own = self._postings.get(url, {})
+        publisher = self.owner.get(url)
+        out: dict[str, Sequence[float]] = {}
+        for unit in self.units:
+            found = []
+            for token in unit:
+                w = own.get(token)
+                if w is None and publisher is not None:
+                    w = self._floor.get((publisher, token))
+                if w is None:
+                    break
+                found.append(w)
+            else:
+                if len(unit) == 1:
+                    out[unit_key(unit)] = found[0]
+                else:
+                    out[unit_key(unit)] = [
+                        PHRASE_GUESS * min(w[i] for w in found) for i in FIELD_RANGE
+                    ]
+        return out
+
+    def owner_weights(self, answer: PageWeights, url: str) -> dict[str, Sequence[float]]:
+        """An owner's exact per-unit weights of one of its pages, on the network's scale."""
+        lengths = answer.lengths.get(url)
+        units = answer.weights.get(url, {})
+        if lengths is None:
+            return dict(units)
+        return {k: renormalize(w, lengths, answer.avgdl, self.avgdl) for k, w in units.items()}
+
+    def score(self, weights: UnitWeights) -> float:
+        total = 0.0
+        matched = 0
+        for key, field_idf in self.idfs.items():
+            w = weights.get(key)
+            if w and any(w):
+                matched += 1
+                total += sum(i * x for i, x in zip(field_idf, w, strict=False))
+        return total * (ALL_TERMS_FACTOR if self.idfs and matched >= len(self.idfs) else 1.0)
