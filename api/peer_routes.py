@@ -1,12 +1,30 @@
-"""Endpoints other nodes call: shard pushes and shard lookups."""
+"""Endpoints other nodes call: shard pushes and shard lookups.
+
+Every endpoint has a per-address quota (a token bucket per IPv4 address or IPv6 /64, see
+``dht.quotas``): beyond it the answer is 429 with Retry-After, before any work is done.
+The rates are far above what an honest peer needs (a publisher pushes a few batches per
+holder after each crawl round; a federated query asks each owner once) and far below
+what would keep the node from serving everyone else. Behind a reverse proxy every peer
+would share the proxy's address: run peer endpoints directly.
+
+Publishers with many keys: node ids are free to make, so one address may push shards
+for at most ``MAX_PUBLISHERS_PER_ADDRESS`` distinct publishers within a shard lifetime.
+An attacker then needs as many addresses as voices; with the per-publisher caps of the
+shard store (terms, postings, clamped weights) one address's influence on any term is at
+most that many publishers' worth.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from dht import DhtError
+from dht import DhtError, InvalidRecord
+from dht.quotas import DistinctCap, RateLimiter, source_key
+from dht.records import decode_record
+from dht.shard_store import DEFAULT_SHARD_TTL
 
 from .keys import NODE
 from .network import MAX_PUSH_BYTES, Network
@@ -15,6 +33,57 @@ from .search import BadRequest, SearchParams, run_search
 log = logging.getLogger(__name__)
 
 MAX_LOOKUP_TERMS = 64
+PUSH_RATE = 2.0  # shard batches a second per address, sustained: 120 a minute
+PUSH_BURST = 120.0  # a full re-placement of a large index arrives in one burst
+# A busy public node sends each holder and owner one request per federated query it
+# serves: 50 a second is more than a home node's own search capacity.
+LOOKUP_RATE = 50.0  # GET /api/peer/shards: one per holder per federated query
+LOOKUP_BURST = 500.0
+SEARCH_RATE = 50.0  # /api/peer/search: one per asked owner per federated query
+SEARCH_BURST = 250.0
+URLS_RATE = 5.0  # /api/peer/urls batches (each up to MAX_FORWARDED_URLS)
+URLS_BURST = 60.0
+MAX_PUBLISHERS_PER_ADDRESS = 8  # a home with a few nodes behind one NAT fits
+PUBLISHER_WINDOW = DEFAULT_SHARD_TTL  # a publisher's slot frees once its shards expire
+
+
+@dataclass(slots=True)
+class PeerQuotas:
+    """The peer endpoints' per-address limits (one set per app, so per node)."""
+
+    pushes: RateLimiter = field(default_factory=lambda: RateLimiter(PUSH_RATE, PUSH_BURST))
+    lookups: RateLimiter = field(default_factory=lambda: RateLimiter(LOOKUP_RATE, LOOKUP_BURST))
+    searches: RateLimiter = field(default_factory=lambda: RateLimiter(SEARCH_RATE, SEARCH_BURST))
+    urls: RateLimiter = field(default_factory=lambda: RateLimiter(URLS_RATE, URLS_BURST))
+    publishers: DistinctCap = field(
+        default_factory=lambda: DistinctCap(MAX_PUBLISHERS_PER_ADDRESS, PUBLISHER_WINDOW)
+    )
+    refused: int = 0
+
+
+PEER_QUOTAS = web.AppKey("peer_quotas", PeerQuotas)
+
+
+def _source(request: web.Request) -> str:
+    return source_key(request.remote or "unknown")
+
+
+def _too_many(request: web.Request, message: str, retry_after: int) -> web.Response:
+    request.app[PEER_QUOTAS].refused += 1
+    log.info("429 for %s on %s: %s", request.remote, request.path, message)
+    return web.json_response(
+        {"error": message, "status": 429},
+        status=429,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def _over_rate(request: web.Request, limiter: RateLimiter) -> web.Response | None:
+    """A 429 response if the caller's address is over ``limiter``'s rate, else None."""
+    key = _source(request)
+    if limiter.allow(key):
+        return None
+    return _too_many(request, "too many requests from your address", limiter.retry_after(key))
 
 
 def _network(request: web.Request) -> Network:
@@ -26,6 +95,9 @@ def _network(request: web.Request) -> Network:
 
 async def push_shards(request: web.Request) -> web.Response:
     network = _network(request)
+    quotas = request.app[PEER_QUOTAS]
+    if (refused := _over_rate(request, quotas.pushes)) is not None:
+        return refused
     if request.content_length is not None and request.content_length > MAX_PUSH_BYTES:
         raise web.HTTPRequestEntityTooLarge(
             max_size=MAX_PUSH_BYTES, actual_size=request.content_length
@@ -39,15 +111,30 @@ async def push_shards(request: web.Request) -> web.Response:
         parts.append(chunk)
     body = b"".join(parts)
     try:
+        # Unverified here (accept_push verifies): only to see whose slot this would use.
+        publisher = decode_record(body).publisher_id.hex()
+    except InvalidRecord as exc:
+        raise BadRequest(f"shard batch refused: {exc}") from None
+    source = _source(request)
+    if not quotas.publishers.allows(source, publisher):
+        return _too_many(
+            request,
+            f"your address already pushes for {MAX_PUBLISHERS_PER_ADDRESS} publishers",
+            quotas.publishers.retry_after(source),
+        )
+    try:
         stored = await network.accept_push(body)
     except (DhtError, ValueError) as exc:
         log.info("refused a shard push from %s: %s", request.remote, exc)
         raise BadRequest(f"shard batch refused: {exc}") from None
+    quotas.publishers.admit(source, publisher)
     return web.json_response({"stored": stored})
 
 
 async def get_shards(request: web.Request) -> web.Response:
     network = _network(request)
+    if (refused := _over_rate(request, request.app[PEER_QUOTAS].lookups)) is not None:
+        return refused
     terms = [t for t in request.query.get("terms", "").split(",") if t][:MAX_LOOKUP_TERMS]
     if not terms:
         raise BadRequest("pass ?terms=a,b,c")
@@ -59,6 +146,8 @@ async def get_shards(request: web.Request) -> web.Response:
 
 async def peer_search(request: web.Request) -> web.Response:
     """Local results plus each result's IDF-free term weights, for a federated query."""
+    if (refused := _over_rate(request, request.app[PEER_QUOTAS].searches)) is not None:
+        return refused
     params = SearchParams.from_query({**request.query, "scope": "local"})
     node = request.app[NODE]
     body = await run_search(node, params)
@@ -74,6 +163,8 @@ MAX_FORWARDED_URLS = 1_000
 async def accept_urls(request: web.Request) -> web.Response:
     """URLs another node forwards because we own their hosts (host slices)."""
     _network(request)
+    if (refused := _over_rate(request, request.app[PEER_QUOTAS].urls)) is not None:
+        return refused
     try:
         payload = await request.json()
     except ValueError:
@@ -93,6 +184,7 @@ async def accept_urls(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    app[PEER_QUOTAS] = PeerQuotas()
     app.router.add_post("/api/peer/urls", accept_urls)
     app.router.add_get("/api/peer/search", peer_search)
     app.router.add_post("/api/peer/shards", push_shards)

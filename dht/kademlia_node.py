@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kademlia.crawling import NodeSpiderCrawl
+from kademlia.crawling import NodeSpiderCrawl, RPCFindResponse
 from kademlia.network import Server
 from kademlia.node import Node
 
@@ -33,6 +33,33 @@ MIN_LOOKUP_WIDTH = 8  # shortlist size of a lookup at the least
 log = logging.getLogger(__name__)
 
 MAX_BOOTSTRAP_CONTACTS = 32  # saved peers pinged at restart; the lookup finds the rest
+HANDSHAKE_SETTLE = 3  # RPC timeouts start() waits for its first contacts to be proven
+
+
+class _Lookup(NodeSpiderCrawl):  # type: ignore[misc]
+    """kademlia's node lookup, except that a node that failed to answer stays out.
+
+    The library drops a failed node from the shortlist, but the next answer that names it
+    puts it back, already marked as contacted, so it ends up among the results as if it
+    had answered (and a silent or backed-off peer is reported as a holder).
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.failed: set[bytes] = set()
+
+    async def _nodes_found(self, responses: dict[bytes, Any]) -> list[Node]:
+        for peer_id, response in responses.items():
+            answer = RPCFindResponse(response)
+            if not answer.happened():
+                self.failed.add(peer_id)
+            else:
+                self.nearest.push([n for n in answer.get_node_list() if n.id not in self.failed])
+        self.nearest.remove(self.failed)
+        if self.nearest.have_contacted_all():
+            return list(self.nearest)
+        result: list[Node] = await self.find()
+        return result
 
 
 class _Server(Server):  # type: ignore[misc]
@@ -209,6 +236,11 @@ class DhtNode:
         addresses = [a for a in addresses if a != (self.host, self.port)]
         if addresses:
             found = await server.bootstrap(addresses)
+            # Contacts enter the table once proven: wait for those challenges, so a started
+            # node is in its bootstrap contacts' tables and they are in its own.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HANDSHAKE_SETTLE * self.settings.rpc_timeout):
+                    await server.protocol.settle()
             log.info(
                 "joined the DHT through %d contacts; %d nodes near us", len(addresses), len(found)
             )
@@ -313,10 +345,17 @@ class DhtNode:
         # candidates per round keep small-k networks exact at almost no cost (k=20: no change).
         width = max(count, server.ksize, MIN_LOOKUP_WIDTH)
         nearest = server.protocol.router.find_neighbors(target, width)
-        found = []
+        found: list[Node] = []
         if nearest:
-            spider = NodeSpiderCrawl(server.protocol, target, nearest, width, server.alpha)
-            found = await spider.find()
+            spider = _Lookup(server.protocol, target, nearest, width, server.alpha)
+            try:
+                found = await asyncio.wait_for(spider.find(), self.settings.lookup_timeout)
+            except TimeoutError:
+                # Slow peers must not hold a query hostage: the best found so far.
+                log.info(
+                    "lookup of %s hit its %.1f s limit", key.hex(), self.settings.lookup_timeout
+                )
+                found = list(spider.nearest)
         nodes = {n.id: n for n in found if n.id != self.node_id}
         ranked = sorted([*nodes.values(), server.node], key=target.distance_to)[:count]
         return [self._self_peer() if n.id == self.node_id else self._peer(n) for n in ranked]

@@ -10,6 +10,23 @@ Fixes over ``kademlia.protocol.KademliaProtocol`` / ``rpcudp.RPCProtocol``:
 * a peer leaves the routing table after ``max_failures`` consecutive timeouts, not one;
 * outgoing RPCs go through a semaphore so bursts cannot overflow the receive buffer;
 * a signed ``hello`` RPC exchanges contact records (HTTP endpoint + public key).
+
+Hostile peers (each limit is a named constant or a ``DhtSettings`` field):
+
+* every source (IPv4 address, IPv6 /64) has a token bucket; datagrams beyond it are dropped
+  before they are parsed and counted as ``rate_limited``. Replies to our own requests are
+  not charged (we bounded them when we asked). Junk costs its source ``JUNK_COST`` tokens,
+  so a misbehaving source is ignored until its debt is repaid;
+* a node id enters the routing table only after a challenge: we send a fresh nonce to the
+  address and the answer must be signed by a key whose sha1 is the claimed id, so ids
+  cannot be chosen, and another node's id (or its signed hello, replayed) cannot be
+  claimed from a different address. ``prove`` answers the peer's nonce the same way, so
+  both sides are proven by one exchange. A relay that forwards challenges to the real
+  owner can still stand in for an existing id (it cannot choose one); binding the proof
+  to addresses would need each node to know its public address;
+* a peer that does not answer is skipped by lookups for a back-off that doubles with each
+  consecutive silence (by address), so a silent peer costs lookups one timeout per
+  back-off period and leaves the table after ``max_failures`` of them.
 """
 
 from __future__ import annotations
@@ -18,7 +35,7 @@ import asyncio
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,7 +45,15 @@ from kademlia.protocol import KademliaProtocol
 
 from .contacts import CONTACT_TTL, Contact, ContactBook, make_contact_record
 from .errors import InvalidContact, MalformedMessage
-from .identity import NODE_ID_BYTES, Identity
+from .identity import (
+    NODE_ID_BYTES,
+    PUBLIC_KEY_BYTES,
+    SIGNATURE_BYTES,
+    Identity,
+    node_id_for,
+    verify,
+)
+from .quotas import RateLimiter, source_key
 from .routing import RhizomeRoutingTable
 from .routing_state import valid_address
 from .settings import DhtSettings
@@ -47,12 +72,45 @@ MAX_CONCURRENT_REQUESTS = 256  # requests being served at once; beyond, drop (UD
 MAX_TRACKED_TASKS = 4096  # background stores/hellos at once
 VALUE_TYPES = (int, float, bool, str, bytes)
 HELLO_REFRESH = 0.5  # re-sign our hello after this fraction of its lifetime
+JUNK_COST = 20.0  # tokens a malformed datagram costs its source (one is 1 token)
+# Drop reasons that only a broken or hostile peer causes (late replies and load are not).
+JUNK_REASONS = frozenset(
+    {"oversized", "garbage", "unknown_rpc", "bad_arity", "bad_args", "bad_hello", "bad_proof"}
+)
+PROOF_CONTEXT = b"RZP1"  # domain separation: never a valid prefix of a record ("RZR1")
+NONCE_BYTES = 20
+NONCE_TTL = 30.0  # seconds a nonce we handed out may be answered with a proof
+MAX_ISSUED_NONCES = 4096  # outstanding nonces (LRU by address)
+MAX_PROVEN = 10_000  # proven (id, address) bindings remembered (LRU)
+MAX_HANDSHAKES = 256  # challenges in flight at once
+MAX_SILENT_BACKOFF = 600.0  # seconds a silent address is skipped by lookups at most
+MAX_SILENT_ADDRESSES = 10_000  # silent addresses remembered (LRU)
 
 Address = tuple[str, int]
 RpcResult = tuple[bool, Any]
 
 # Remote procedures a peer may call, with how many arguments each takes after the sender.
-RPC_ARITY = {"stun": 0, "ping": 1, "store": 3, "find_node": 2, "find_value": 2, "hello": 2}
+RPC_ARITY = {
+    "stun": 0,
+    "ping": 1,
+    "store": 3,
+    "find_node": 2,
+    "find_value": 2,
+    "hello": 2,
+    "challenge": 2,
+    "prove": 3,
+}
+
+
+def _proof_message(nonce: bytes, verifier: bytes) -> bytes:
+    """What a node signs to prove its id to ``verifier``, who sent ``nonce``."""
+    return PROOF_CONTEXT + nonce + verifier
+
+
+def _bytes_of(value: object, size: int, what: str) -> bytes:
+    if not isinstance(value, bytes) or len(value) != size:
+        raise MalformedMessage(f"expected {what} of {size} bytes")
+    return value
 
 
 def _node_id(value: object) -> bytes:
@@ -74,7 +132,14 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
         http_url: Callable[[], str | None],
     ) -> None:
         super().__init__(source_node, storage, ksize)
-        self.router = RhizomeRoutingTable(self, ksize, source_node)
+        self.router = RhizomeRoutingTable(
+            self,
+            ksize,
+            source_node,
+            range_cap=settings.range_cap,
+            ipv4_range=settings.ipv4_range,
+            ipv6_range=settings.ipv6_range,
+        )
         self.identity = identity
         self.contacts = contacts
         self.settings = settings
@@ -84,10 +149,17 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
         self._inflight = asyncio.Semaphore(settings.max_inflight)
         self._failures: dict[bytes, int] = {}
         self._serving = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._hellos_in_flight: set[bytes] = set()
         self._moves_in_flight: set[bytes] = set()
         self.dropped: Counter[str] = Counter()
+        self.limiter = RateLimiter(
+            settings.source_rate, settings.source_burst, max_keys=settings.max_sources
+        )
+        self._proven: OrderedDict[bytes, Address] = OrderedDict()
+        self._issued: OrderedDict[Address, tuple[bytes, float]] = OrderedDict()
+        self._handshakes: dict[Address, asyncio.Future[Any]] = {}
+        self._silent: OrderedDict[Address, tuple[int, float]] = OrderedDict()
 
     # --- receiving -------------------------------------------------------------------
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
@@ -100,9 +172,20 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
 
     def _drop(self, reason: str, addr: Address) -> None:
         self.dropped[reason] += 1
+        if reason in JUNK_REASONS:
+            self.limiter.charge(source_key(addr[0]), JUNK_COST)
         log.debug("dropped datagram from %s:%d (%s)", addr[0], addr[1], reason)
 
     def _receive(self, data: bytes, addr: Address) -> None:
+        is_reply = data[:1] == bytes([RESPONSE])
+        pending = self._pending.get(bytes(data[1:HEADER_BYTES])) if is_reply else None
+        # A reply we are waiting for was paid for when we asked; everything else is charged
+        # before it costs any parsing.
+        if not (pending is not None and pending[1] == addr) and not self.limiter.allow(
+            source_key(addr[0])
+        ):
+            self.dropped["rate_limited"] += 1
+            return None
         if len(data) > MAX_DATAGRAM_BYTES:
             return self._drop("oversized", addr)
         if len(data) <= HEADER_BYTES or data[0] not in (REQUEST, RESPONSE):
@@ -147,7 +230,7 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
             payload = umsgpack.packb(response)
         except MalformedMessage as exc:
             log.debug("bad %s request from %s:%d: %s", name, addr[0], addr[1], exc)
-            self.dropped["bad_args"] += 1
+            self._drop("bad_args", addr)
             return
         except Exception:
             log.warning("rpc_%s failed for %s:%d", name, addr[0], addr[1], exc_info=True)
@@ -192,10 +275,39 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
             self.contacts.accept(node_id, record, now=time.time())
         except InvalidContact as exc:
             log.info("refused hello from %s:%d: %s", sender[0], sender[1], exc)
-            self.dropped["bad_hello"] += 1
+            self._drop("bad_hello", sender)
             return None
         self.welcome_if_new(Node(node_id, sender[0], sender[1]))
         return self.own_contact_record()
+
+    def rpc_challenge(self, sender: Address, nodeid: object, nonce: object) -> list[bytes]:
+        """Prove our id to the challenger, and hand it a nonce to prove its own with."""
+        challenger = _node_id(nodeid)
+        signed = _proof_message(_bytes_of(nonce, NONCE_BYTES, "a nonce"), challenger)
+        back = os.urandom(NONCE_BYTES)
+        self._issued[sender] = (back, time.monotonic() + NONCE_TTL)
+        self._issued.move_to_end(sender)
+        while len(self._issued) > MAX_ISSUED_NONCES:
+            self._issued.popitem(last=False)
+        return [self.identity.public_key, self.identity.sign(signed), back]
+
+    def rpc_prove(self, sender: Address, nodeid: object, key: object, signature: object) -> bool:
+        """The challenger's answer to our nonce: if it holds, its id at ``sender`` is proven."""
+        node_id = _node_id(nodeid)
+        public_key = _bytes_of(key, PUBLIC_KEY_BYTES, "a public key")
+        sig = _bytes_of(signature, SIGNATURE_BYTES, "a signature")
+        issued = self._issued.pop(sender, None)
+        if (
+            issued is None
+            or issued[1] < time.monotonic()
+            or node_id_for(public_key) != node_id
+            or not verify(public_key, _proof_message(issued[0], self.source_node.id), sig)
+        ):
+            self._drop("bad_proof", sender)
+            return False
+        self._mark_proven(node_id, sender)
+        self.welcome_if_new(Node(node_id, sender[0], sender[1]))
+        return True
 
     # --- calling peers ---------------------------------------------------------------
     async def _call(self, name: str, address: Address, args: tuple[Any, ...]) -> RpcResult:
@@ -211,9 +323,12 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
             self._pending[msg_id] = (future, target)
             try:
                 self.transport.sendto(bytes([REQUEST]) + msg_id + payload, target)
-                return await asyncio.wait_for(future, self.settings.rpc_timeout)
+                result = await asyncio.wait_for(future, self.settings.rpc_timeout)
+                self._silent.pop(target, None)
+                return result
             except TimeoutError:
                 log.debug("no reply to %s from %s:%d", name, target[0], target[1])
+                self._note_silence(target)
                 return (False, None)
             except OSError as exc:
                 log.info("cannot send %s to %s:%d: %s", name, target[0], target[1], exc)
@@ -259,12 +374,16 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
 
     async def call_find_node(self, node_to_ask: Node, node_to_find: Node) -> RpcResult:
         address = (node_to_ask.ip, node_to_ask.port)
+        if self.backed_off(address):
+            return (False, None)  # not asked: no failure to count
         ok, raw = await self.find_node(address, self.source_node.id, node_to_find.id)
         nodes = self._node_list(raw) if ok else None
         return self.handle_call_response((nodes is not None, nodes), node_to_ask)
 
     async def call_find_value(self, node_to_ask: Node, node_to_find: Node) -> RpcResult:
         address = (node_to_ask.ip, node_to_ask.port)
+        if self.backed_off(address):
+            return (False, None)
         ok, raw = await self.find_value(address, self.source_node.id, node_to_find.id)
         result: RpcResult = (False, None)
         if ok and isinstance(raw, dict):
@@ -284,6 +403,8 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
 
     async def call_store(self, node_to_ask: Node, key: bytes, value: Any) -> RpcResult:
         address = (node_to_ask.ip, node_to_ask.port)
+        if self.backed_off(address):
+            return (False, None)
         result = await self.store(address, self.source_node.id, key, value)
         return self.handle_call_response(result, node_to_ask)
 
@@ -298,8 +419,87 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
             return self.contacts.accept(node.id, raw, now=time.time())
         except InvalidContact as exc:
             log.info("hello reply from %s is not valid: %s", node, exc)
-            self.dropped["bad_hello"] += 1
+            self._drop("bad_hello", address)
             return None
+
+    # --- proving ids -----------------------------------------------------------------
+    def _mark_proven(self, node_id: bytes, address: Address) -> None:
+        self._proven[node_id] = address
+        self._proven.move_to_end(node_id)
+        while len(self._proven) > MAX_PROVEN:
+            self._proven.popitem(last=False)
+
+    def proven_at(self, node_id: bytes) -> Address | None:
+        """The address where ``node_id`` last proved that it holds its key."""
+        return self._proven.get(node_id)
+
+    def _schedule_handshake(self, node: Node) -> None:
+        """Challenge ``node``'s address in the background (once at a time per address)."""
+        address = (str(node.ip), int(node.port))
+        if address in self._handshakes or len(self._handshakes) >= MAX_HANDSHAKES:
+            return
+        task = self._spawn(self._handshake(node))
+        if task is not None:
+            self._handshakes[address] = task
+            task.add_done_callback(lambda _: self._handshakes.pop(address, None))
+
+    async def _handshake(self, node: Node) -> bool:
+        """Make ``node``'s address prove it holds the key of ``node.id``, then prove ours."""
+        address = (str(node.ip), int(node.port))
+        nonce = os.urandom(NONCE_BYTES)
+        ok, raw = await self._call("challenge", address, (self.source_node.id, nonce))
+        if not ok:
+            return False
+        back = self._check_proof(node.id, raw, nonce)
+        if back is None:
+            log.info("%s:%d failed to prove id %s", address[0], address[1], node.id.hex())
+            self._drop("bad_proof", address)
+            return False
+        self._mark_proven(node.id, address)
+        self.welcome_if_new(node)
+        signature = self.identity.sign(_proof_message(back, node.id))
+        await self._call(
+            "prove", address, (self.source_node.id, self.identity.public_key, signature)
+        )
+        return True
+
+    def _check_proof(self, node_id: bytes, raw: Any, nonce: bytes) -> bytes | None:
+        """The peer's nonce for us if ``raw`` proves ``node_id``; None if it does not."""
+        if not (isinstance(raw, list) and len(raw) == 3):
+            return None
+        try:
+            key = _bytes_of(raw[0], PUBLIC_KEY_BYTES, "a public key")
+            sig = _bytes_of(raw[1], SIGNATURE_BYTES, "a signature")
+            back = _bytes_of(raw[2], NONCE_BYTES, "a nonce")
+        except MalformedMessage:
+            return None
+        if node_id_for(key) != node_id:
+            return None
+        if not verify(key, _proof_message(nonce, self.source_node.id), sig):
+            return None
+        return back
+
+    async def settle(self) -> None:
+        """Wait until no challenge is in flight (callers bound the wait)."""
+        while self._handshakes:
+            await asyncio.wait(list(self._handshakes.values()))
+
+    # --- silent peers ----------------------------------------------------------------
+    def _note_silence(self, address: Address) -> None:
+        failures = self._silent.pop(address, (0, 0.0))[0] + 1
+        backoff = min(MAX_SILENT_BACKOFF, self.settings.silent_backoff * 2 ** (failures - 1))
+        self._silent[address] = (failures, time.monotonic() + backoff)
+        while len(self._silent) > MAX_SILENT_ADDRESSES:
+            self._silent.popitem(last=False)
+
+    def backed_off(self, address: Address) -> bool:
+        """True while lookups skip ``address`` because it did not answer lately."""
+        entry = self._silent.get((str(address[0]), int(address[1])))
+        return entry is not None and entry[1] > time.monotonic()
+
+    def probe(self, node: Node) -> None:
+        """Ping ``node`` in the background (a full bucket asking its oldest contact)."""
+        self._spawn(self.call_ping(node))
 
     # --- routing table upkeep --------------------------------------------------------
     def handle_call_response(self, result: RpcResult, node: Node) -> RpcResult:
@@ -325,10 +525,22 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
         return self._failures.get(node_id, 0)
 
     def welcome_if_new(self, node: Node) -> None:
+        """Add ``node`` to the routing table once its address has proven its id."""
         if node.id == self.source_node.id:
             return
+        address = (str(node.ip), int(node.port))
+        proven = self._proven.get(node.id) == address
         if not self.router.is_new_node(node):
-            self._check_move(node)
+            known = self.router.find_contact(node.id)
+            if known is not None and (known.ip, known.port) == address:
+                self.router.add_contact(node)  # seen again: to the tail of its bucket
+            elif proven:
+                self._check_move(node)
+            else:
+                self._schedule_handshake(node)
+            return
+        if not proven:
+            self._schedule_handshake(node)
             return
         log.debug("new contact %s (%s)", node, node.id.hex())
         for key, value in self.storage:
@@ -405,19 +617,19 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
         self._hello = None
 
     # --- tasks -----------------------------------------------------------------------
-    def _spawn(self, coro: Awaitable[Any], *, force: bool = False) -> bool:
+    def _spawn(self, coro: Awaitable[Any], *, force: bool = False) -> asyncio.Future[Any] | None:
         """Run ``coro`` in the background, keeping a reference and logging its failure."""
         if not force and len(self._tasks) >= MAX_TRACKED_TASKS:
             log.warning("too many background DHT tasks; skipping one")
             if asyncio.iscoroutine(coro):
                 coro.close()
-            return False
+            return None
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
-        return True
+        return task
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("DHT background task failed", exc_info=task.exception())

@@ -4,12 +4,21 @@ Publishers push their shards to the nodes closest to each term's key; a holder k
 publisher's copy apart (no last-writer-wins between publishers), expires copies that are
 not republished, and answers lookups with all copies of a term so the asker can merge them.
 SQLite in WAL mode on its own thread, like the frontier.
+
+Quotas, because publishers may be hostile: a publisher holds at most
+``max_terms_per_publisher`` unexpired terms here (terms it already holds can always be
+refreshed; new ones beyond the quota are skipped), at most ``MAX_POSTINGS_PER_SHARD`` pages
+per term, and its claimed document counts are bounded (``MAX_DOCS_PER_PUBLISHER``). Posting
+weights are clamped when a shard is parsed (``index.shards.MAX_FIELD_WEIGHT``). How many
+publishers one address may push for is the HTTP layer's business (api/peer_routes.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -20,10 +29,16 @@ from typing import TypeVar
 from index import TermShard
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_TTL = 24 * 3600.0
 MAX_POSTINGS_PER_SHARD = 50  # a publisher's influence on a term is capped at this many pages
 MAX_TERMS_PER_LOOKUP = 64
+# Terms one publisher may hold here. A holder gets ~3/N of a publisher's terms (3 replicas,
+# N nodes); 200k is the share of an index with millions of distinct terms on a small
+# network, and caps what one key can make us store at ~200k x 50 postings.
+MAX_TERMS_PER_PUBLISHER = 200_000
+MAX_DOCS_PER_PUBLISHER = 100_000_000  # a claimed N beyond this is a lie that skews every IDF
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS shards (
@@ -34,12 +49,29 @@ CREATE TABLE IF NOT EXISTS shards (
     PRIMARY KEY (term, publisher)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS shards_expiry ON shards(expires_at);
+CREATE INDEX IF NOT EXISTS shards_publisher ON shards(publisher, expires_at);
 """
 
 
+def bounded(shard: TermShard) -> TermShard:
+    """``shard`` with its postings and claimed counts within what one publisher may claim."""
+    n_docs = min(max(shard.n_docs, 0), MAX_DOCS_PER_PUBLISHER)
+    return dataclasses.replace(
+        shard,
+        n_docs=n_docs,
+        df=min(max(shard.df, 0), n_docs),
+        field_df=tuple(min(max(d, 0), n_docs) for d in shard.field_df),
+        postings=shard.postings[:MAX_POSTINGS_PER_SHARD],
+    )
+
+
 class ShardStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, *, max_terms_per_publisher: int = MAX_TERMS_PER_PUBLISHER
+    ) -> None:
         self.path = path
+        self.max_terms_per_publisher = max_terms_per_publisher
+        self.over_quota = 0  # terms refused because their publisher was at its quota
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shards")
         self._db: sqlite3.Connection | None = None
 
@@ -64,38 +96,55 @@ class ShardStore:
         self._pool.shutdown(wait=True)
 
     async def put(self, publisher: str, shards: Iterable[TermShard], expires_at: float) -> int:
+        """Store ``publisher``'s shards; how many were stored (the rest were over quota)."""
         rows = [
             (
                 s.term,
                 publisher,
-                json.dumps(
-                    TermShard(
-                        term=s.term,
-                        df=s.df,
-                        n_docs=s.n_docs,
-                        field_df=s.field_df,
-                        postings=s.postings[:MAX_POSTINGS_PER_SHARD],
-                        avgdl=s.avgdl,
-                    ).to_json(),
-                    separators=(",", ":"),
-                ),
+                json.dumps(bounded(s).to_json(), separators=(",", ":")),
                 expires_at,
             )
             for s in shards
         ]
-        await self._run(self._put, rows)
-        return len(rows)
+        stored = await self._run(self._put, publisher, rows, time.time())
+        if stored < len(rows):
+            self.over_quota += len(rows) - stored
+            log.info(
+                "publisher %s is at its quota of %d terms: %d of %d terms not stored",
+                publisher,
+                self.max_terms_per_publisher,
+                len(rows) - stored,
+                len(rows),
+            )
+        return stored
 
-    def _put(self, rows: list[tuple[str, str, str, float]]) -> None:
+    def _put(self, publisher: str, rows: list[tuple[str, str, str, float]], now: float) -> int:
         assert self._db is not None
         db = self._db
         db.execute("BEGIN")
         try:
-            db.executemany("INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?)", rows)
+            held = db.execute(
+                "SELECT count(*) FROM shards WHERE publisher=? AND expires_at > ?",
+                (publisher, now),
+            ).fetchone()[0]
+            room = self.max_terms_per_publisher - held
+            accepted = []
+            for row in rows:
+                known = db.execute(
+                    "SELECT 1 FROM shards WHERE term=? AND publisher=? AND expires_at > ?",
+                    (row[0], publisher, now),
+                ).fetchone()
+                if known is None:
+                    if room <= 0:
+                        continue  # a new term over the quota; refreshing held ones is fine
+                    room -= 1
+                accepted.append(row)
+            db.executemany("INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?)", accepted)
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+        return len(accepted)
 
     async def get(self, terms: list[str]) -> dict[str, list[tuple[str, TermShard]]]:
         """Every unexpired copy of each term: {term: [(publisher, shard), ...]}."""
