@@ -19,9 +19,13 @@ from typing import Any
 
 from aiohttp import web
 
+from crawler import FrontierError
+from index import IndexUnavailable
+
 from .app import create_app
 from .config import DEFAULT_HTTP, ConfigError, NodeConfig, add_node_flags, load_config
 from .keys import NODE
+from .node import disk_full_hint
 
 log = logging.getLogger("rhizome")
 
@@ -64,7 +68,11 @@ async def start_node(config: NodeConfig) -> tuple[web.AppRunner, web.Application
     """Start one node: app, HTTP listener, then the network (peers need the HTTP URL)."""
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except (IndexUnavailable, FrontierError) as exc:
+        # The data cannot be opened (full disk, damaged files): one clear line, no traceback.
+        raise SystemExit(f"rhizome: cannot start: {exc}{disk_full_hint(config.data_dir)}") from None
     site = web.TCPSite(runner, config.http_host, config.http_port, reuse_address=True)
     try:
         await site.start()

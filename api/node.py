@@ -7,6 +7,7 @@ import logging
 import shutil
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import tantivy
@@ -19,6 +20,19 @@ from .config import NodeConfig
 from .network import Network
 
 log = logging.getLogger(__name__)
+
+LOW_SPACE_BYTES = 1024 * 1024  # below this, a failure to open the data is the disk's fault
+
+
+def disk_full_hint(data_dir: Path) -> str:
+    """``"; the disk ... is full"`` when ``data_dir``'s disk is (nearly) full, else ``""``."""
+    try:
+        free = shutil.disk_usage(data_dir).free
+    except OSError:
+        return ""
+    if free >= LOW_SPACE_BYTES:
+        return ""
+    return f"; the disk holding {data_dir} is full ({free} bytes free): free space and start again"
 
 
 class IndexSink:

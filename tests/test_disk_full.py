@@ -12,6 +12,7 @@ What it catches:
 * pages fetched while the disk was full and then dropped (the old frontier lost their
   leases: the crawl reported idle with pages missing), or a commit that never succeeds
   again once space is back (a writer left dead after the failure);
+* a node started on a full disk that dies in a traceback instead of one clear line;
 * anything missing after a restart on the same data directory.
 """
 
@@ -20,16 +21,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import time
+import urllib.parse
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import NodeFactory, NodeHandle, serve_site
+from conftest import ROOT, NodeFactory, NodeHandle, serve_site
 from crash_site import (
     HTML,
     frontier_done,
@@ -52,6 +58,7 @@ FULL_SECONDS = 7.0  # longer than the index's commit retry (5 s) and the frontie
 FILL_CHUNKS = (1 << 20, 1 << 16, 1 << 12)  # write big chunks, then smaller, until ENOSPC
 MAX_STORAGE_LOG_LINES = 8  # over the whole episode: first failures plus recoveries
 WORDS_PER_QUERY = 36
+START = (sys.executable, "-m", "api.cli", "node", "--http", "127.0.0.1:0", "--data-dir")
 
 
 @contextlib.contextmanager
@@ -124,6 +131,35 @@ def fill(disk: Path) -> Path:
         os.close(fd)
     assert shutil.disk_usage(disk).free < FILL_CHUNKS[-1], shutil.disk_usage(disk)
     return filler
+
+
+def start_on_full_disk(data_dir: Path, query: str) -> tuple[str, str, int]:
+    """Start a node on ``data_dir``; stop it again. Returns ("exited", output, 0), or
+    (its URL, output, how many results ``query`` found) when it came up."""
+    proc = subprocess.Popen(
+        [*START, str(data_dir)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:  # ends when the process exits
+            lines.append(line)
+            if m := re.search(r"listening on (http://\S+?)/?$", line.strip()):
+                url = m.group(1)
+                params = urllib.parse.urlencode({"q": query, "scope": "local"})
+                with urllib.request.urlopen(f"{url}/api/search?{params}", timeout=10) as resp:
+                    found = len(json.load(resp)["results"])
+                return url, "".join(lines), found
+        proc.wait(10)
+        return "exited", "".join(lines), 0
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
 
 
 def generated(urls: set[str]) -> set[str]:
@@ -215,6 +251,23 @@ def test_full_disk_is_reported_survived_and_recovered(node_factory: NodeFactory)
         assert sorted(urls) == sorted(every_url), Counter(urls).most_common(3)
         assert frontier_done(data_dir) <= set(urls)
         assert not integrity_problems([data_dir / "frontier.sqlite3"])
+
+        # Starting on a full disk: the node either runs (opening the index may free
+        # space: tantivy deletes merged segments) or exits with one clear line.
+        filler = fill(disk)
+        outcome, text, found = start_on_full_disk(data_dir, word_of(0))
+        print(f"start on a full disk: {outcome}")
+        assert "Traceback" not in text, text
+        if outcome == "exited":
+            assert "rhizome: cannot start:" in text and "is full" in text, text
+        else:
+            assert found == 1, (outcome, text)  # it serves what it has
+        # A new data directory on a full disk cannot even create its index: it must exit.
+        outcome, text, _ = start_on_full_disk(disk / "fresh", word_of(0))
+        assert outcome == "exited", text
+        assert "rhizome: cannot start:" in text and "is full" in text, text
+        assert "Traceback" not in text, text
+        filler.unlink()
 
         # A restart on that data directory has everything and fetches nothing again.
         again = node_factory.start(data_dir=data_dir, seeds=[f"{site}/index.html"], site=site)
