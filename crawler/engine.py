@@ -243,6 +243,9 @@ class Crawler:
         """
         queue: deque[Lease] = deque()
         refilling = asyncio.Lock()
+        busy = 0  # workers crawling a URL right now
+        finished = 0  # URLs this slot has finished (their links are in the frontier)
+        progress = asyncio.Event()
 
         async def refill() -> bool:
             async with refilling:
@@ -255,12 +258,28 @@ class Crawler:
                 return bool(leases)
 
         async def worker() -> None:
+            nonlocal busy, finished
             while not slot.stopped:
-                if len(queue) <= slot.concurrency and not await refill() and not queue:
-                    return
+                seen = finished
+                if len(queue) <= slot.concurrency:
+                    await refill()
                 if not queue:
+                    if busy == 0 and finished == seen:
+                        return
+                    if finished == seen:
+                        # A host's round starts with one URL (a seed): the others must
+                        # wait for its links, not leave, or the whole round runs one URL
+                        # at a time and one slow page stalls the host.
+                        progress.clear()
+                        await progress.wait()
                     continue
-                await self._crawl_one(slot, queue.popleft())
+                busy += 1
+                try:
+                    await self._crawl_one(slot, queue.popleft())
+                finally:
+                    busy -= 1
+                    finished += 1
+                    progress.set()
 
         try:
             await asyncio.gather(*(worker() for _ in range(slot.concurrency)))

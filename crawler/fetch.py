@@ -188,7 +188,8 @@ class Fetcher:
                         body=b"",
                         elapsed=0.0,
                         redirected_from=chain,
-                        x_robots_tag=resp.headers.get("X-Robots-Tag"),
+                        # One line per header: a robot named in one applies to it alone.
+                        x_robots_tag="\n".join(resp.headers.getall("X-Robots-Tag", ())) or None,
                     )
                     if html_only and not result.is_html:
                         raise UnsupportedContent(f"not HTML: {ctype[:100]}")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from selectolax.lexbor import LexborHTMLParser
 from yarl import URL
 
+from .config import DEFAULT_USER_AGENT_NAME
 from .urls import LinkResolver, canonicalize
 
 MAX_TEXT_CHARS = 200_000
@@ -22,6 +23,19 @@ MAX_ANCHOR_CHARS = 200
 MAX_LINKS_PER_PAGE = 1_000
 BINARY_SNIFF_BYTES = 1024
 META_SNIFF_BYTES = 2048
+# Text with NULs in it (a broken title, a stray byte) is still text; executables and
+# archives are mostly NULs.
+BINARY_NUL_SHARE = 8  # more than one NUL in this many bytes of the head: binary
+UTF16_MIN_PAIRS = 16
+WIDE_CODECS = frozenset({"utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"})
+# The Encoding Standard reads all of these labels as windows-1252.
+WESTERN_CODECS = frozenset({"ascii", "iso8859-1", "cp1252"})
+ROBOTS_AGENTS = frozenset({"rhizome", DEFAULT_USER_AGENT_NAME.lower()})
+ROBOTS_META_NAMES = ROBOTS_AGENTS | {"robots"}
+# X-Robots-Tag directives that carry a value after a colon (not a robot's name).
+VALUED_DIRECTIVES = frozenset(
+    {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
+)
 
 # Boilerplate that is not the page's own content.
 BOILERPLATE_SELECTOR = (
@@ -33,7 +47,7 @@ MAIN_SELECTORS = ("main", "article", "[role=main]")
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_\-:.]+)""", re.I)
 _HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([a-zA-Z0-9_\-:.]+)", re.I)
-_BINARY_CONTROLS = bytes([*range(0x00, 0x09), *range(0x0E, 0x1B), *range(0x1C, 0x20)])
+_BINARY_CONTROLS = bytes([*range(0x01, 0x09), *range(0x0E, 0x1B), *range(0x1C, 0x20)])
 
 
 @dataclass(slots=True)
@@ -76,7 +90,10 @@ def looks_binary(body: bytes) -> bool:
     if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return False  # UTF-16 text is half NULs; detect_charset decodes it
     head = body[:BINARY_SNIFF_BYTES]
-    if head.count(b"\x00") > 2:
+    if _sniff_utf16(head):
+        return False
+    nuls = head.count(b"\x00")
+    if nuls > 2 and nuls * BINARY_NUL_SHARE > len(head):
         return True
     # Random-looking data (images, archives) often has no NULs in its first KiB, but about
     # one byte in ten is a C0 control; text has next to none (ESC is ISO-2022's, kept out).
@@ -84,51 +101,112 @@ def looks_binary(body: bytes) -> bool:
     return controls > max(8, len(head) // 20)
 
 
+def _sniff_utf16(head: bytes) -> str | None:
+    """UTF-16 without a BOM: markup is ASCII, so every other byte is a NUL."""
+    pairs = len(head) // 2
+    if pairs < UTF16_MIN_PAIRS:
+        return None
+    even = head[0 : pairs * 2 : 2].count(0)
+    odd = head[1 : pairs * 2 : 2].count(0)
+    if odd * 2 > pairs and even * 20 < pairs:
+        return "utf-16-le"
+    if even * 2 > pairs and odd * 20 < pairs:
+        return "utf-16-be"
+    return None
+
+
 def detect_charset(body: bytes, content_type: str | None) -> str:
-    """HTTP header, then BOM, then <meta charset>, then UTF-8."""
-    if content_type:
-        m = _HEADER_CHARSET.search(content_type)
-        if m and _known(m.group(1)):
-            return m.group(1)
+    """BOM, then UTF-16 by its NULs, then the HTTP header, then <meta charset>, then UTF-8.
+
+    A BOM beats the header (as in browsers). A UTF-16 label on bytes without UTF-16's
+    NULs is a lie: the header is skipped, and a <meta> saying UTF-16 means UTF-8 (it
+    could only be read because the bytes are ASCII-compatible).
+    """
     if body.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
+    sniffed = _sniff_utf16(body[:BINARY_SNIFF_BYTES])
+    if sniffed:
+        return sniffed
+    if content_type:
+        m = _HEADER_CHARSET.search(content_type)
+        if m and _codec(m.group(1)) not in (None, *WIDE_CODECS):
+            return m.group(1)
     m2 = _META_CHARSET.search(body[:META_SNIFF_BYTES])
     if m2:
         name = m2.group(1).decode("ascii", "replace")
-        if _known(name):
+        codec = _codec(name)
+        if codec in WIDE_CODECS:
+            return "utf-8"
+        if codec is not None:
             return name
     return "utf-8"
 
 
-def _known(name: str) -> bool:
+def _codec(name: str) -> str | None:
     try:
-        codecs.lookup(name)
+        return codecs.lookup(name).name
     except LookupError:
-        return False
-    return True
+        return None
 
 
 def decode_html(body: bytes, content_type: str | None) -> str:
     """Decode without ever raising: bad bytes become U+FFFD, NULs are dropped."""
-    charset = detect_charset(body, content_type)
+    return _decode(body, detect_charset(body, content_type)).replace("\x00", "")
+
+
+def _decode(body: bytes, charset: str) -> str:
+    codec = _codec(charset) or "utf-8"
+    if codec in WESTERN_CODECS:
+        # Servers send a Latin-1 default in the header for pages written in UTF-8; valid
+        # multi-byte UTF-8 next to never occurs in real Latin-1 text, so it wins.
+        if not body.isascii():
+            try:
+                return body.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        return body.decode("cp1252", "replace")
     try:
-        text = body.decode(charset)
-    except (UnicodeDecodeError, LookupError):
-        # Declared UTF-8 that isn't is usually windows-1252.
-        text = body.decode("cp1252" if charset.lower() in ("utf-8", "utf8") else charset, "replace")
-    return text.replace("\x00", "")
+        return body.decode(codec)
+    except UnicodeDecodeError:
+        pass
+    if codec not in ("utf-8", "utf-8-sig"):
+        return body.decode(codec, "replace")
+    # Declared UTF-8 that isn't: mostly valid (a few stray bytes) keeps UTF-8, so the
+    # rest of the page does not turn into mojibake; mostly invalid is windows-1252.
+    text = body.decode(codec, "replace")
+    bad = text.count("\ufffd")
+    non_ascii = len(text) - len(text.encode("ascii", "ignore"))
+    if non_ascii - bad >= bad:
+        return text
+    return body.decode("cp1252", "replace")
+
+
+def _header_directives(header: str) -> list[str]:
+    """X-Robots-Tag: one line per header (the fetcher joins them with newlines). A robot's
+    name before a colon ("otherbot: noindex, nofollow") scopes what follows on its line."""
+    tokens: list[str] = []
+    for line in header.lower().splitlines():
+        ours = True
+        for part in line.replace(";", ",").split(","):
+            name, colon, rest = part.partition(":")
+            name = name.strip()
+            if colon and name not in VALUED_DIRECTIVES:
+                ours = name in ROBOTS_AGENTS
+                part = rest
+            if ours:
+                tokens.append(part.strip())
+    return tokens
 
 
 def _robots_directives(tree: LexborHTMLParser, header: str | None) -> tuple[bool, bool]:
-    values = [header or ""]
+    tokens = set(_header_directives(header or ""))
     for meta in tree.css("meta[name]"):
-        name = (meta.attributes.get("name") or "").lower()
-        if name in ("robots", "rhizome"):
-            values.append(meta.attributes.get("content") or "")
-    joined = ",".join(values).lower()
-    tokens = {t.strip() for t in joined.replace(";", ",").split(",")}
+        name = (meta.attributes.get("name") or "").strip().lower()
+        if name in ROBOTS_META_NAMES:
+            content = (meta.attributes.get("content") or "").lower()
+            tokens.update(t.strip() for t in content.replace(";", ",").split(","))
     return ("noindex" in tokens or "none" in tokens), ("nofollow" in tokens or "none" in tokens)
 
 

@@ -40,7 +40,9 @@ class RobotsPolicy:
 
 
 def parse_robots(body: bytes, user_agent: str, *, now: float) -> RobotsPolicy:
-    text = body.decode("utf-8", "replace")
+    # utf-8-sig: with a BOM left in, the first line no longer reads "User-agent", so
+    # the first group's rules would silently apply to nobody.
+    text = body.decode("utf-8-sig", "replace")
     try:
         parser = Protego.parse(text)
         delay = parser.crawl_delay(user_agent)

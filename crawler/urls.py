@@ -7,6 +7,7 @@ become one frontier entry.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from yarl import URL
@@ -33,6 +34,9 @@ TRACKING_PARAMS = frozenset(
         "sid",
     }
 )
+# Session ids in path parameters (/page;jsessionid=...): servers accept the page without
+# them, and a fresh id in every link makes one page endless URLs.
+_SESSION_PATH_PARAM = re.compile(r";(?:jsessionid|phpsessid|sessionid|sid)=[^/;?#]*", re.I)
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 SKIPPED_EXTENSIONS = frozenset(
     (
@@ -97,6 +101,12 @@ def _canonicalize(url: str, base: URL | None) -> str | None:
             return None
         if parsed.user or parsed.password:
             return None
+        if ";" in parsed.raw_path:
+            path = _SESSION_PATH_PARAM.sub("", parsed.raw_path)
+            if path != parsed.raw_path:
+                query_string = parsed.raw_query_string
+                rebuilt = f"{parsed.origin()}{path}" + (f"?{query_string}" if query_string else "")
+                parsed = URL(rebuilt, encoded=True)
         query = parsed.query
         if query:
             if len(query) > MAX_QUERY_PARAMS:

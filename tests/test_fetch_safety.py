@@ -108,7 +108,27 @@ async def test_loopback_refused_before_any_request(tmp_path: Path) -> None:
 def test_non_public_addresses_blocked(addr: str) -> None:
     with pytest.raises(BlockedAddress):
         check_address(addr, allow_private=False)
-    check_address(addr, allow_private=True)  # the operator's switch lets them through
+    if addr in NEVER_ADDRESSES:
+        with pytest.raises(BlockedAddress):
+            check_address(addr, allow_private=True)
+    else:
+        check_address(addr, allow_private=True)  # the operator's switch lets them through
+
+
+# Refused even with allow_private: not hosts (0.0.0.0 connects to this machine), never
+# web servers, or cloud metadata services holding credentials.
+NEVER_ADDRESSES = frozenset(
+    {
+        "169.254.169.254",
+        "0.0.0.0",
+        "255.255.255.255",
+        "224.0.0.1",
+        "239.255.255.250",
+        "::",
+        "::ffff:169.254.169.254",
+        "ff02::1",
+    }
+)
 
 
 @pytest.mark.parametrize("addr", ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700::1111"])
