@@ -353,6 +353,7 @@ class NodeFactory:
         site: FixtureSite | None = None,
         crawl_delay: float = 0.0,
         private_peers: bool = True,
+        private_networks: bool = True,
     ) -> NodeHandle:
         if data_dir is None:
             data_dir = self.tmp / f"node{len(self.nodes)}"
@@ -365,7 +366,7 @@ class NodeFactory:
             str(data_dir),
             "--http",
             "127.0.0.1:0",
-            "--allow-private-networks",
+            *(("--allow-private-networks",) if private_networks else ()),
             *(("--allow-private-peers",) if private_peers else ()),
             "--crawl-delay",
             str(crawl_delay),
