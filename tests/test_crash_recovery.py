@@ -44,14 +44,14 @@ from crash_site import (
 
 pytestmark = pytest.mark.timeout(120)
 
-PAGES = 240
+PAGES = 260
 KILLS = 8
 SITE_DELAY = 0.005  # seconds per response
 CRAWL_DELAY = 0.04  # keeps the crawl running across all the kills
 MODES = ("crawl", "commit", "publish", "crawl", "commit", "holder")
 WORDS_PER_QUERY = 36  # MAX_QUERY_CHARS is 512: 36 words of 13 characters fit
 DHT_LINE = re.compile(r"dht on udp://([\d.]+):(\d+)/")
-MODE_TIMEOUT = 6.0  # a mode's trigger that never comes (crawl over): kill anyway
+MODE_TIMEOUT = 2.0  # a trigger that does not come (no publication while busy): kill anyway
 
 
 def dht_address(node: NodeHandle, timeout: float = 20.0) -> str:
@@ -183,6 +183,7 @@ def test_random_sigkills_during_crawl_commit_and_publish(node_factory: NodeFacto
         done_at_kill: dict[str, int] = {}  # url -> first kill after which it was DONE
         committed_at_kill: dict[str, int] = {}  # url -> first kill after which it was indexed
         requests_at_kill: list[Counter[str]] = []
+        kill_counts: list[int] = []  # pages indexed at each kill
         modes = [rng.choice(MODES) for _ in range(KILLS)]
         for k, mode in enumerate(modes):
             where = f"[CRASH_SEED={seed} kill {k} ({mode}), modes {modes}]"
@@ -214,8 +215,11 @@ def test_random_sigkills_during_crawl_commit_and_publish(node_factory: NodeFacto
             for url in done - done_before:
                 done_at_kill[url] = k
             committed_before, done_before = committed, done
-        assert len(committed_before) < len(pages), (
-            f"[CRASH_SEED={seed}] the crawl ended before the last kill: slow it down"
+            kill_counts.append(len(committed))
+        # Kills of a node that has finished prove less: most must land mid-crawl.
+        mid_crawl = sum(1 for n in kill_counts if n < len(pages))
+        assert mid_crawl >= KILLS // 2, (
+            f"[CRASH_SEED={seed}] only {mid_crawl} kills fell mid-crawl: slow the crawl down"
         )
 
         # The last run goes to the end: the frontier resumed, every page indexed once.
