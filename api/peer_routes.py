@@ -43,6 +43,9 @@ SEARCH_RATE = 50.0  # /api/peer/search: one per asked owner per federated query
 SEARCH_BURST = 250.0
 URLS_RATE = 5.0  # /api/peer/urls batches (each up to MAX_FORWARDED_URLS)
 URLS_BURST = 60.0
+# A refused batch (forged, garbage, distrusted) costs this many tokens: an address that
+# keeps sending them is held off ten times sooner than one pushing valid batches.
+BAD_PUSH_COST = 10.0
 MAX_PUBLISHERS_PER_ADDRESS = 8  # a home with a few nodes behind one NAT fits
 PUBLISHER_WINDOW = DEFAULT_SHARD_TTL  # a publisher's slot frees once its shards expire
 
@@ -114,6 +117,7 @@ async def push_shards(request: web.Request) -> web.Response:
         # Unverified here (accept_push verifies): only to see whose slot this would use.
         publisher = decode_record(body).publisher_id.hex()
     except InvalidRecord as exc:
+        quotas.pushes.charge(_source(request), BAD_PUSH_COST)
         raise BadRequest(f"shard batch refused: {exc}") from None
     source = _source(request)
     if not quotas.publishers.allows(source, publisher):
@@ -126,6 +130,7 @@ async def push_shards(request: web.Request) -> web.Response:
         stored = await network.accept_push(body)
     except (DhtError, ValueError) as exc:
         log.info("refused a shard push from %s: %s", request.remote, exc)
+        quotas.pushes.charge(_source(request), BAD_PUSH_COST)
         raise BadRequest(f"shard batch refused: {exc}") from None
     quotas.publishers.admit(source, publisher)
     return web.json_response({"stored": stored})

@@ -52,7 +52,9 @@ from dht.protocol import HEADER_BYTES, REQUEST
 REPLICAS = 3  # holders per term, as in api/network.py
 BOOTSTRAP_CONTACTS = 3  # random running nodes each newcomer is given
 SETTLE_LIMIT = 15.0  # seconds to wait for background hellos to finish after joining
-SETTINGS = DhtSettings(rpc_timeout=0.5)  # ksize=20, alpha=3: the defaults
+# ksize=20, alpha=3: the defaults. Every node here sends from 127.0.0.1, which the
+# per-source limit would see as one host sending the whole network's traffic.
+SETTINGS = DhtSettings(rpc_timeout=0.5, source_rate=1e9, source_burst=1e9)
 
 
 # --- instrumentation -----------------------------------------------------------------

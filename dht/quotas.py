@@ -8,6 +8,7 @@ the full address would hand it 2^64 buckets.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 DEFAULT_MAX_SOURCES = 10_000  # buckets kept; the least recently used source is forgotten
 IPV6_SOURCE_PREFIX = 64  # an IPv6 source is its /64 (what one host or home usually gets)
+SOURCE_KEY_CACHE = 4096  # addresses whose key is remembered
 
 
 def address_range(ip: str, ipv4_prefix: int, ipv6_prefix: int) -> str:
@@ -35,8 +37,10 @@ def address_range(ip: str, ipv4_prefix: int, ipv6_prefix: int) -> str:
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
 
 
+@functools.lru_cache(maxsize=SOURCE_KEY_CACHE)
 def source_key(ip: str) -> str:
     """The key a source address is charged under: its IPv4 address, or its IPv6 /64."""
+    # Cached: parsing the address costs ~5 us, more than the rest of a dropped datagram.
     return address_range(ip, 32, IPV6_SOURCE_PREFIX)
 
 

@@ -748,6 +748,26 @@ def test_push_flood_from_one_address_gets_429_others_still_push(peer_node: NodeH
     assert status == 200 and body == {"stored": 1}
 
 
+def test_an_address_sending_bad_batches_is_held_off_sooner(peer_node: NodeHandle) -> None:
+    """Forged batches cost BAD_PUSH_COST tokens each: the sender meets 429 after about
+    PUSH_BURST / BAD_PUSH_COST refusals, not PUSH_BURST. Catches a quota that charges a
+    forgery like an honest batch (a forger could keep the holder verifying signatures)."""
+    from api.peer_routes import BAD_PUSH_COST, PUSH_BURST
+
+    forged = bytearray(signed_batch(Identity.generate(), {"t": _shard("t").to_json()}))
+    forged[-70] ^= 1  # inside the signed part
+    statuses = []
+    for _ in range(int(PUSH_BURST)):
+        status, _, _ = call_http(
+            peer_node, "POST", "/api/peer/shards", source="127.0.0.17", body=bytes(forged)
+        )
+        statuses.append(status)
+        if status == 429:
+            break
+    assert statuses[-1] == 429
+    assert statuses.count(400) <= PUSH_BURST / BAD_PUSH_COST + 2, statuses
+
+
 def test_one_address_cannot_push_for_unboundedly_many_publishers(peer_node: NodeHandle) -> None:
     """Keys are free: an address pushing for a ninth publisher is refused, its first eight
     still push, and another address may push for the ninth. Catches a holder that lets one
