@@ -235,7 +235,13 @@ def test_full_disk_is_reported_survived_and_recovered(node_factory: NodeFactory)
 
         # Space comes back: no restart, the node commits what it held and finishes.
         filler.unlink()
+        freed_at = time.monotonic()
         status = node.wait_idle(40, min_documents=len(pages))
+        print(
+            f"disk full for {freed_at - full_at:.1f} s; all {len(pages)} pages committed "
+            f"{time.monotonic() - freed_at:.1f} s after space came back; "
+            f"{len(storage_lines(node))} storage log lines"
+        )
         assert status["documents"] == len(pages), status
         assert status["storage"]["disk_full"] is False and status["storage"]["ok"], status
         assert searchable(node, every_url) == generated(every_url)
