@@ -24,6 +24,7 @@ import aiohttp
 from crawler import CrawlerError
 from crawler.ssrf import GuardedSocketFactory
 from dht import DhtNode, Identity, Peer, compress, decompress, sign_record, verify_record
+from dht.placement import HolderMap
 from dht.shard_store import DEFAULT_SHARD_TTL, ShardStore
 from index import IndexStore, PageWeights, TermShard
 
@@ -38,6 +39,10 @@ PUBLISH_QUIET = 1.0  # seconds after the last commit before shards are rebuilt
 PUBLISH_BATCH_TERMS = 5_000
 NEIGHBOURHOOD_FIRST = 2.0  # seconds after start of the first self-lookup; doubles
 NEIGHBOURHOOD_EVERY = 300.0
+LOOKUP_BUDGET = 0.25  # seconds of a query's deadline that finding its holders may take
+# A holder verifies, decompresses and stores a batch of thousands of terms: on a busy
+# home server that takes seconds, and giving up early only makes it all be sent again.
+PUSH_TIMEOUT = 60.0
 PUBLISH_RETRY = 2.0  # seconds before shards a holder missed are pushed again; doubles
 MAX_PUBLISH_RETRY = 60.0
 MAX_PUSH_BYTES = 16 * 1024 * 1024
@@ -99,6 +104,8 @@ class Network:
         self._publishing = False
         self._backoff: dict[str, float] = {}
         self._members_cache: list[Peer] = []
+        self.placement = HolderMap(self._lookup)
+        self._lookups: set[asyncio.Future[dict[str, list[Peer]]]] = set()
         self._pinned = frozenset(h.lower() for h in config.pin_host)
         self.last_publish: dict[str, Any] = {}
         self.spot_checker = SpotChecker(config.data_dir, self.node_id)  # hostile peers (#5)
@@ -127,7 +134,8 @@ class Network:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        pending: list[asyncio.Future[Any]] = [*self._tasks, *self._lookups]
+        for task in pending:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -219,11 +227,35 @@ class Network:
         me = Peer(self.dht.node_id, self.dht.host, self.dht.port, self.dht.http_url)
         return [me, *peers]
 
-    @staticmethod
-    def holders(members: list[Peer], term: str, count: int = REPLICAS) -> list[Peer]:
-        """The ``count`` members closest to the term's key (the routing table's view)."""
-        key = term_key(term)
-        return sorted(members, key=lambda p: _distance(p.node_id, key))[:count]
+    async def _lookup(self, key: bytes, count: int) -> list[Peer]:
+        """The nodes closest to ``key`` in the network that can take HTTP requests."""
+        return [p for p in await self.dht.closest_nodes(key, count) if p.http_url]
+
+    async def holders_of(self, terms: list[str], count: int = REPLICAS) -> dict[str, list[Peer]]:
+        """Each term's ``count`` closest nodes in the network (DHT lookups, reused)."""
+        by_key = await self.placement.holders_of([term_key(t) for t in terms], count)
+        return {t: by_key[term_key(t)] for t in terms}
+
+    async def _query_holders(self, terms: list[str]) -> dict[str, list[Peer]]:
+        """Holders for a query, within LOOKUP_BUDGET: a lookup stuck on a dead contact
+        (it waits for UDP timeouts) finishes in the background for the next query, and
+        this one uses the routing table's view, exact in small networks."""
+        lookup = asyncio.ensure_future(self.holders_of(terms))
+        self._lookups.add(lookup)
+        lookup.add_done_callback(self._lookup_done)
+        try:
+            return await asyncio.wait_for(asyncio.shield(lookup), LOOKUP_BUDGET)
+        except TimeoutError:
+            members = await self._members()
+            return {
+                t: sorted(members, key=lambda p: _distance(p.node_id, term_key(t)))[:REPLICAS]
+                for t in terms
+            }
+
+    def _lookup_done(self, lookup: asyncio.Future[dict[str, list[Peer]]]) -> None:
+        self._lookups.discard(lookup)
+        if not lookup.cancelled() and lookup.exception() is not None:
+            log.info("holder lookup failed: %r", lookup.exception())
 
     async def _neighbourhood_loop(self) -> None:
         """Look ourselves up now and then: the library refreshes buckets hourly, so nodes
@@ -250,6 +282,7 @@ class Network:
                 # Someone joined or left: the closest nodes of some terms changed, so every
                 # shard is placed again (holders that already have a copy just overwrite it).
                 self._published_hash.clear()
+                self.placement.clear()
                 self._published_generation = -1
             if generation == self._published_generation:
                 continue
@@ -283,12 +316,13 @@ class Network:
             hashes[shard.term] = digest
             if self._published_hash.get(shard.term) != digest:
                 changed.append(shard)
-        members = await self._members()
         by_holder: dict[bytes, list[TermShard]] = defaultdict(list)
-        peers_by_id = {p.node_id: p for p in members}
+        peers_by_id: dict[bytes, Peer] = {}
+        placement = await self.holders_of([shard.term for shard in changed])
         for shard in changed:
-            for holder in self.holders(members, shard.term):
+            for holder in placement[shard.term]:
                 by_holder[holder.node_id].append(shard)
+                peers_by_id[holder.node_id] = holder
         expires_at = time.time() + DEFAULT_SHARD_TTL
         results = await asyncio.gather(
             *(
@@ -328,6 +362,7 @@ class Network:
                 holder.http_url.rstrip("/") + "/api/peer/shards",
                 data=body,
                 headers={"Content-Type": "application/octet-stream"},
+                timeout=aiohttp.ClientTimeout(total=PUSH_TIMEOUT),
             ) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"{holder.http_url} refused shards: {resp.status}")
@@ -380,7 +415,7 @@ class Network:
             return await resp.json()
 
     async def fetch_shards(
-        self, terms: list[str], members: list[Peer], tally: QueryTally
+        self, terms: list[str], tally: QueryTally
     ) -> dict[str, dict[str, TermShard]]:
         """Merged copies of each term: {term: {publisher: shard}}, from its holders.
 
@@ -389,8 +424,8 @@ class Network:
         asked of the next holder, up to all replicas.
         """
         merged: dict[str, dict[str, TermShard]] = {t: {} for t in terms}
-        peers = {p.node_id: p for p in members}
-        candidates = {t: [h for h in self.holders(members, t)] for t in terms}
+        candidates = await self._query_holders(terms)
+        peers = {h.node_id: h for holders in candidates.values() for h in holders}
 
         async def ask(node_id: bytes, wanted: list[str]) -> None:
             peer = peers[node_id]
@@ -442,7 +477,7 @@ class Network:
         tally = QueryTally()
         try:
             merged = await asyncio.wait_for(
-                self.fetch_shards(terms, members, tally), max(0.1, deadline - time.monotonic())
+                self.fetch_shards(terms, tally), max(0.1, deadline - time.monotonic())
             )
         except TimeoutError:
             merged = {}
@@ -461,6 +496,14 @@ class Network:
         if self.node_id not in owners:
             owners.append(self.node_id)
         by_hex = {p.node_id.hex(): p for p in members}
+        for missing in [o for o in owners if o not in by_hex]:
+            # An owner outside our routing table (large networks): its signed endpoint.
+            with contextlib.suppress(*PEER_ERRORS):
+                endpoint = await asyncio.wait_for(
+                    self.dht.endpoint_of(bytes.fromhex(missing)), PEER_TIMEOUT / 3
+                )
+                if endpoint:
+                    by_hex[missing] = Peer(bytes.fromhex(missing), "", 0, endpoint)
         asked = [by_hex[o] for o in owners if o in by_hex and self._usable(by_hex[o])]
         answers = await self._ask_owners(
             asked, q, max(limit + offset, OWNER_DEPTH), deadline, tally
