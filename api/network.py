@@ -14,8 +14,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import sqlite3
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,7 @@ OWNERS_ASKED = 2
 OWNER_DEPTH = 20  # results each owner returns, scored exactly with global statistics
 SHARD_KIND = "shards/2"  # /2: field lengths and url_words; older pushes are refused
 FORWARD_BATCH = 1_000
+TRAFFIC_IN = {"/api/peer/shards": "lookup_received", "/api/peer/search": "search_received"}
 # What a peer request can fail with: HTTP and socket errors, our timeouts, bad JSON, and
 # the SSRF guard refusing a private address a peer advertised.
 PEER_ERRORS = (aiohttp.ClientError, TimeoutError, ValueError, OSError, CrawlerError)
@@ -105,6 +107,8 @@ class Network:
         self._backoff: dict[str, float] = {}
         self._members_cache: list[Peer] = []
         self.placement = HolderMap(self._lookup)
+        # Bytes of peer traffic by kind (HTTP bodies): what a query or a publication costs.
+        self.traffic: Counter[str] = Counter()
         self._lookups: set[asyncio.Future[dict[str, list[Peer]]]] = set()
         self._pinned = frozenset(h.lower() for h in config.pin_host)
         self.last_publish: dict[str, Any] = {}
@@ -169,6 +173,8 @@ class Network:
             "published_generation": self._published_generation,
             "last_publish": self.last_publish,
             "unresponsive_peers": [p for p, until in self._backoff.items() if until > now],
+            "traffic_bytes": dict(self.traffic),
+            "holder_lookups": self.placement.lookups,
             "distrusted_peers": sorted(self.spot_checker.distrusted),  # hostile peers (#5)
             "spot_checks": self.spot_checker.stats(),  # hostile peers (#5)
             "dht_dropped": self.dht.dropped,  # datagrams refused, by reason (hostile peers #5)
@@ -299,6 +305,11 @@ class Network:
                 log.warning("%s; retrying in %.0f s", exc, retry_in)
                 await asyncio.sleep(retry_in)
                 retry_in = min(retry_in * 2, MAX_PUBLISH_RETRY)
+            except (OSError, sqlite3.Error) as exc:
+                # A full disk or a failing store: one line per attempt, no traceback spam.
+                log.warning("shard publishing failed: %s; retrying in %.0f s", exc, retry_in)
+                await asyncio.sleep(retry_in)
+                retry_in = min(retry_in * 2, MAX_PUBLISH_RETRY)
             except Exception:
                 log.exception("shard publishing failed; retrying in %.0f s", retry_in)
                 await asyncio.sleep(retry_in)
@@ -358,6 +369,7 @@ class Network:
         assert self._session is not None and holder.http_url
         for start in range(0, len(shards), PUBLISH_BATCH_TERMS):
             body = self.sign_batch(shards[start : start + PUBLISH_BATCH_TERMS], expires_at)
+            self.traffic["push_sent"] += len(body)
             async with self._session.post(
                 holder.http_url.rstrip("/") + "/api/peer/shards",
                 data=body,
@@ -412,7 +424,9 @@ class Network:
             timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT),
         ) as resp:
             resp.raise_for_status()
-            return await resp.json()
+            raw = await resp.read()
+        self.traffic[TRAFFIC_IN.get(path, "other_in")] += len(raw)
+        return json.loads(raw)
 
     async def fetch_shards(
         self, terms: list[str], tally: QueryTally

@@ -67,6 +67,10 @@ class PeerQuotas:
 PEER_QUOTAS = web.AppKey("peer_quotas", PeerQuotas)
 
 
+def _size(response: web.Response) -> int:
+    return len(response.body) if isinstance(response.body, bytes) else 0
+
+
 def _source(request: web.Request) -> str:
     return source_key(request.remote or "unknown")
 
@@ -133,6 +137,7 @@ async def push_shards(request: web.Request) -> web.Response:
         quotas.pushes.charge(_source(request), BAD_PUSH_COST)
         raise BadRequest(f"shard batch refused: {exc}") from None
     quotas.publishers.admit(source, publisher)
+    network.traffic["push_received"] += len(body)
     return web.json_response({"stored": stored})
 
 
@@ -144,9 +149,11 @@ async def get_shards(request: web.Request) -> web.Response:
     if not terms:
         raise BadRequest("pass ?terms=a,b,c")
     found = await network.shards.get(terms)
-    return web.json_response(
+    response = web.json_response(
         {term: [[pub, shard.to_json()] for pub, shard in copies] for term, copies in found.items()}
     )
+    network.traffic["lookup_served"] += _size(response)
+    return response
 
 
 async def peer_search(request: web.Request) -> web.Response:
@@ -159,7 +166,10 @@ async def peer_search(request: web.Request) -> web.Response:
     urls = [r["url"] for r in body["results"]]
     weights = await node.store.term_weights(urls, node.store.query_units(params.q))
     body.update(weights.to_json())
-    return web.json_response(body)
+    response = web.json_response(body)
+    if node.network is not None:
+        node.network.traffic["search_served"] += _size(response)
+    return response
 
 
 MAX_FORWARDED_URLS = 1_000

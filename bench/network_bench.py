@@ -113,6 +113,11 @@ def mrr(node: NodeProcess, pairs: list[tuple[str, str]], scope: str) -> tuple[fl
     return total / max(1, len(pairs)), latencies
 
 
+def traffic(node: NodeProcess) -> dict[str, int]:
+    """The node's peer traffic counters (bytes of HTTP bodies by kind)."""
+    return dict((node.get("/api/status")["network"] or {}).get("traffic_bytes", {}))
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -163,7 +168,23 @@ def main() -> None:
             pairs = judged_queries(root / "central", args.queries)
             report["judged_queries"] = len(pairs)
             central_mrr, _ = mrr(central, pairs, "local")
+            before = [traffic(n) for n in nodes]
             network_mrr, latencies = mrr(nodes[0], pairs, "network")
+            after = [traffic(n) for n in nodes]
+            queries = max(1, len(pairs))
+            spent = [
+                {k: a.get(k, 0) - b.get(k, 0) for k in a}
+                for a, b in zip(after, before, strict=True)
+            ]
+            report["bytes_per_query_received_by_querier"] = round(
+                (spent[0].get("lookup_received", 0) + spent[0].get("search_received", 0)) / queries
+            )
+            report["bytes_per_query_served_by_all_peers"] = round(
+                sum(s.get("lookup_served", 0) + s.get("search_served", 0) for s in spent) / queries
+            )
+            report["publish_bytes_sent_per_page"] = round(
+                sum(b.get("push_sent", 0) for b in before) / max(1, report["documents_network"])
+            )
             report["mrr10_central"] = round(central_mrr, 4)
             report["mrr10_network"] = round(network_mrr, 4)
             report["network_query_ms_p50"] = round(statistics.median(latencies), 1)

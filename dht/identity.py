@@ -75,22 +75,25 @@ class Identity:
     @classmethod
     def _create(cls, path: Path) -> Identity:
         signing_key = nacl.signing.SigningKey.generate()
+        # Written whole to a private temporary file, then linked into place: a kill at any
+        # moment leaves either no key or a complete one (never an empty file that would
+        # stop the node from starting), and link() fails if another process got there
+        # first, so two processes on one data dir never both make a key.
+        tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            # O_EXCL: two processes starting on one data dir must not both write a key.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
-        except FileExistsError:
-            return cls.load_or_create(path.parent)
-        except OSError as exc:
-            raise IdentityError(f"cannot create {path}: {exc}") from exc
-        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, KEY_FILE_MODE)
             with os.fdopen(fd, "wb") as file:
                 file.write(bytes(signing_key))
                 file.flush()
                 os.fsync(file.fileno())
+            os.link(tmp, path)
+        except FileExistsError:
+            return cls.load_or_create(path.parent)
         except OSError as exc:
-            path.unlink(missing_ok=True)
-            raise IdentityError(f"cannot write {path}: {exc}") from exc
+            raise IdentityError(f"cannot create {path}: {exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
         identity = cls(signing_key)
         log.info("created node key %s (node id %s)", path, identity.node_id.hex())
         return identity
