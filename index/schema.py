@@ -40,6 +40,8 @@ def build_schema() -> tantivy.Schema:
     b.add_text_field("description", stored=True, tokenizer_name=ANALYZER)
     b.add_text_field("body", stored=True, tokenizer_name=ANALYZER)
     b.add_text_field("anchor", stored=False, tokenizer_name=ANALYZER)
+    # The anchor text is not kept, but its length is: federated BM25 normalises by it.
+    b.add_unsigned_field("anchor_tokens", stored=True, indexed=False)
     b.add_text_field("url_words", stored=False, tokenizer_name=ANALYZER)
     b.add_text_field("language", stored=True, tokenizer_name="raw")
     b.add_integer_field("fetched", stored=True, indexed=True, fast=True)

@@ -139,17 +139,40 @@ def renormalize(
     return tuple(out)
 
 
+# tantivy keeps a field's length in one byte, as Lucene does: exact below 24 tokens, then
+# 3 significant bits (rounding down). BM25 sees that value, so the federated side must too.
+_EXACT_LENGTHS = 24
+
+
+def quantized_length(tokens: int) -> int:
+    """The field length tantivy's BM25 uses for a field of ``tokens`` tokens."""
+    if tokens < _EXACT_LENGTHS:
+        return max(tokens, 0)
+    rest = tokens - _EXACT_LENGTHS
+    bits = rest.bit_length()
+    if bits < 4:
+        return tokens
+    shift = bits - 4
+    return _EXACT_LENGTHS + ((rest >> shift) << shift)
+
+
+def token_count(text: str) -> int:
+    """Tokens in ``text`` as the simple tokenizer splits it."""
+    return len(_TOKEN.findall(text))
+
+
 def doc_lengths(doc: tantivy.Document) -> FieldLengths:
-    """Tokens per field of a stored document, counted as the simple tokenizer does (the
-    anchor field is not stored: unknown)."""
+    """Each field's length as tantivy's BM25 sees it, from the stored document (the anchor
+    text is not stored; its token count is)."""
     url = str(doc.get_first("url") or "")
-    texts = {
-        "title": str(doc.get_first("title") or ""),
-        "body": str(doc.get_first("body") or ""),
-        "description": str(doc.get_first("description") or ""),
-        "url_words": url_words(url),
+    counts = {
+        "title": token_count(str(doc.get_first("title") or "")),
+        "body": token_count(str(doc.get_first("body") or "")),
+        "description": token_count(str(doc.get_first("description") or "")),
+        "url_words": token_count(url_words(url)),
+        "anchor": int(doc.get_first("anchor_tokens") or 0),
     }
-    return tuple(len(_TOKEN.findall(texts[f])) if f in texts else 0 for f in SHARD_FIELDS)
+    return tuple(quantized_length(counts[f]) for f in SHARD_FIELDS)
 
 
 def field_averages(searcher: tantivy.Searcher, schema: tantivy.Schema) -> tuple[float, ...]:

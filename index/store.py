@@ -32,6 +32,7 @@ from .shards import (
     build_shards,
     field_averages,
     term_weights,
+    token_count,
 )
 from .snippets import Snippet, make_snippet
 
@@ -325,6 +326,7 @@ class IndexStore:
         return Commit(urls=urls, upserted=upserted, removed=removed, opstamp=opstamp)
 
     def _to_document(self, doc: IndexDoc) -> tantivy.Document:
+        anchor_text = " | ".join(doc.anchors)[:MAX_ANCHOR_TEXT]
         url = URL(doc.url)
         host = url.host or ""
         port = url.explicit_port
@@ -338,7 +340,8 @@ class IndexStore:
                 "title": doc.title,
                 "description": doc.description,
                 "body": doc.body[:MAX_BODY_CHARS],
-                "anchor": " | ".join(doc.anchors)[:MAX_ANCHOR_TEXT],
+                "anchor": anchor_text,
+                "anchor_tokens": token_count(anchor_text),
                 "url_words": url_words(doc.url),
                 "language": doc.language,
                 "fetched": int(doc.fetched),
