@@ -53,7 +53,7 @@ PEER_TIMEOUT = 1.5
 BACKOFF_SECONDS = 60.0
 CANDIDATES = 50
 OWNERS_ASKED = 2
-OWNER_DEPTH = 20  # results each owner returns, scored exactly with global statistics
+OWNER_DEPTH = 10  # results each owner returns (at least a page), scored with global statistics
 SHARD_KIND = "shards/2"  # /2: field lengths and url_words; older pushes are refused
 FORWARD_BATCH = 1_000
 TRAFFIC_IN = {"/api/peer/shards": "lookup_received", "/api/peer/search": "search_received"}
@@ -425,7 +425,8 @@ class Network:
         ) as resp:
             resp.raise_for_status()
             raw = await resp.read()
-        self.traffic[TRAFFIC_IN.get(path, "other_in")] += len(raw)
+            wire = resp.content_length or len(raw)  # compressed size when gzipped
+        self.traffic[TRAFFIC_IN.get(path, "other_in")] += wire
         return json.loads(raw)
 
     async def fetch_shards(

@@ -93,10 +93,12 @@ def _clean(title: str) -> str:
 MISSES: dict[str, dict[str, int]] = {}
 
 
-def mrr(node: NodeProcess, pairs: list[tuple[str, str]], scope: str) -> tuple[float, list[float]]:
+def mrr(
+    node: NodeProcess, pairs: list[tuple[str, str]], scope: str, label: str = ""
+) -> tuple[float, list[float]]:
     total = 0.0
     latencies = []
-    ranks = MISSES.setdefault(scope, {})
+    ranks = MISSES.setdefault(label or scope, {})
     for query, url in pairs:
         started = time.perf_counter()
         res = node.get(
@@ -192,7 +194,7 @@ def main() -> None:
             for victim in nodes[3:]:
                 victim.proc.kill()
                 victim.proc.wait()
-            churn_mrr, churn_lat = mrr(nodes[0], pairs, "network")
+            churn_mrr, churn_lat = mrr(nodes[0], pairs, "network", "churn")
             report["mrr10_after_killing_2_of_5"] = round(churn_mrr, 4)
             report["churn_keeps_fraction"] = round(churn_mrr / max(network_mrr, 1e-9), 3)
             report["churn_query_ms_p50"] = round(statistics.median(churn_lat), 1)

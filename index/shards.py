@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,6 +175,9 @@ def doc_lengths(doc: tantivy.Document) -> FieldLengths:
     return tuple(quantized_length(counts[f]) for f in SHARD_FIELDS)
 
 
+LengthsOf = Callable[[tantivy.Document], FieldLengths]
+
+
 def field_averages(searcher: tantivy.Searcher, schema: tantivy.Schema) -> tuple[float, ...]:
     """tantivy's own average length of each field (what its BM25 divides by), read from
     the explanation of one match per field."""
@@ -268,6 +271,7 @@ def build_shards(
     terms: Iterable[str],
     *,
     top_k: int = DEFAULT_TOP_K,
+    lengths_of: LengthsOf = doc_lengths,
 ) -> list[TermShard]:
     """Shards for ``terms`` (already analysed). Runs on a thread: tantivy releases the GIL."""
     n_docs = searcher.num_docs
@@ -292,7 +296,7 @@ def build_shards(
                 fields = docs[key] = (
                     str(doc.get_first("url") or ""),
                     str(doc.get_first("title") or ""),
-                    doc_lengths(doc),
+                    lengths_of(doc),
                 )
             postings.append(Posting(fields[0], fields[1], tuple(weights[key]), fields[2]))
         shards.append(
@@ -362,6 +366,7 @@ def term_weights(
     urls: list[str],
     units: list[Unit],
     averages: tuple[float, ...],
+    lengths_of: LengthsOf = doc_lengths,
 ) -> PageWeights:
     """Per-field weights of each unit in each of ``urls``, as in the shards, so a querying
     node can score this node's pages exactly with global statistics, phrases included."""
@@ -379,7 +384,7 @@ def term_weights(
             if url in out:
                 out[url][unit_key(unit)] = tuple(w)
                 if url not in lengths:
-                    lengths[url] = doc_lengths(doc)
+                    lengths[url] = lengths_of(doc)
     return PageWeights(out, lengths, averages)
 
 

@@ -11,7 +11,9 @@ import contextlib
 import errno
 import logging
 import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,10 +28,12 @@ from .query import ParsedQuery, Unit, parse_user_query, query_units
 from .schema import ANALYZER, build_analyzer, build_schema, site_terms, url_words
 from .shards import (
     DEFAULT_TOP_K,
+    FieldLengths,
     PageWeights,
     TermShard,
     all_terms,
     build_shards,
+    doc_lengths,
     field_averages,
     term_weights,
     token_count,
@@ -48,6 +52,7 @@ UNSUPPORTED_QUERY = "field:* (any value) is not supported; search for words inst
 QUIET_COMMIT = 0.1  # seconds without a new change that trigger an early commit
 MAX_RESULTS_WINDOW = 1_000  # offset + limit
 MAX_BODY_CHARS = 100_000
+MAX_CACHED_LENGTHS = 200_000  # pages whose field lengths are remembered (~100 B each)
 MAX_ANCHOR_TEXT = 4_000
 COMMIT_RETRY = 5.0  # seconds between attempts to commit a batch that failed (disk full)
 COMMIT_FAILURE_LOG_INTERVAL = 60.0  # a failure that persists is logged again this often
@@ -163,6 +168,8 @@ class IndexStore:
         self.num_docs = 0
         self.generation = 0  # bumps on every commit: shard publishing watches it
         self._averages: tuple[int, tuple[float, ...]] = (-1, ())
+        self._lengths: OrderedDict[tuple[str, int], FieldLengths] = OrderedDict()
+        self._lengths_lock = threading.Lock()
         # Own threads: the loop's default executor is shared and may be busy elsewhere.
         self._write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-write")
         self._read_pool = ThreadPoolExecutor(
@@ -429,7 +436,7 @@ class IndexStore:
         searcher = self.index.searcher()
         if terms is None:
             terms = sorted(all_terms(searcher))
-        return build_shards(searcher, self.schema, terms, top_k=top_k)
+        return build_shards(searcher, self.schema, terms, top_k=top_k, lengths_of=self._lengths_of)
 
     async def term_weights(self, urls: list[str], units: list[Unit]) -> PageWeights:
         return await self._in(self._read_pool, self._term_weights, urls, units)
@@ -441,7 +448,24 @@ class IndexStore:
             # tantivy's average field lengths change only with a commit.
             averages = field_averages(searcher, self.schema)
             self._averages = (self.generation, averages)
-        return term_weights(searcher, self.schema, urls, units, averages)
+        return term_weights(searcher, self.schema, urls, units, averages, self._lengths_of)
+
+    def _lengths_of(self, doc: tantivy.Document) -> FieldLengths:
+        """Field lengths of a stored page, remembered: counting a long body's tokens costs
+        more than the rest of an owner's answer. Publishing fills the cache for nearly
+        every page, so queries seldom count."""
+        key = (str(doc.get_first("url") or ""), int(doc.get_first("fetched") or 0))
+        with self._lengths_lock:
+            found = self._lengths.get(key)
+            if found is not None:
+                self._lengths.move_to_end(key)
+                return found
+        lengths = doc_lengths(doc)
+        with self._lengths_lock:
+            self._lengths[key] = lengths
+            while len(self._lengths) > MAX_CACHED_LENGTHS:
+                self._lengths.popitem(last=False)
+        return lengths
 
     def query_units(self, text: str) -> list[Unit]:
         """The terms and phrases a federated query scores (empty for an invalid query)."""
