@@ -17,6 +17,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,24 @@ def _distance(a: bytes, b: bytes) -> int:
     return int.from_bytes(a, "big") ^ int.from_bytes(b, "big")
 
 
+def _parse_lookup(raw: Any, wanted: Mapping[str, object]) -> dict[str, list[tuple[str, TermShard]]]:
+    """A holder's answer to a lookup; copies that do not parse (a hostile or older holder)
+    are dropped one by one, never the whole answer."""
+    found: dict[str, list[tuple[str, TermShard]]] = {}
+    if not isinstance(raw, dict):
+        return found
+    for term, copies in raw.items():
+        if term not in wanted or not isinstance(copies, list):
+            continue
+        for copy in copies:
+            try:
+                publisher, body = copy
+                found.setdefault(term, []).append((str(publisher), TermShard.from_json(term, body)))
+            except (TypeError, ValueError):
+                continue
+    return found
+
+
 @dataclass(slots=True)
 class QueryTally:
     """Which remote peers one query asked, and which answered in time."""
@@ -101,7 +120,7 @@ class Network:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._published_generation = -1
-        self._published_hash: dict[str, bytes] = {}
+        self._published_hash: dict[str, int] = {}
         self._published_members: frozenset[bytes] = frozenset()
         self._publishing = False
         self._backoff: dict[str, float] = {}
@@ -321,9 +340,11 @@ class Network:
         started = time.monotonic()
         shards = await self.store.term_shards()
         changed: list[TermShard] = []
-        hashes: dict[str, bytes] = {}
+        hashes: dict[str, int] = {}
         for shard in shards:
-            digest = hashlib.blake2b(json.dumps(shard.to_json()).encode(), digest_size=12).digest()
+            # Shards are frozen tuples all the way down: hashing them is cheap, encoding
+            # tens of thousands of them only to compare was seconds of the loop's time.
+            digest = hash(shard)
             hashes[shard.term] = digest
             if self._published_hash.get(shard.term) != digest:
                 changed.append(shard)
@@ -368,7 +389,8 @@ class Network:
             return True
         assert self._session is not None and holder.http_url
         for start in range(0, len(shards), PUBLISH_BATCH_TERMS):
-            body = self.sign_batch(shards[start : start + PUBLISH_BATCH_TERMS], expires_at)
+            part = shards[start : start + PUBLISH_BATCH_TERMS]
+            body = await asyncio.to_thread(self.sign_batch, part, expires_at)  # not on the loop
             self.traffic["push_sent"] += len(body)
             async with self._session.post(
                 holder.http_url.rstrip("/") + "/api/peer/shards",
@@ -394,7 +416,12 @@ class Network:
         )
 
     async def accept_push(self, body: bytes) -> int:
-        """A peer's signed batch: verify, decode within limits, store under its node id."""
+        """A peer's signed batch: verify, decode within limits, store under its node id.
+        Decoding runs on a thread: a batch is megabytes of JSON, and queries wait on the loop."""
+        publisher, shards, expires_at = await asyncio.to_thread(self._decode_push, body)
+        return await self.shards.put(publisher, shards, expires_at)
+
+    def _decode_push(self, body: bytes) -> tuple[str, list[TermShard], float]:
         record = verify_record(body, now=time.time(), max_size=MAX_PUSH_BYTES)
         if record.publisher_id.hex() in self.spot_checker.distrusted:  # hostile peers (#5)
             raise ValueError("publisher is distrusted (failed spot-checks)")
@@ -405,7 +432,7 @@ class Network:
             raise ValueError("shard batch is not an object")
         shards = [TermShard.from_json(term, value) for term, value in data.items()]
         expires_at = min(record.expires_at, time.time() + DEFAULT_SHARD_TTL)
-        return await self.shards.put(record.publisher_id.hex(), shards, expires_at)
+        return record.publisher_id.hex(), shards, expires_at
 
     # --- querying --------------------------------------------------------------------
     def _usable(self, peer: Peer) -> bool:
@@ -457,11 +484,7 @@ class Network:
                     tally.unresponsive.add(peer.node_id.hex())
                     return
                 tally.answered.add(node_id.hex())
-                found = {
-                    t: [(pub, TermShard.from_json(t, s)) for pub, s in copies]
-                    for t, copies in raw.items()
-                    if t in merged and isinstance(copies, list)
-                }
+                found = _parse_lookup(raw, merged)
             for term, copies in found.items():
                 for publisher, shard in copies:
                     if publisher not in self.spot_checker.distrusted:  # hostile peers (#5)
@@ -498,7 +521,7 @@ class Network:
             merged = {}
         scorer = GlobalScorer(units, merged)
         owner, titles = scorer.owner, scorer.titles
-        scores = {url: scorer.score(scorer.shard_weights(url)) for url in scorer.candidates}
+        scores = scorer.shard_scores()
         ranked = sorted(scores, key=lambda u: scores[u], reverse=True)[:CANDIDATES]
         # Ask the owners of the best candidates (and ourselves) for snippets and their own
         # deeper results, each under what is left of the deadline.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import mul
 
 from index import PageWeights, TermShard, bm25_idf
 from index.query import ALL_TERMS_BOOST as LOCAL_ALL_TERMS_BOOST
@@ -113,6 +114,31 @@ class GlobalScorer:
                     out[unit_key(unit)] = [
                         PHRASE_GUESS * min(w[i] for w in found) for i in FIELD_RANGE
                     ]
+        return out
+
+    def shard_scores(self) -> dict[str, float]:
+        """``score(shard_weights(url))`` of every candidate, in one pass: a query can name
+        thousands of candidates, and this runs on the event loop."""
+        if any(len(unit) != 1 for unit in self.units):
+            return {url: self.score(self.shard_weights(url)) for url in self._postings}
+        by_key = {unit_key(unit): unit[0] for unit in self.units}
+        scored = [(by_key[key], idf) for key, idf in self.idfs.items()]
+        wanted = len(scored)
+        out: dict[str, float] = {}
+        for url, per_term in self._postings.items():
+            publisher = self.owner.get(url)
+            total = 0.0
+            matched = 0
+            for term, idf in scored:
+                w = per_term.get(term)
+                if w is None:
+                    w = self._floor.get((publisher, term)) if publisher is not None else None
+                    if w is None:
+                        continue
+                if any(w):
+                    matched += 1
+                    total += sum(map(mul, idf, w))
+            out[url] = total * (ALL_TERMS_FACTOR if wanted and matched >= wanted else 1.0)
         return out
 
     def owner_weights(self, answer: PageWeights, url: str) -> dict[str, Sequence[float]]:

@@ -97,6 +97,24 @@ class ShardStore:
 
     async def put(self, publisher: str, shards: Iterable[TermShard], expires_at: float) -> int:
         """Store ``publisher``'s shards; how many were stored (the rest were over quota)."""
+        batch = list(shards)
+        stored = await self._run(self._put, publisher, batch, expires_at, time.time())
+        if stored < len(batch):
+            self.over_quota += len(batch) - stored
+            log.info(
+                "publisher %s is at its quota of %d terms: %d of %d terms not stored",
+                publisher,
+                self.max_terms_per_publisher,
+                len(batch) - stored,
+                len(batch),
+            )
+        return stored
+
+    def _put(self, publisher: str, shards: list[TermShard], expires_at: float, now: float) -> int:
+        assert self._db is not None
+        db = self._db
+        # Encoded here, on the store's thread: a batch of thousands of terms is seconds of
+        # work that must not stall the event loop (queries wait on it).
         rows = [
             (
                 s.term,
@@ -106,21 +124,6 @@ class ShardStore:
             )
             for s in shards
         ]
-        stored = await self._run(self._put, publisher, rows, time.time())
-        if stored < len(rows):
-            self.over_quota += len(rows) - stored
-            log.info(
-                "publisher %s is at its quota of %d terms: %d of %d terms not stored",
-                publisher,
-                self.max_terms_per_publisher,
-                len(rows) - stored,
-                len(rows),
-            )
-        return stored
-
-    def _put(self, publisher: str, rows: list[tuple[str, str, str, float]], now: float) -> int:
-        assert self._db is not None
-        db = self._db
         db.execute("BEGIN")
         try:
             held = db.execute(
@@ -151,12 +154,8 @@ class ShardStore:
         return await self._run(self._get, terms[:MAX_TERMS_PER_LOOKUP], time.time())
 
     def _get(self, terms: list[str], now: float) -> dict[str, list[tuple[str, TermShard]]]:
-        assert self._db is not None
         out: dict[str, list[tuple[str, TermShard]]] = {}
-        for term in terms:
-            rows = self._db.execute(
-                "SELECT publisher, body FROM shards WHERE term=? AND expires_at > ?", (term, now)
-            ).fetchall()
+        for term, rows in self._get_raw(terms, now).items():
             out[term] = []
             for pub, body in rows:
                 try:
@@ -166,6 +165,26 @@ class ShardStore:
                     # unless its publisher, upgraded, sends it again.
                     continue
         return out
+
+    async def get_json(self, terms: list[str]) -> bytes:
+        """The answer to a peer's lookup, ``{term: [[publisher, shard], ...]}`` as JSON, built
+        from the stored bodies as they are: they were validated and bounded when stored, and
+        parsing them only to encode them again cost a holder more than the rest of a lookup."""
+        found = await self._run(self._get_raw, terms[:MAX_TERMS_PER_LOOKUP], time.time())
+        parts = [
+            json.dumps(term) + ":[" + ",".join(f"[{json.dumps(p)},{b}]" for p, b in rows) + "]"
+            for term, rows in found.items()
+        ]
+        return ("{" + ",".join(parts) + "}").encode()
+
+    def _get_raw(self, terms: list[str], now: float) -> dict[str, list[tuple[str, str]]]:
+        assert self._db is not None
+        return {
+            term: self._db.execute(
+                "SELECT publisher, body FROM shards WHERE term=? AND expires_at > ?", (term, now)
+            ).fetchall()
+            for term in terms
+        }
 
     async def all_for_range(self, accept: Callable[[str], bool]) -> dict[str, list[str]]:
         """Terms (by publisher) that ``accept`` says belong elsewhere now: for hand-over."""

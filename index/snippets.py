@@ -9,6 +9,8 @@ import html
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import tantivy
+
 if TYPE_CHECKING:
     from .query import ParsedQuery
 
@@ -64,13 +66,73 @@ def _byte_to_char_ranges(text: str, ranges: list[tuple[int, int]]) -> tuple[tupl
     return tuple(sorted(out))
 
 
-def make_snippet(generator: Any, doc: Any, parsed: ParsedQuery) -> Snippet:
+# tantivy's snippet generator tokenises the whole body (up to 100k chars, ~5 ms): a result
+# page of long pages cost more than the search. Long bodies are cut to a window around the
+# densest cluster of query words first; the full body is the fallback when that misses.
+LONG_BODY_CHARS = 6_000
+WINDOW_CHARS = 2_000
+CLUSTER_CHARS = 300  # about one fragment's span
+MAX_POSITIONS = 16  # occurrences per word looked at
+
+
+def _window(body: str, words: list[str]) -> str | None:
+    """The part of a long ``body`` where most of ``words`` (analysed, so lowercase stems,
+    mostly prefixes of what the text says) stand close together; None if none occurs."""
+    low = body.lower()
+    hits: list[tuple[int, int]] = []  # (position, word index)
+    for i, word in enumerate(words):
+        pos = low.find(word)
+        while pos >= 0 and len(hits) < MAX_POSITIONS * (i + 1):
+            hits.append((pos, i))
+            pos = low.find(word, pos + len(word))
+    if not hits:
+        return None
+    hits.sort()
+    best, best_count = hits[0][0], 0
+    inside: dict[int, int] = {}  # word -> occurrences in the sliding span
+    end = 0
+    for start, first in hits:
+        while end < len(hits) and hits[end][0] < start + CLUSTER_CHARS:
+            inside[hits[end][1]] = inside.get(hits[end][1], 0) + 1
+            end += 1
+        if len(inside) > best_count:
+            best, best_count = start, len(inside)
+        inside[first] -= 1
+        if not inside[first]:
+            del inside[first]
+    begin = max(0, body.rfind(" ", 0, max(0, best - WINDOW_CHARS // 4)))
+    return body[begin : begin + WINDOW_CHARS]
+
+
+def make_snippet(
+    generator: Any, doc: Any, parsed: ParsedQuery, words: list[str] | None = None
+) -> Snippet:
     if generator is not None:
-        snip = generator.snippet_from_doc(doc)
-        fragment = snip.fragment()
-        if fragment:
-            ranges = [(r.start, r.end) for r in snip.highlighted()]
-            return Snippet(*_tidy(fragment, _byte_to_char_ranges(fragment, ranges)))
+        body = doc.get_first("body") if words else None
+        if isinstance(body, str) and len(body) > LONG_BODY_CHARS:
+            window = _window(body, words or [])
+            if window is not None:
+                part = tantivy.Document()
+                part.add_text("body", window)
+                found = _generated(generator, part, need_highlights=True)
+                if found is not None:
+                    return found
+        found = _generated(generator, doc, need_highlights=False)
+        if found is not None:
+            return found
+    return _fallback(doc)
+
+
+def _generated(generator: Any, doc: Any, *, need_highlights: bool) -> Snippet | None:
+    snip = generator.snippet_from_doc(doc)
+    fragment = snip.fragment()
+    ranges = [(r.start, r.end) for r in snip.highlighted()]
+    if not fragment or (need_highlights and not ranges):
+        return None
+    return Snippet(*_tidy(fragment, _byte_to_char_ranges(fragment, ranges)))
+
+
+def _fallback(doc: Any) -> Snippet:
     for name in ("description", "body"):
         values = doc.get_all(name)
         if values and values[0]:

@@ -359,9 +359,12 @@ class IndexStore:
     # --- reading ---------------------------------------------------------------------
     async def search(self, text: str, *, limit: int = 10, offset: int = 0) -> SearchPage:
         parsed = parse_user_query(text)  # raises QuerySyntaxError before any thread hop
-        return await self._in(self._read_pool, self._search, parsed, limit, offset)
+        # The words snippets look for, analysed here: one analyzer, used on the loop only.
+        units = query_units(parsed.free_text, self.analyzer.analyze)
+        focus = list(dict.fromkeys(t for unit in units for t in unit))
+        return await self._in(self._read_pool, self._search, parsed, limit, offset, focus)
 
-    def _search(self, parsed: ParsedQuery, limit: int, offset: int) -> SearchPage:
+    def _search(self, parsed: ParsedQuery, limit: int, offset: int, focus: list[str]) -> SearchPage:
         started = time.perf_counter()
         limit = max(1, min(limit, MAX_RESULTS_WINDOW))
         offset = max(0, min(offset, MAX_RESULTS_WINDOW - limit))
@@ -397,7 +400,7 @@ class IndexStore:
                 Hit(
                     url=_first(doc, "url"),
                     title=_first(doc, "title"),
-                    snippet=make_snippet(generator, doc, parsed),
+                    snippet=make_snippet(generator, doc, parsed, focus),
                     score=float(score),
                     host=_first(doc, "host"),
                     language=_first(doc, "language"),

@@ -118,3 +118,23 @@ async def test_federated_scores_match_one_index_over_all_pages(
     central_scores = {h.url: h.score for h in central.hits}
     for better, worse in itertools.pairwise(ranked):
         assert central_scores[better] >= central_scores[worse] * (1 - 2 * TOLERANCE)
+
+
+@pytest.mark.parametrize("q", QUERIES)
+async def test_one_pass_candidate_scores_equal_the_per_page_ones(
+    stores: tuple[IndexStore, IndexStore, IndexStore], q: str
+) -> None:
+    """The querying node scores every candidate in one pass; it must agree with scoring
+    each page's shard weights on its own (top-3 shards: most pages live on floors)."""
+    a, b, _union = stores
+    units = a.query_units(q)
+    terms = list(dict.fromkeys(t for unit in units for t in unit))
+    merged: dict[str, dict[str, TermShard]] = {t: {} for t in terms}
+    for name, store in {"a": a, "b": b}.items():
+        for shard in await store.term_shards(terms, top_k=3):
+            merged[shard.term][name] = shard
+    scorer = GlobalScorer(units, merged)
+    fast = scorer.shard_scores()
+    assert fast and set(fast) == set(scorer.candidates)
+    for url in scorer.candidates:
+        assert fast[url] == pytest.approx(scorer.score(scorer.shard_weights(url))), url
