@@ -29,6 +29,7 @@ from dht import DhtNode, Identity, Peer, compress, decompress, sign_record, veri
 from dht.placement import HolderMap
 from dht.shard_store import DEFAULT_SHARD_TTL, ShardStore
 from index import IndexStore, PageWeights, TermShard
+from index.shards import content_key
 
 from .config import NodeConfig, split_host_port
 from .ranking import GlobalScorer
@@ -339,15 +340,9 @@ class Network:
     async def publish(self) -> None:
         started = time.monotonic()
         shards = await self.store.term_shards()
-        changed: list[TermShard] = []
-        hashes: dict[str, int] = {}
-        for shard in shards:
-            # Shards are frozen tuples all the way down: hashing them is cheap, encoding
-            # tens of thousands of them only to compare was seconds of the loop's time.
-            digest = hash(shard)
-            hashes[shard.term] = digest
-            if self._published_hash.get(shard.term) != digest:
-                changed.append(shard)
+        # Keys that survive commits which only shift the averages; computed off the loop.
+        hashes = await asyncio.to_thread(lambda: {s.term: content_key(s) for s in shards})
+        changed = [s for s in shards if self._published_hash.get(s.term) != hashes[s.term]]
         by_holder: dict[bytes, list[TermShard]] = defaultdict(list)
         peers_by_id: dict[bytes, Peer] = {}
         placement = await self.holders_of([shard.term for shard in changed])

@@ -152,6 +152,32 @@ def renormalize(
     return tuple(out)
 
 
+def content_key(shard: TermShard) -> int:
+    """A hash of what ``shard`` says that does not move with the publisher's average field
+    lengths or document count: its df and each posting's page, lengths and term frequency
+    (recovered from the weight). Every commit shifts the averages and so every weight; a
+    publisher that compared whole shards re-sent its entire index after each commit."""
+    postings = tuple(
+        (
+            p.url,
+            p.title,
+            p.lengths,
+            tuple(_tf(i, w, p.lengths[i], shard.avgdl[i]) for i, w in enumerate(p.weights)),
+        )
+        for p in shard.postings
+    )
+    return hash((shard.term, shard.df, shard.field_df, postings))
+
+
+def _tf(i: int, weight: float, dl: int, avgdl: float) -> float:
+    if weight <= 0.0:
+        return 0.0
+    norm = weight / _MAX_TF_NORM[i]
+    if dl <= 0 or avgdl <= 0.0 or norm >= 0.999:
+        return round(weight, 2)
+    return float(round(norm * K1 * (1.0 - B + B * dl / avgdl) / (1.0 - norm)))
+
+
 # tantivy keeps a field's length in one byte, as Lucene does: exact below 24 tokens, then
 # 3 significant bits (rounding down). BM25 sees that value, so the federated side must too.
 _EXACT_LENGTHS = 24

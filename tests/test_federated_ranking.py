@@ -138,3 +138,31 @@ async def test_one_pass_candidate_scores_equal_the_per_page_ones(
     assert fast and set(fast) == set(scorer.candidates)
     for url in scorer.candidates:
         assert fast[url] == pytest.approx(scorer.score(scorer.shard_weights(url))), url
+
+
+async def test_a_shard_keeps_its_key_when_only_the_averages_move() -> None:
+    """A commit of unrelated pages shifts every field's average length and so every
+    weight; the publisher must not take that for a change of every shard (it re-sent its
+    whole index after each commit). A new page with the term does change the key."""
+    from index.shards import content_key
+
+    first = [
+        IndexDoc(url=f"http://a.example/{i}", title=f"vacuum page {i}", body="vacuum " * (i + 1))
+        for i in range(5)
+    ]
+    store = await _store(first)
+    try:
+        before = {s.term: s for s in await store.term_shards(["vacuum", "page"])}
+        await store.submit(IndexDoc(url="http://a.example/x", title="other", body="word " * 500))
+        await store.submit(IndexDoc(url="http://a.example/y", title="page y", body="zzz"))
+        for _ in range(100):
+            if store.num_docs == 7 and not store.pending:
+                break
+            await asyncio.sleep(0.05)
+        after = {s.term: s for s in await store.term_shards(["vacuum", "page"])}
+    finally:
+        await store.stop()
+    assert before["vacuum"].avgdl != after["vacuum"].avgdl
+    assert before["vacuum"].postings != after["vacuum"].postings  # the weights moved
+    assert content_key(before["vacuum"]) == content_key(after["vacuum"])
+    assert content_key(before["page"]) != content_key(after["page"])  # a new page has it
