@@ -16,7 +16,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +27,7 @@ from crawler import CrawlerError
 from crawler.ssrf import GuardedSocketFactory
 from dht import DhtNode, Identity, Peer, compress, decompress, sign_record, verify_record
 from dht.placement import HolderMap
-from dht.shard_store import DEFAULT_SHARD_TTL, ShardStore
+from dht.shard_store import DEFAULT_SHARD_TTL, ShardStore, encode_batch, split_batch
 from index import IndexStore, PageWeights, TermShard
 from index.shards import content_key
 
@@ -51,12 +51,14 @@ MAX_PUBLISH_RETRY = 60.0
 MAX_PUSH_BYTES = 16 * 1024 * 1024
 MAX_PUSH_DECODED = 64 * 1024 * 1024
 QUERY_DEADLINE = 2.0
+SHARD_CACHE_SECONDS = 30.0  # how stale a query's view of a term may be
+SHARD_CACHE_TERMS = 20_000  # ~20 KB each at most: bounded memory
 PEER_TIMEOUT = 1.5
 BACKOFF_SECONDS = 60.0
 CANDIDATES = 50
 OWNERS_ASKED = 2
 OWNER_DEPTH = 10  # results each owner returns (at least a page), scored with global statistics
-SHARD_KIND = "shards/2"  # /2: field lengths and url_words; older pushes are refused
+SHARD_KIND = "shards/3"  # /3: a term a line, stored as sent; older pushes are refused
 FORWARD_BATCH = 1_000
 TRAFFIC_IN = {"/api/peer/shards": "lookup_received", "/api/peer/search": "search_received"}
 # What a peer request can fail with: HTTP and socket errors, our timeouts, bad JSON, and
@@ -133,6 +135,9 @@ class Network:
         self._pinned = frozenset(h.lower() for h in config.pin_host)
         self.last_publish: dict[str, Any] = {}
         self.spot_checker = SpotChecker(config.data_dir, self.node_id)  # hostile peers (#5)
+        # Merged shards of recent query terms: common words recur in most queries, and a
+        # shard changes at most once a publish. {term: (fetched at, {publisher: shard})}
+        self._shard_cache: OrderedDict[str, tuple[float, dict[str, TermShard]]] = OrderedDict()
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self, http_url: str) -> None:
@@ -398,9 +403,7 @@ class Network:
         return True
 
     def sign_batch(self, shards: list[TermShard], expires_at: float) -> bytes:
-        payload = compress(
-            json.dumps({s.term: s.to_json() for s in shards}, separators=(",", ":")).encode()
-        )
+        payload = compress(encode_batch(shards))
         return sign_record(
             self.dht.identity,
             kind=SHARD_KIND,
@@ -413,21 +416,18 @@ class Network:
     async def accept_push(self, body: bytes) -> int:
         """A peer's signed batch: verify, decode within limits, store under its node id.
         Decoding runs on a thread: a batch is megabytes of JSON, and queries wait on the loop."""
-        publisher, shards, expires_at = await asyncio.to_thread(self._decode_push, body)
-        return await self.shards.put(publisher, shards, expires_at)
+        publisher, rows, expires_at = await asyncio.to_thread(self._decode_push, body)
+        return await self.shards.put_encoded(publisher, rows, expires_at)
 
-    def _decode_push(self, body: bytes) -> tuple[str, list[TermShard], float]:
+    def _decode_push(self, body: bytes) -> tuple[str, list[tuple[str, str]], float]:
         record = verify_record(body, now=time.time(), max_size=MAX_PUSH_BYTES)
         if record.publisher_id.hex() in self.spot_checker.distrusted:  # hostile peers (#5)
             raise ValueError("publisher is distrusted (failed spot-checks)")
         if record.kind != SHARD_KIND:
             raise ValueError("not a shard batch")
-        data = json.loads(decompress(record.payload, MAX_PUSH_DECODED))
-        if not isinstance(data, dict):
-            raise ValueError("shard batch is not an object")
-        shards = [TermShard.from_json(term, value) for term, value in data.items()]
+        rows = split_batch(decompress(record.payload, MAX_PUSH_DECODED))
         expires_at = min(record.expires_at, time.time() + DEFAULT_SHARD_TTL)
-        return record.publisher_id.hex(), shards, expires_at
+        return record.publisher_id.hex(), rows, expires_at
 
     # --- querying --------------------------------------------------------------------
     def _usable(self, peer: Peer) -> bool:
@@ -461,6 +461,27 @@ class Network:
         asked of the next holder, up to all replicas.
         """
         merged: dict[str, dict[str, TermShard]] = {t: {} for t in terms}
+        now = time.monotonic()
+        for term in terms:
+            cached = self._shard_cache.get(term)
+            if cached is not None and now - cached[0] < SHARD_CACHE_SECONDS:
+                merged[term] = dict(cached[1])
+                self._shard_cache.move_to_end(term)
+        missing = [t for t in terms if not merged[t]]
+        if missing:
+            await self._fetch_missing(missing, merged, tally)
+            for term in missing:
+                if merged[term]:
+                    self._shard_cache[term] = (now, merged[term])
+                    self._shard_cache.move_to_end(term)
+            while len(self._shard_cache) > SHARD_CACHE_TERMS:
+                self._shard_cache.popitem(last=False)
+        distrusted = self.spot_checker.distrusted  # (#5) may have grown since caching
+        return {t: {p: s for p, s in c.items() if p not in distrusted} for t, c in merged.items()}
+
+    async def _fetch_missing(
+        self, terms: list[str], merged: dict[str, dict[str, TermShard]], tally: QueryTally
+    ) -> None:
         candidates = await self._query_holders(terms)
         peers = {h.node_id: h for holders in candidates.values() for h in holders}
 
@@ -498,7 +519,6 @@ class Network:
             if not plan:
                 break
             await asyncio.gather(*(ask(n, w) for n, w in plan.items()))
-        return merged
 
     async def search(self, q: str, *, limit: int, offset: int) -> dict[str, Any]:
         """Federated search; returns the fields the API merges into its response."""

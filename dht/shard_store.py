@@ -5,18 +5,21 @@ publisher's copy apart (no last-writer-wins between publishers), expires copies 
 not republished, and answers lookups with all copies of a term so the asker can merge them.
 SQLite in WAL mode on its own thread, like the frontier.
 
+Shards are stored and served as their publisher encoded them (one JSON array a term, at
+most ``MAX_SHARD_BYTES``): parsing and re-encoding every shard of every push cost holders
+more CPU than everything else in placement, and every reader parses through
+``TermShard.from_json``, which holds a publisher to ``MAX_POSTINGS_PER_SHARD`` pages a term,
+bounded counts (``MAX_DOCS_PER_PUBLISHER``) and clamped weights, whatever was stored.
+
 Quotas, because publishers may be hostile: a publisher holds at most
 ``max_terms_per_publisher`` unexpired terms here (terms it already holds can always be
-refreshed; new ones beyond the quota are skipped), at most ``MAX_POSTINGS_PER_SHARD`` pages
-per term, and its claimed document counts are bounded (``MAX_DOCS_PER_PUBLISHER``). Posting
-weights are clamped when a shard is parsed (``index.shards.MAX_FIELD_WEIGHT``). How many
-publishers one address may push for is the HTTP layer's business (api/peer_routes.py).
+refreshed; new ones beyond the quota are skipped). How many publishers one address may push
+for is the HTTP layer's business (api/peer_routes.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import sqlite3
@@ -27,18 +30,19 @@ from pathlib import Path
 from typing import TypeVar
 
 from index import TermShard
+from index.shards import MAX_TERM_CHARS
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_TTL = 24 * 3600.0
-MAX_POSTINGS_PER_SHARD = 50  # a publisher's influence on a term is capped at this many pages
 MAX_TERMS_PER_LOOKUP = 64
 # Terms one publisher may hold here. A holder gets ~3/N of a publisher's terms (3 replicas,
 # N nodes); 200k is the share of an index with millions of distinct terms on a small
 # network, and caps what one key can make us store at ~200k x 50 postings.
 MAX_TERMS_PER_PUBLISHER = 200_000
-MAX_DOCS_PER_PUBLISHER = 100_000_000  # a claimed N beyond this is a lie that skews every IDF
+# 50 postings with long URLs and titles stay well under this; a larger line is refused.
+MAX_SHARD_BYTES = 64 * 1024
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS shards (
@@ -53,16 +57,39 @@ CREATE INDEX IF NOT EXISTS shards_publisher ON shards(publisher, expires_at);
 """
 
 
-def bounded(shard: TermShard) -> TermShard:
-    """``shard`` with its postings and claimed counts within what one publisher may claim."""
-    n_docs = min(max(shard.n_docs, 0), MAX_DOCS_PER_PUBLISHER)
-    return dataclasses.replace(
-        shard,
-        n_docs=n_docs,
-        df=min(max(shard.df, 0), n_docs),
-        field_df=tuple(min(max(d, 0), n_docs) for d in shard.field_df),
-        postings=shard.postings[:MAX_POSTINGS_PER_SHARD],
-    )
+def encode_lines(items: Iterable[tuple[str, object]]) -> bytes:
+    """A batch of shards as pushed: one ``term<TAB>json`` line per term."""
+    return "\n".join(
+        f"{term}\t{json.dumps(value, separators=(',', ':'))}" for term, value in items
+    ).encode()
+
+
+def encode_batch(shards: Iterable[TermShard]) -> bytes:
+    return encode_lines((s.term, s.to_json()) for s in shards)
+
+
+def split_batch(data: bytes) -> list[tuple[str, str]]:
+    """(term, shard JSON) of each well-formed line of a pushed batch. Lines with no term,
+    an over-long term or body, or a body that is no JSON array are skipped, not parsed:
+    readers parse (and bound) what they use. A batch with no usable line is refused."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("shard batch is not UTF-8") from None
+    rows = []
+    for line in text.split("\n"):
+        term, tab, body = line.partition("\t")
+        if (
+            tab
+            and 0 < len(term) <= MAX_TERM_CHARS
+            and len(body) <= MAX_SHARD_BYTES
+            and body.startswith("[")
+            and body.endswith("]")
+        ):
+            rows.append((term, body))
+    if not rows:
+        raise ValueError("no shards in the batch")
+    return rows
 
 
 class ShardStore:
@@ -97,33 +124,30 @@ class ShardStore:
 
     async def put(self, publisher: str, shards: Iterable[TermShard], expires_at: float) -> int:
         """Store ``publisher``'s shards; how many were stored (the rest were over quota)."""
-        batch = list(shards)
-        stored = await self._run(self._put, publisher, batch, expires_at, time.time())
-        if stored < len(batch):
-            self.over_quota += len(batch) - stored
+        rows = [(s.term, json.dumps(s.to_json(), separators=(",", ":"))) for s in shards]
+        return await self.put_encoded(publisher, rows, expires_at)
+
+    async def put_encoded(
+        self, publisher: str, rows: list[tuple[str, str]], expires_at: float
+    ) -> int:
+        """Store (term, shard JSON) rows as ``split_batch`` gave them."""
+        stored = await self._run(self._put, publisher, rows, expires_at, time.time())
+        if stored < len(rows):
+            self.over_quota += len(rows) - stored
             log.info(
                 "publisher %s is at its quota of %d terms: %d of %d terms not stored",
                 publisher,
                 self.max_terms_per_publisher,
-                len(batch) - stored,
-                len(batch),
+                len(rows) - stored,
+                len(rows),
             )
         return stored
 
-    def _put(self, publisher: str, shards: list[TermShard], expires_at: float, now: float) -> int:
+    def _put(
+        self, publisher: str, rows: list[tuple[str, str]], expires_at: float, now: float
+    ) -> int:
         assert self._db is not None
         db = self._db
-        # Encoded here, on the store's thread: a batch of thousands of terms is seconds of
-        # work that must not stall the event loop (queries wait on it).
-        rows = [
-            (
-                s.term,
-                publisher,
-                json.dumps(bounded(s).to_json(), separators=(",", ":")),
-                expires_at,
-            )
-            for s in shards
-        ]
         db.execute("BEGIN")
         try:
             held = db.execute(
@@ -141,7 +165,7 @@ class ShardStore:
                     if room <= 0:
                         continue  # a new term over the quota; refreshing held ones is fine
                     room -= 1
-                accepted.append(row)
+                accepted.append((row[0], publisher, row[1], expires_at))
             db.executemany("INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?)", accepted)
         except BaseException:
             db.execute("ROLLBACK")
@@ -168,8 +192,8 @@ class ShardStore:
 
     async def get_json(self, terms: list[str]) -> bytes:
         """The answer to a peer's lookup, ``{term: [[publisher, shard], ...]}`` as JSON, built
-        from the stored bodies as they are: they were validated and bounded when stored, and
-        parsing them only to encode them again cost a holder more than the rest of a lookup."""
+        from the stored bodies as they are: readers parse and bound them, and parsing them
+        here only to encode them again cost a holder more than the rest of a lookup."""
         found = await self._run(self._get_raw, terms[:MAX_TERMS_PER_LOOKUP], time.time())
         parts = [
             json.dumps(term) + ":[" + ",".join(f"[{json.dumps(p)},{b}]" for p, b in rows) + "]"

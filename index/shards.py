@@ -24,6 +24,8 @@ from .query import Unit, unit_key
 from .schema import FIELD_BOOSTS, url_words
 
 DEFAULT_TOP_K = 50
+MAX_POSTINGS_PER_SHARD = 50  # a publisher's influence on a term is capped at this many pages
+MAX_DOCS_PER_PUBLISHER = 100_000_000  # a claimed N beyond this is a lie that skews every IDF
 WEIGHT_DECIMALS = 4
 SHARD_FIELDS = ("title", "body", "anchor", "description", "url_words")
 MAX_TERM_CHARS = 40
@@ -71,16 +73,22 @@ class TermShard:
 
     @classmethod
     def from_json(cls, term: str, data: Any) -> TermShard:
+        """A shard as some peer sent or served it, within what one publisher may claim:
+        at most ``MAX_POSTINGS_PER_SHARD`` pages, counts up to ``MAX_DOCS_PER_PUBLISHER``,
+        weights and lengths clamped. Every reader parses through here, so a holder may
+        store and serve shards as they were sent (a hostile holder gains nothing)."""
         df, n_docs, field_df, postings, avgdl = data
         if len(field_df) != len(SHARD_FIELDS):
             raise ValueError("shard has the wrong number of fields")
+        n = min(max(int(n_docs), 0), MAX_DOCS_PER_PUBLISHER)
         return cls(
             term=str(term),
-            df=int(df),
-            n_docs=int(n_docs),
-            field_df=tuple(int(d) for d in field_df),
+            df=min(max(int(df), 0), n),
+            n_docs=n,
+            field_df=tuple(min(max(int(d), 0), n) for d in field_df),
             postings=tuple(
-                Posting(str(u), str(t), _weights(w), field_lengths(n)) for u, t, w, n in postings
+                Posting(str(u), str(t), _weights(w), field_lengths(dl))
+                for u, t, w, dl in postings[:MAX_POSTINGS_PER_SHARD]
             ),
             avgdl=average_lengths(avgdl),
         )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,6 +22,7 @@ from aiohttp import web
 from api.config import split_host_port
 from api.network import SHARD_KIND
 from dht import DhtNode, Identity, compress, sign_record
+from dht.shard_store import encode_batch
 from index import TermShard, build_analyzer
 from index.shards import MAX_FIELD_WEIGHT, SHARD_FIELDS, Posting
 
@@ -43,22 +43,22 @@ def lie_title(query: str) -> str:
 
 
 def signed_batch(identity: Identity, site: str, terms: list[str]) -> bytes:
-    shards = {
-        term: TermShard(
+    shards = [
+        TermShard(
             term=term,
             df=len(lie_urls(site)),
             n_docs=1_000,
             field_df=tuple([len(lie_urls(site))] * len(SHARD_FIELDS)),
             postings=tuple(Posting(u, lie_title(term), tuple(TOP)) for u in lie_urls(site)),
-        ).to_json()
+        )
         for term in terms
-    }
+    ]
     now = time.time()
     return sign_record(
         identity,
         kind=SHARD_KIND,
         key=b"batch",
-        payload=compress(json.dumps(shards, separators=(",", ":")).encode()),
+        payload=compress(encode_batch(shards)),
         issued_at=now,
         expires_at=now + 3600,
     )

@@ -30,9 +30,15 @@ from api.network import SHARD_KIND
 from dht import DhtNode, DhtSettings, Identity, Peer, compress, sign_record
 from dht.protocol import JUNK_COST, PROOF_CONTEXT, REQUEST, RESPONSE, RhizomeProtocol
 from dht.quotas import DistinctCap, RateLimiter, address_range
-from dht.shard_store import MAX_DOCS_PER_PUBLISHER, MAX_POSTINGS_PER_SHARD, ShardStore
+from dht.shard_store import MAX_SHARD_BYTES, ShardStore, encode_lines
 from index import TermShard
-from index.shards import MAX_FIELD_WEIGHT, SHARD_FIELDS, Posting
+from index.shards import (
+    MAX_DOCS_PER_PUBLISHER,
+    MAX_FIELD_WEIGHT,
+    MAX_POSTINGS_PER_SHARD,
+    SHARD_FIELDS,
+    Posting,
+)
 from tests.conftest import NodeFactory, NodeHandle
 from tests.test_network import dht_address
 
@@ -714,7 +720,7 @@ def signed_batch(identity: Identity, shards: dict[str, Any]) -> bytes:
         identity,
         kind=SHARD_KIND,
         key=b"batch",
-        payload=compress(json.dumps(shards).encode()),
+        payload=compress(encode_lines(shards.items())),
         issued_at=now,
         expires_at=now + 3600,
     )
@@ -802,23 +808,30 @@ def test_one_address_cannot_push_for_unboundedly_many_publishers(peer_node: Node
     assert status == 200 and len(copies["sybilterm"]) == MAX_PUBLISHERS_PER_ADDRESS + 1
 
 
-def test_claimed_top_scores_are_stored_as_the_clamp(peer_node: NodeHandle) -> None:
-    """A push claiming weight 1e9 on a popular term and 500 postings: the holder serves the
-    bound (MAX_FIELD_WEIGHT) and 50 postings, so the liar cannot outrank an honest page
-    beyond the largest weight tantivy could produce. Catches a holder storing claims as-is."""
+def test_claimed_top_scores_count_as_the_clamp(peer_node: NodeHandle) -> None:
+    """A push claiming weight 1e9 on a popular term and 500 postings: what the holder serves
+    parses (as every querying node parses it) to the bound, MAX_FIELD_WEIGHT, and 50
+    postings, so the liar cannot outrank an honest page beyond the largest weight tantivy
+    could produce; a shard over MAX_SHARD_BYTES is not stored at all. Catches a reader that
+    trusts the claims and a holder that stores unbounded lines."""
     liar = Identity.generate()
-    batch = signed_batch(liar, {"popular": _raw_shard("popular", 1e9, 500)})
-    assert (
-        call_http(peer_node, "POST", "/api/peer/shards", source="127.0.0.15", body=batch)[0] == 200
+    huge = _raw_shard("huge", 1.0, 1)
+    huge[3] = [[f"https://x.test/{'p' * 200}/{i}", "t", [1.0] * 5, [1] * 5] for i in range(400)]
+    assert len(json.dumps(huge)) > MAX_SHARD_BYTES
+    batch = signed_batch(liar, {"popular": _raw_shard("popular", 1e9, 500), "huge": huge})
+    status, _, answer = call_http(
+        peer_node, "POST", "/api/peer/shards", source="127.0.0.15", body=batch
     )
+    assert status == 200 and answer == {"stored": 1}
     _, _, copies = call_http(
-        peer_node, "GET", "/api/peer/shards?terms=popular", source="127.0.0.15"
+        peer_node, "GET", "/api/peer/shards?terms=popular,huge", source="127.0.0.15"
     )
-    ((publisher, shard),) = copies["popular"]
+    assert copies["huge"] == []
+    ((publisher, raw),) = copies["popular"]
     assert publisher == liar.node_id.hex()
-    postings = shard[3]
-    assert len(postings) == MAX_POSTINGS_PER_SHARD
-    weights = {w for p in postings for w in p[2]}
+    shard = TermShard.from_json("popular", raw)
+    assert len(shard.postings) == MAX_POSTINGS_PER_SHARD
+    weights = {w for p in shard.postings for w in p.weights}
     assert max(weights) <= MAX_FIELD_WEIGHT and max(weights) >= MAX_FIELD_WEIGHT - 1e-3
 
 
