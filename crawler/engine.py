@@ -32,6 +32,9 @@ from .workers import CrawlWorkers
 log = logging.getLogger(__name__)
 
 SUPERVISOR_TICK = 1.0
+# How long stop() waits for its cancelled tasks. They do not resist cancellation, so this
+# only matters if one is stuck in a bug; stop() must still close the workers and frontier.
+TASK_STOP_TIMEOUT = 5.0
 MAX_REMEMBERED_HOSTS = 10_000
 RETRY_BASE = 60.0
 RATE_WINDOW = 60.0
@@ -123,7 +126,15 @@ class Crawler:
         tasks = [t for t in (self._supervisor, *self._slot_tasks, *self._side_tasks) if t]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            async with asyncio.timeout(TASK_STOP_TIMEOUT):
+                await asyncio.gather(*tasks, return_exceptions=True)
+        except TimeoutError:
+            log.error(
+                "crawler tasks ignored cancellation for %.0f s: %s",
+                TASK_STOP_TIMEOUT,
+                ", ".join(sorted(t.get_name() for t in tasks if not t.done())),
+            )
         await self.frontier.release(list(self._pending))
         self._pending.clear()
         await self.fetcher.close()
@@ -232,8 +243,13 @@ class Crawler:
                     task = asyncio.create_task(self._run_slot(slot), name=f"slot:{host}")
                     self._slot_tasks.add(task)
                     task.add_done_callback(self._slot_tasks.discard)
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that arrives after
+            # _wake was set but before this task resumed (add_seeds or a finished slot
+            # right before stop()), and the supervisor then ran forever with stop()
+            # waiting for it. asyncio.timeout awaits the event in this task itself.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), SUPERVISOR_TICK)
+                async with asyncio.timeout(SUPERVISOR_TICK):
+                    await self._wake.wait()
 
     async def _run_slot(self, slot: HostSlot) -> None:
         """Crawl one host until the frontier has nothing due for it.

@@ -38,6 +38,9 @@ HEADER = struct.Struct("!I")
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 STOP_TIMEOUT = 5.0
 READY_TIMEOUT = 60.0
+# Parsing one capped page takes well under a second; this is the margin on top of the
+# fetch's own time caps before a worker that has not answered is taken for wedged.
+PARSE_ALLOWANCE = 30.0
 
 _ERROR_TYPES: dict[str, type[errors.FetchError]] = {
     cls.__name__: cls
@@ -104,6 +107,7 @@ class _Worker:
         self.proc: asyncio.subprocess.Process | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.task: asyncio.Task[None] | None = None
+        self.reply_timeout = PARSE_ALLOWANCE
         self._ids = itertools.count()
 
     async def start(self, config: CrawlerConfig) -> None:
@@ -119,13 +123,24 @@ class _Worker:
             )
         finally:
             child.close()
-        reader, self.writer = await asyncio.open_unix_connection(sock=parent)
-        self.writer.write(_frame(config))
-        # Wait until the worker has imported everything and opened its session, so the
-        # first URL is not held up (and the first politeness gap not shortened) by it.
-        ready = pickle.loads(await asyncio.wait_for(_read_message(reader), READY_TIMEOUT))
-        if ready != ("ready",):
-            raise RuntimeError(f"crawl worker {self.index} did not start: {ready!r}")
+        # Every hop of a fetch may take fetch_timeout, and so may the robots.txt of a
+        # redirect target; a reply later than all of that will not come.
+        self.reply_timeout = 2 * (config.max_redirects + 1) * config.fetch_timeout + PARSE_ALLOWANCE
+        try:
+            reader, self.writer = await asyncio.open_unix_connection(sock=parent)
+            self.writer.write(_frame(config))
+            # Wait until the worker has imported everything and opened its session, so the
+            # first URL is not held up (and the first politeness gap not shortened) by it.
+            async with asyncio.timeout(READY_TIMEOUT):
+                ready = pickle.loads(await _read_message(reader))
+            if ready != ("ready",):
+                raise RuntimeError(f"crawl worker {self.index} did not start: {ready!r}")
+        except BaseException:
+            # A worker that never became ready must not outlive the attempt.
+            if self.writer is None:
+                parent.close()
+            await self.close()
+            raise
         self.task = asyncio.create_task(self._read_loop(reader), name=f"crawl-worker-{self.index}")
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
@@ -159,9 +174,21 @@ class _Worker:
         self.pending[req_id] = fut
         self.writer.write(_frame((req_id, url)))
         try:
-            return await fut
+            async with asyncio.timeout(self.reply_timeout):
+                return await fut
+        except TimeoutError as exc:
+            # Its own caps would have answered by now: the process is stuck. Killing it
+            # fails its other URLs as WorkerDied (retried) and the next crawl restarts it.
+            log.error("crawl worker %d gave no answer for %s; killing it", self.index, url)
+            self._kill()
+            raise WorkerDied(f"crawl worker gave no answer in {self.reply_timeout:.0f} s") from exc
         finally:
             self.pending.pop(req_id, None)
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
 
     async def close(self) -> None:
         if self.writer is not None:
@@ -172,10 +199,17 @@ class _Worker:
                 await self.task
         if self.proc is not None and self.proc.returncode is None:
             try:
-                await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT)
+                async with asyncio.timeout(STOP_TIMEOUT):
+                    await self.proc.wait()
             except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+                self._kill()
+                try:
+                    async with asyncio.timeout(STOP_TIMEOUT):
+                        await self.proc.wait()
+                except TimeoutError:
+                    # Only a process stuck in the kernel survives SIGKILL; stopping the
+                    # crawler must not wait for it.
+                    log.error("crawl worker %d (pid %d) did not exit", self.index, self.proc.pid)
 
 
 def _package_root() -> str:
@@ -195,7 +229,15 @@ class CrawlWorkers:
 
     async def start(self) -> None:
         self._workers = [_Worker(i) for i in range(self.size)]
-        await asyncio.gather(*(w.start(self.config) for w in self._workers))
+        # Let every start finish (each is bounded), then close them all if one failed: a
+        # failed start must not leave worker processes behind.
+        results = await asyncio.gather(
+            *(w.start(self.config) for w in self._workers), return_exceptions=True
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            await self.close()
+            raise failed[0]
 
     async def close(self) -> None:
         await asyncio.gather(*(w.close() for w in self._workers))
