@@ -4,8 +4,10 @@ Run as ``python -m tests.liar_peer --data-dir D --bootstrap HOST:PORT --site URL
 --push http://node/ ...``. It joins the DHT with a signed hello carrying its HTTP URL,
 pushes correctly signed shard batches claiming top weights for popular terms on pages of
 the fixture site that do not contain them (with invented titles) and on pages that do not
-exist, and answers ``/api/peer/search`` with the same lies for any query. It prints
-``liar: http=URL id=HEX`` when ready; ``GET /stats`` counts the requests it received.
+exist, and answers ``/api/peer/search`` with the same lies for any query. With
+``--stall S`` it accepts every peer request and answers it only after S seconds (a peer
+that is slow or never answers). It prints ``liar: http=URL id=HEX`` when ready;
+``GET /stats`` counts the requests it received.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ async def main() -> None:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--site", required=True)
     parser.add_argument("--push", action="append", default=[])
+    parser.add_argument("--stall", type=float, default=0.0)
     args = parser.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     identity = Identity.load_or_create(args.data_dir)
@@ -78,6 +81,7 @@ async def main() -> None:
 
     async def search(request: web.Request) -> web.Response:
         hits["search"] += 1
+        await asyncio.sleep(args.stall)
         q = request.query.get("q", "")
         terms = list(dict.fromkeys(analyzer.analyze(q)))
         results = [
@@ -89,6 +93,7 @@ async def main() -> None:
 
     async def get_shards(request: web.Request) -> web.Response:
         hits["get_shards"] += 1
+        await asyncio.sleep(args.stall)
         return web.json_response({})
 
     async def accept(request: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from api.network import QUERY_DEADLINE
 from api.spot_check import (
     CHECK_BURST,
     PUBLISHER_BURST,
@@ -251,7 +252,7 @@ async def test_rate_limits_cap_fetches_however_many_claims_are_offered(tmp_path:
 
 
 def start_liar(
-    tmp: Path, bootstrap: str, site: str, *push: str
+    tmp: Path, bootstrap: str, site: str, *push: str, stall: float = 0.0
 ) -> tuple[subprocess.Popen[str], str, str]:
     cmd = [
         sys.executable,
@@ -266,6 +267,8 @@ def start_liar(
     ]
     for target in push:
         cmd += ["--push", target]
+    if stall:
+        cmd += ["--stall", str(stall)]
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
@@ -386,3 +389,41 @@ def test_a_lying_peer_is_distrusted_purged_and_stays_so_and_an_honest_one_never(
     finally:
         liar.kill()
         liar.wait(10)
+
+
+def test_a_peer_that_accepts_and_never_answers_costs_one_deadline_then_nothing(
+    node_factory: NodeFactory, fixture_site: FixtureSite, tmp_path: Path
+) -> None:
+    """A peer that takes the connection and then stalls (not a dead one, which loopback
+    refuses at once): its shards claim the best pages for the query, so the querying node
+    must ask it. Would catch a query with no per-peer timeout or overall deadline (it would
+    hang), one that drops its own results when a peer is late, or one that asks the slow
+    peer again on every query instead of backing it off."""
+    site = fixture_site
+    common = ("--dht", "127.0.0.1:0", "--max-depth", "0", "--pin-host", site.split("/", 3)[2])
+    a = node_factory.start(*common, seeds=[site + "/moons.html"])
+    wait_until(lambda: a.status()["idle"], what="the crawl and placement")
+    staller, staller_url, staller_id = start_liar(
+        tmp_path / "staller", dht_address(a), site, a.url, stall=60.0
+    )
+    try:
+        wait_until(lambda: network_status(a)["peers"] >= 1, what="A to know the staller")
+        started = time.monotonic()
+        first = network_search(a, QUERIES[0])
+        took = time.monotonic() - started
+        assert took < QUERY_DEADLINE + 1.0, took
+        # It was asked (for its shards as a holder, or for results as their owner), stalled.
+        stats = liar_stats(staller_url)
+        assert stats.get("search", 0) + stats.get("get_shards", 0) >= 1, stats
+        assert staller_id in first["unresponsive_peers"] and first["partial"], first
+        assert any(r["url"] == site + "/moons.html" for r in first["results"]), first
+        asked = liar_stats(staller_url)
+        started = time.monotonic()
+        second = network_search(a, QUERIES[0] + " moons")
+        assert time.monotonic() - started < 1.0  # backed off: not waited for again
+        assert any(r["url"] == site + "/moons.html" for r in second["results"]), second
+        assert liar_stats(staller_url) == asked
+        print(f"\nstalling peer: first query {took * 1000:.0f} ms, then skipped")
+    finally:
+        staller.kill()
+        staller.wait(10)
