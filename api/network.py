@@ -32,7 +32,7 @@ from index import IndexStore, PageWeights, TermShard
 from index.shards import content_key
 
 from .config import NodeConfig, split_host_port
-from .ranking import GlobalScorer
+from .ranking import GlobalScorer, title_bonus
 from .spot_check import SpotChecker  # hostile peers (#5)
 
 log = logging.getLogger(__name__)
@@ -590,6 +590,11 @@ class Network:
                     "engine": "rhizome",
                     "peers": [owner[url]],
                 }
+        tokens = [t for unit in units for t in unit]
+        for r in results.values():
+            bonus = title_bonus(tokens, str(r.get("title") or ""), self.store.analyzer.analyze)
+            if bonus != 1.0:
+                r["score"] = round(r["score"] * bonus, 4)
         ordered = sorted(results.values(), key=lambda r: r["score"], reverse=True)
         self.spot_checker.offer_page(ordered[offset : offset + limit], answers, terms)  # (#5)
         return {

@@ -166,3 +166,20 @@ async def test_a_shard_keeps_its_key_when_only_the_averages_move() -> None:
     assert before["vacuum"].postings != after["vacuum"].postings  # the weights moved
     assert content_key(before["vacuum"]) == content_key(after["vacuum"])
     assert content_key(before["page"]) != content_key(after["page"])  # a new page has it
+
+
+def test_exact_titles_get_the_title_bonus_and_near_duplicates_do_not() -> None:
+    from api.ranking import EXACT_TITLE_BONUS, title_bonus
+    from index import build_analyzer
+
+    analyze = build_analyzer().analyze
+    query = analyze("Django 1.7 release notes")
+    exact = "Django 1.7 release notes — Django 3.2.25 documentation"
+    assert title_bonus(query, exact, analyze) == 1.0 + EXACT_TITLE_BONUS
+    assert title_bonus(analyze("release notes django 1.7"), exact, analyze) > 1.0  # any order
+    assert (
+        title_bonus(query, "Django 1.7.8 release notes — Django 3.2.25 documentation", analyze)
+        == 1.0
+    )
+    assert title_bonus(query, "Django 1.7 release notes and more", analyze) == 1.0
+    assert title_bonus([], exact, analyze) == 1.0
