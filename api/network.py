@@ -528,12 +528,19 @@ class Network:
         terms = list(dict.fromkeys(t for unit in units for t in unit))
         members = await self._members()
         tally = QueryTally()
+        depth = max(limit + offset, OWNER_DEPTH)
+        # This node always answers for its own pages, whatever the shards say: start that
+        # now, beside the shard lookups, instead of after them.
+        own = asyncio.create_task(self._own_answer(q, depth))
         try:
             merged = await asyncio.wait_for(
                 self.fetch_shards(terms, tally), max(0.1, deadline - time.monotonic())
             )
         except TimeoutError:
             merged = {}
+        except BaseException:
+            own.cancel()
+            raise
         scorer = GlobalScorer(units, merged)
         owner, titles = scorer.owner, scorer.titles
         scores = scorer.shard_scores()
@@ -546,8 +553,6 @@ class Network:
                 owners.append(owner[url])
             if len(owners) >= OWNERS_ASKED:
                 break
-        if self.node_id not in owners:
-            owners.append(self.node_id)
         by_hex = {p.node_id.hex(): p for p in members}
         for missing in [o for o in owners if o not in by_hex]:
             # An owner outside our routing table (large networks): its signed endpoint.
@@ -557,10 +562,18 @@ class Network:
                 )
                 if endpoint:
                     by_hex[missing] = Peer(bytes.fromhex(missing), "", 0, endpoint)
-        asked = [by_hex[o] for o in owners if o in by_hex and self._usable(by_hex[o])]
-        answers = await self._ask_owners(
-            asked, q, max(limit + offset, OWNER_DEPTH), deadline, tally
-        )
+        asked = [
+            by_hex[o]
+            for o in owners
+            if o != self.node_id and o in by_hex and self._usable(by_hex[o])
+        ]
+        try:
+            answers = [
+                await own,
+                *await self._ask_owners(asked, q, depth, deadline, tally),
+            ]
+        finally:
+            own.cancel()
         results: dict[str, dict[str, Any]] = {}
         for answer in answers:
             for r in answer.results:
@@ -606,6 +619,16 @@ class Network:
             "partial": bool(tally.unresponsive - tally.answered),
         }
 
+    async def _own_answer(self, q: str, depth: int) -> PeerAnswer:
+        from .search import hit_to_result  # local: avoid an import cycle
+
+        page = await self.store.search(q, limit=min(depth, 100), offset=0)
+        return PeerAnswer(
+            self.node_id,
+            [hit_to_result(h, i + 1, self.node_id) for i, h in enumerate(page.hits)],
+            await self.store.term_weights([h.url for h in page.hits], self.store.query_units(q)),
+        )
+
     async def _ask_owners(
         self,
         peers: list[Peer],
@@ -615,17 +638,6 @@ class Network:
         tally: QueryTally,
     ) -> list[PeerAnswer]:
         async def ask(peer: Peer) -> PeerAnswer | None:
-            if peer.node_id == self.dht.node_id:
-                from .search import hit_to_result  # local: avoid an import cycle
-
-                page = await self.store.search(q, limit=min(depth, 100), offset=0)
-                return PeerAnswer(
-                    self.node_id,
-                    [hit_to_result(h, i + 1, self.node_id) for i, h in enumerate(page.hits)],
-                    await self.store.term_weights(
-                        [h.url for h in page.hits], self.store.query_units(q)
-                    ),
-                )
             tally.asked.add(peer.node_id.hex())
             try:
                 data = await asyncio.wait_for(
