@@ -506,18 +506,26 @@ class Network:
                     if publisher not in self.spot_checker.distrusted:  # hostile peers (#5)
                         merged[term].setdefault(publisher, shard)
 
+        me = self.dht.node_id
         for _round in range(REPLICAS):
+            open_terms = {
+                t: [h.node_id for h in candidates[t] if self._usable(h)]
+                for t in terms
+                if not merged[t]
+            }
+            # As few requests as possible: our own copy first (no request at all), then the
+            # holder that serves the most of the remaining terms, and so on.
+            coverage = Counter(h for holders in open_terms.values() for h in set(holders))
             plan: dict[bytes, list[str]] = defaultdict(list)
-            for term in terms:
-                if merged[term]:
-                    continue
-                while candidates[term]:
-                    holder = candidates[term].pop(0)
-                    if self._usable(holder):
-                        plan[holder.node_id].append(term)
-                        break
+            for term, holders in open_terms.items():
+                if holders:
+                    best = me if me in holders else max(holders, key=lambda h: coverage[h])
+                    plan[best].append(term)
             if not plan:
                 break
+            for node_id, wanted in plan.items():  # not asked again in the next round
+                for term in wanted:
+                    candidates[term] = [h for h in candidates[term] if h.node_id != node_id]
             await asyncio.gather(*(ask(n, w) for n, w in plan.items()))
 
     async def search(self, q: str, *, limit: int, offset: int) -> dict[str, Any]:
