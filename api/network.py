@@ -57,6 +57,9 @@ PEER_TIMEOUT = 1.5
 BACKOFF_SECONDS = 60.0
 CANDIDATES = 50
 OWNERS_ASKED = 2
+# A second owner is asked only for candidates within this share of the best one's score:
+# each remote owner is a search with snippets on someone's home server.
+OWNER_SCORE_SHARE = 0.25
 OWNER_DEPTH = 10  # results each owner returns (at least a page), scored with global statistics
 SHARD_KIND = "shards/3"  # /3: a term a line, stored as sent; older pushes are refused
 FORWARD_BATCH = 1_000
@@ -557,6 +560,8 @@ class Network:
         # deeper results, each under what is left of the deadline.
         owners: list[str] = []
         for url in ranked:
+            if scores[url] < OWNER_SCORE_SHARE * scores[ranked[0]]:
+                break  # far behind the best page: its title from the shard will do
             if owner[url] not in owners:
                 owners.append(owner[url])
             if len(owners) >= OWNERS_ASKED:

@@ -69,8 +69,8 @@ def _byte_to_char_ranges(text: str, ranges: list[tuple[int, int]]) -> tuple[tupl
 # tantivy's snippet generator tokenises the whole body (up to 100k chars, ~5 ms): a result
 # page of long pages cost more than the search. Long bodies are cut to a window around the
 # densest cluster of query words first; the full body is the fallback when that misses.
-LONG_BODY_CHARS = 6_000
-WINDOW_CHARS = 2_000
+LONG_BODY_CHARS = 2_000
+WINDOW_CHARS = 1_000
 CLUSTER_CHARS = 300  # about one fragment's span
 MAX_POSITIONS = 16  # occurrences per word looked at
 
