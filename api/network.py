@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import sqlite3
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 
 from crawler import CrawlerError
 from crawler.ssrf import GuardedSocketFactory
@@ -452,7 +452,7 @@ class Network:
             raw = await resp.read()
             wire = resp.content_length or len(raw)  # compressed size when gzipped
         self.traffic[TRAFFIC_IN.get(path, "other_in")] += wire
-        return json.loads(raw)
+        return orjson.loads(raw)
 
     async def fetch_shards(
         self, terms: list[str], tally: QueryTally

@@ -17,10 +17,10 @@ most that many publishers' worth.
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 from dataclasses import dataclass, field
 
+import orjson
 from aiohttp import web
 
 from dht import DhtError, InvalidRecord
@@ -74,7 +74,7 @@ PEER_QUOTAS = web.AppKey("peer_quotas", PeerQuotas)
 def _json_response(request: web.Request, data: object) -> web.Response:
     """JSON (``data`` or bytes already encoded), gzipped (fast level) for peers that accept
     it: shard lists compress ~5x, and a volunteer's upstream is the scarce resource."""
-    body = data if isinstance(data, bytes) else json.dumps(data, separators=(",", ":")).encode()
+    body = data if isinstance(data, bytes) else orjson.dumps(data)
     if len(body) >= MIN_GZIP_BYTES and "gzip" in request.headers.get("Accept-Encoding", ""):
         return web.Response(
             body=gzip.compress(body, compresslevel=GZIP_LEVEL),

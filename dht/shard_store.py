@@ -20,7 +20,6 @@ for is the HTTP layer's business (api/peer_routes.py).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import time
@@ -28,6 +27,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
+
+import orjson
 
 from index import TermShard
 from index.shards import MAX_TERM_CHARS
@@ -59,9 +60,7 @@ CREATE INDEX IF NOT EXISTS shards_publisher ON shards(publisher, expires_at);
 
 def encode_lines(items: Iterable[tuple[str, object]]) -> bytes:
     """A batch of shards as pushed: one ``term<TAB>json`` line per term."""
-    return "\n".join(
-        f"{term}\t{json.dumps(value, separators=(',', ':'))}" for term, value in items
-    ).encode()
+    return "\n".join(f"{term}\t{orjson.dumps(value).decode()}" for term, value in items).encode()
 
 
 def encode_batch(shards: Iterable[TermShard]) -> bytes:
@@ -90,6 +89,10 @@ def split_batch(data: bytes) -> list[tuple[str, str]]:
     if not rows:
         raise ValueError("no shards in the batch")
     return rows
+
+
+def _quoted(text: str) -> str:
+    return orjson.dumps(text).decode()
 
 
 class ShardStore:
@@ -124,7 +127,7 @@ class ShardStore:
 
     async def put(self, publisher: str, shards: Iterable[TermShard], expires_at: float) -> int:
         """Store ``publisher``'s shards; how many were stored (the rest were over quota)."""
-        rows = [(s.term, json.dumps(s.to_json(), separators=(",", ":"))) for s in shards]
+        rows = [(s.term, orjson.dumps(s.to_json()).decode()) for s in shards]
         return await self.put_encoded(publisher, rows, expires_at)
 
     async def put_encoded(
@@ -183,7 +186,7 @@ class ShardStore:
             out[term] = []
             for pub, body in rows:
                 try:
-                    out[term].append((pub, TermShard.from_json(term, json.loads(body))))
+                    out[term].append((pub, TermShard.from_json(term, orjson.loads(body))))
                 except (TypeError, ValueError):
                     # Written by an older release (another shard format): it expires
                     # unless its publisher, upgraded, sends it again.
@@ -196,7 +199,7 @@ class ShardStore:
         here only to encode them again cost a holder more than the rest of a lookup."""
         found = await self._run(self._get_raw, terms[:MAX_TERMS_PER_LOOKUP], time.time())
         parts = [
-            json.dumps(term) + ":[" + ",".join(f"[{json.dumps(p)},{b}]" for p, b in rows) + "]"
+            _quoted(term) + ":[" + ",".join(f"[{_quoted(p)},{b}]" for p, b in rows) + "]"
             for term, rows in found.items()
         ]
         return ("{" + ",".join(parts) + "}").encode()
