@@ -9,6 +9,7 @@ publisher together, and the same conjunctive bonus.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ ALL_TERMS_FACTOR = 1.0 + LOCAL_ALL_TERMS_BOOST
 # phrase's tokens is credited this share of their smallest weights until its owner answers
 # with the phrase's exact weights.
 PHRASE_GUESS = 0.5
+RESCORED = 200  # candidates scored exactly: well beyond the owners' and the first pages' need
 
 UnitWeights = Mapping[str, Sequence[float]]  # unit_key -> boost x tf-norm per field
 Merged = Mapping[str, Mapping[str, TermShard]]  # term -> publisher -> shard
@@ -44,6 +46,9 @@ class GlobalScorer:
     titles: dict[str, str] = field(default_factory=dict)
     _postings: dict[str, dict[str, Sequence[float]]] = field(default_factory=dict)
     _floor: dict[tuple[str, str], Sequence[float]] = field(default_factory=dict)
+    _lengths: dict[str, dict[str, tuple[Sequence[int], Sequence[float]]]] = field(
+        default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         # Every publisher's N counted once; per field, df summed over publishers.
@@ -80,8 +85,12 @@ class GlobalScorer:
         for term, copies in self.merged.items():
             for publisher, shard in copies.items():
                 for posting in shard.postings:
-                    self._postings.setdefault(posting.url, {})[term] = renormalize(
-                        posting.weights, posting.lengths, shard.avgdl, self.avgdl
+                    # As published; re-normalised to the network's averages only for the
+                    # candidates that can make the first pages (see shard_scores).
+                    self._postings.setdefault(posting.url, {})[term] = posting.weights
+                    self._lengths.setdefault(posting.url, {})[term] = (
+                        posting.lengths,
+                        shard.avgdl,
                     )
                     self.owner.setdefault(posting.url, publisher)
                     self.titles.setdefault(posting.url, posting.title)
@@ -97,9 +106,18 @@ class GlobalScorer:
     def candidates(self) -> list[str]:
         return list(self._postings)
 
+    def _exact(self, url: str) -> dict[str, Sequence[float]]:
+        """A candidate's per-term weights re-normalised to the network's averages."""
+        raw = self._postings.get(url, {})
+        lengths = self._lengths.get(url, {})
+        return {
+            term: renormalize(w, lengths[term][0], lengths[term][1], self.avgdl)
+            for term, w in raw.items()
+        }
+
     def shard_weights(self, url: str) -> dict[str, Sequence[float]]:
         """Per-unit weights of a candidate as far as the shards tell."""
-        own = self._postings.get(url, {})
+        own = self._exact(url)
         publisher = self.owner.get(url)
         out: dict[str, Sequence[float]] = {}
         for unit in self.units:
@@ -121,32 +139,44 @@ class GlobalScorer:
         return out
 
     def shard_scores(self) -> dict[str, float]:
-        """``score(shard_weights(url))`` of every candidate, in one pass: a query can name
-        thousands of candidates, and this runs on the event loop."""
+        """``score(shard_weights(url))`` of every candidate that can make the first pages,
+        and a close estimate for the rest: a query can name thousands of candidates, and
+        this runs on the event loop. All are scored with the weights as published (each
+        publisher's own averages, within a few per cent of the network's), then the best
+        ``RESCORED`` again exactly."""
         by_key = {unit_key(unit): unit for unit in self.units}
         scored = [(by_key[key], idf) for key, idf in self.idfs.items()]
-        wanted = len(scored)
-        floor = self._floor
-        out: dict[str, float] = {}
-        for url, per_term in self._postings.items():
-            publisher = self.owner.get(url, "")
-            total = 0.0
-            matched = 0
-            for unit, idf in scored:
-                if len(unit) == 1:
-                    w = per_term.get(unit[0]) or floor.get((publisher, unit[0]))
-                    if w is None:
-                        continue
-                else:
-                    found = [per_term.get(t) or floor.get((publisher, t)) for t in unit]
-                    if any(f is None for f in found):
-                        continue
-                    w = [PHRASE_GUESS * min(f[i] for f in found if f) for i in FIELD_RANGE]
-                if any(w):
-                    matched += 1
-                    total += sum(map(mul, idf, w))
-            out[url] = total * (ALL_TERMS_FACTOR if wanted and matched >= wanted else 1.0)
+        out = {
+            url: self._unit_score(per_term, self.owner.get(url, ""), scored)
+            for url, per_term in self._postings.items()
+        }
+        for url in heapq.nlargest(RESCORED, out, key=out.__getitem__):
+            out[url] = self._unit_score(self._exact(url), self.owner.get(url, ""), scored)
         return out
+
+    def _unit_score(
+        self,
+        per_term: Mapping[str, Sequence[float]],
+        publisher: str,
+        scored: list[tuple[Unit, list[float]]],
+    ) -> float:
+        floor = self._floor
+        total = 0.0
+        matched = 0
+        for unit, idf in scored:
+            if len(unit) == 1:
+                w = per_term.get(unit[0]) or floor.get((publisher, unit[0]))
+                if w is None:
+                    continue
+            else:
+                found = [per_term.get(t) or floor.get((publisher, t)) for t in unit]
+                if any(f is None for f in found):
+                    continue
+                w = [PHRASE_GUESS * min(f[i] for f in found if f) for i in FIELD_RANGE]
+            if any(w):
+                matched += 1
+                total += sum(map(mul, idf, w))
+        return total * (ALL_TERMS_FACTOR if scored and matched >= len(scored) else 1.0)
 
     def owner_weights(self, answer: PageWeights, url: str) -> dict[str, Sequence[float]]:
         """An owner's exact per-unit weights of one of its pages, on the network's scale."""
