@@ -635,11 +635,11 @@ class Network:
     async def _own_answer(self, q: str, depth: int) -> PeerAnswer:
         from .search import hit_to_result  # local: avoid an import cycle
 
-        page = await self.store.search(q, limit=min(depth, 100), offset=0)
+        page, weights = await self.store.search_with_weights(q, limit=min(depth, 100))
         return PeerAnswer(
             self.node_id,
             [hit_to_result(h, i + 1, self.node_id) for i, h in enumerate(page.hits)],
-            await self.store.term_weights([h.url for h in page.hits], self.store.query_units(q)),
+            weights,
         )
 
     async def _ask_owners(

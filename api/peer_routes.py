@@ -30,7 +30,7 @@ from dht.shard_store import DEFAULT_SHARD_TTL
 
 from .keys import NODE
 from .network import MAX_PUSH_BYTES, Network
-from .search import BadRequest, SearchParams, run_search
+from .search import BadRequest, SearchParams, hit_to_result
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +176,17 @@ async def peer_search(request: web.Request) -> web.Response:
         return refused
     params = SearchParams.from_query({**request.query, "scope": "local"})
     node = request.app[NODE]
-    body = await run_search(node, params)
-    urls = [r["url"] for r in body["results"]]
-    weights = await node.store.term_weights(urls, node.store.query_units(params.q))
-    body.update(weights.to_json())
+    page, weights = await node.store.search_with_weights(
+        params.q, limit=params.limit, offset=params.offset
+    )
+    body = {
+        "query": params.q,
+        "number_of_results": page.total,
+        "results": [
+            hit_to_result(hit, params.offset + i + 1, "local") for i, hit in enumerate(page.hits)
+        ],
+        **weights.to_json(),
+    }
     response = _json_response(request, body)
     if node.network is not None:
         node.network.traffic["search_served"] += _size(response)

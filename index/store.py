@@ -441,6 +441,22 @@ class IndexStore:
             terms = sorted(all_terms(searcher))
         return build_shards(searcher, self.schema, terms, top_k=top_k, lengths_of=self._lengths_of)
 
+    async def search_with_weights(
+        self, text: str, *, limit: int, offset: int = 0
+    ) -> tuple[SearchPage, PageWeights]:
+        """A search and its hits' term weights in one trip to a reader thread: a federated
+        query's own answer would otherwise queue its second half behind the scoring that
+        occupies the event loop meanwhile."""
+        parsed = parse_user_query(text)
+        units = query_units(parsed.free_text, self.analyzer.analyze)
+        focus = list(dict.fromkeys(t for unit in units for t in unit))
+
+        def both() -> tuple[SearchPage, PageWeights]:
+            page = self._search(parsed, limit, offset, focus)
+            return page, self._term_weights([h.url for h in page.hits], units)
+
+        return await self._in(self._read_pool, both)
+
     async def term_weights(self, urls: list[str], units: list[Unit]) -> PageWeights:
         return await self._in(self._read_pool, self._term_weights, urls, units)
 
