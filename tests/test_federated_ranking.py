@@ -59,7 +59,7 @@ def _pages(rng: random.Random, host: str, count: int, *, short: bool) -> list[In
     return pages
 
 
-async def _store(pages: list[IndexDoc]) -> IndexStore:
+async def committed_store(pages: list[IndexDoc]) -> IndexStore:
     store = IndexStore(None, commit_interval=0.05)
     await store.start()
     for page in pages:
@@ -76,7 +76,11 @@ async def stores() -> AsyncIterator[tuple[IndexStore, IndexStore, IndexStore]]:
     rng = random.Random(7)
     short = _pages(rng, "short.example", 60, short=True)
     long = _pages(rng, "long.example", 40, short=False)
-    a, b, union = await _store(short), await _store(long), await _store(short + long)
+    a, b, union = (
+        await committed_store(short),
+        await committed_store(long),
+        await committed_store(short + long),
+    )
     yield a, b, union
     for store in (a, b, union):
         await store.stop()
@@ -150,7 +154,7 @@ async def test_a_shard_keeps_its_key_when_only_the_averages_move() -> None:
         IndexDoc(url=f"http://a.example/{i}", title=f"vacuum page {i}", body="vacuum " * (i + 1))
         for i in range(5)
     ]
-    store = await _store(first)
+    store = await committed_store(first)
     try:
         before = {s.term: s for s in await store.term_shards(["vacuum", "page"])}
         await store.submit(IndexDoc(url="http://a.example/x", title="other", body="word " * 500))

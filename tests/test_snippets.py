@@ -3,24 +3,12 @@ stand, marked, also when only a window of the page is handed to tantivy."""
 
 from __future__ import annotations
 
-import asyncio
+from test_federated_ranking import committed_store
 
-from index import IndexDoc, IndexStore
+from index import IndexDoc
 from index.snippets import LONG_BODY_CHARS
 
 FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit " * 400  # ~22k chars
-
-
-async def _store(pages: list[IndexDoc]) -> IndexStore:
-    store = IndexStore(None, commit_interval=0.05)
-    await store.start()
-    for page in pages:
-        await store.submit(page)
-    for _ in range(200):
-        if store.num_docs == len(pages) and not store.pending:
-            return store
-        await asyncio.sleep(0.05)
-    raise AssertionError("pages were not committed")
 
 
 async def test_long_pages_are_snippeted_where_the_words_are() -> None:
@@ -30,7 +18,7 @@ async def test_long_pages_are_snippeted_where_the_words_are() -> None:
     stem_unlike = FILLER + " their happiness was measured " + FILLER
     split = FILLER + " a clustered storage " + FILLER[:3_000] + " reindexing of tables " + FILLER
     assert min(len(deep), len(stem_unlike), len(split)) > LONG_BODY_CHARS
-    store = await _store(
+    store = await committed_store(
         [
             IndexDoc(url="http://a.example/deep", title="Deep", body=deep),
             IndexDoc(url="http://a.example/happy", title="Happy", body=stem_unlike),
