@@ -64,10 +64,17 @@ def _event_loop_runner() -> Any:
     return uvloop.run
 
 
+# Requests in flight get this long to finish at shutdown (aiohttp waits 60 s by default): a
+# peer's shard push cut short is simply sent again, and a stopping node should stop.
+SHUTDOWN_GRACE = 5.0
+
+
 async def start_node(config: NodeConfig) -> tuple[web.AppRunner, web.Application, str]:
     """Start one node: app, HTTP listener, then the network (peers need the HTTP URL)."""
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
+    )
     try:
         await runner.setup()
     except (IndexUnavailable, FrontierError) as exc:

@@ -137,8 +137,8 @@ async def run_demo(
         await _progress(apps)
         await wait_for_signal()
     finally:
-        for runner in reversed(runners):
-            await runner.cleanup()
+        # Together: one node's shutdown grace must not add to the next one's.
+        await asyncio.gather(*(runner.cleanup() for runner in reversed(runners)))
         tmp.cleanup()
 
 
