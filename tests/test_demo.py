@@ -9,12 +9,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SEARCH_AT = re.compile(r"search at (http://\S+?)/? ")
+STOP_LIMIT = 45.0  # Ctrl-C to exit: ~1 s alone; two full-suite runs saw > 20 s (cause open)
 DEMO_TIMEOUT = 120.0
 
 
@@ -70,9 +72,14 @@ def test_demo_crawls_pydoc_pages_and_answers_from_every_node(tmp_path: Path) -> 
             assert "module heapq" in r.read().decode()
     finally:
         os.killpg(proc.pid, signal.SIGINT)
+        stopping = time.monotonic()
         try:
-            proc.wait(20)
+            proc.wait(STOP_LIMIT)
         except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGUSR1)  # every thread's stack into the output
+            time.sleep(1.0)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
-    assert proc.returncode == 0, "".join(lines[-20:])
+    took = time.monotonic() - stopping
+    print(f"\ndemo stopped {took:.1f} s after Ctrl-C")
+    assert proc.returncode == 0, "".join(lines[-200:])
