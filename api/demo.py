@@ -99,7 +99,7 @@ async def run_demo(
 ) -> None:
     """Render and serve the docs, run a small network of nodes over them (each crawls a
     share of the pages), print progress and the search URL; run until Ctrl-C."""
-    from .cli import start_node, wait_for_signal  # the real node runner
+    from .cli import start_node, stop_within, wait_for_signal  # the real node runner
 
     tmp = tempfile.TemporaryDirectory(prefix="rhizome-demo-")
     folder = docs_dir or Path(tmp.name) / "docs"
@@ -137,8 +137,7 @@ async def run_demo(
         await _progress(apps)
         await wait_for_signal()
     finally:
-        # Together: one node's shutdown grace must not add to the next one's.
-        await asyncio.gather(*(runner.cleanup() for runner in reversed(runners)))
+        await stop_within(*reversed(runners))
         tmp.cleanup()
 
 
