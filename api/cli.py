@@ -114,7 +114,7 @@ async def wait_for_signal() -> None:
 
 # A stop that takes longer than this is cut short: everything durable was committed as it
 # went (a URL is DONE only after its page's commit), so exiting is as safe as a kill -9.
-# Seen once in ~10 test runs: the demo's loop waited > 45 s on some await after Ctrl-C.
+# In ~3 of 10 full test runs the demo's loop waited > 20 s on some await after Ctrl-C.
 STOP_LIMIT = 15.0
 
 

@@ -118,25 +118,28 @@ class GlobalScorer:
     def shard_weights(self, url: str) -> dict[str, Sequence[float]]:
         """Per-unit weights of a candidate as far as the shards tell."""
         own = self._exact(url)
-        publisher = self.owner.get(url)
+        publisher = self.owner.get(url, "")
         out: dict[str, Sequence[float]] = {}
         for unit in self.units:
-            found = []
-            for token in unit:
-                w = own.get(token)
-                if w is None and publisher is not None:
-                    w = self._floor.get((publisher, token))
-                if w is None:
-                    break
-                found.append(w)
-            else:
-                if len(unit) == 1:
-                    out[unit_key(unit)] = found[0]
-                else:
-                    out[unit_key(unit)] = [
-                        PHRASE_GUESS * min(w[i] for w in found) for i in FIELD_RANGE
-                    ]
+            w = self._unit_weight(own, publisher, unit)
+            if w is not None:
+                out[unit_key(unit)] = w
         return out
+
+    def _unit_weight(
+        self, per_term: Mapping[str, Sequence[float]], publisher: str, unit: Unit
+    ) -> Sequence[float] | None:
+        """A unit's per-field weights from a page's term weights, or from the floor of the
+        publisher's shard; a phrase is guessed from its tokens. None: the shards say nothing."""
+        found = []
+        for token in unit:
+            w = per_term.get(token) or self._floor.get((publisher, token))
+            if w is None:
+                return None
+            found.append(w)
+        if len(found) == 1:
+            return found[0]
+        return [PHRASE_GUESS * min(w[i] for w in found) for i in FIELD_RANGE]
 
     def shard_scores(self) -> dict[str, float]:
         """``score(shard_weights(url))`` of every candidate that can make the first pages,
@@ -160,20 +163,11 @@ class GlobalScorer:
         publisher: str,
         scored: list[tuple[Unit, list[float]]],
     ) -> float:
-        floor = self._floor
         total = 0.0
         matched = 0
         for unit, idf in scored:
-            if len(unit) == 1:
-                w = per_term.get(unit[0]) or floor.get((publisher, unit[0]))
-                if w is None:
-                    continue
-            else:
-                found = [per_term.get(t) or floor.get((publisher, t)) for t in unit]
-                if any(f is None for f in found):
-                    continue
-                w = [PHRASE_GUESS * min(f[i] for f in found if f) for i in FIELD_RANGE]
-            if any(w):
+            w = self._unit_weight(per_term, publisher, unit)
+            if w is not None and any(w):
                 matched += 1
                 total += sum(map(mul, idf, w))
         return total * (ALL_TERMS_FACTOR if scored and matched >= len(scored) else 1.0)

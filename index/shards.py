@@ -150,14 +150,22 @@ def renormalize(
     for i, w in enumerate(weights):
         if w <= 0.0:
             continue
-        dl, a_from, a_to = lengths[i], avgdl_from[i], avgdl_to[i]
-        boost = _MAX_TF_NORM[i]
-        norm = w / boost
-        if dl <= 0 or a_from <= 0.0 or a_to <= 0.0 or norm >= 0.999:
+        dl, a_to = lengths[i], avgdl_to[i]
+        tf = _recovered_tf(i, w, dl, avgdl_from[i])
+        if tf is None or a_to <= 0.0:
             continue
-        tf = norm * K1 * (1.0 - B + B * dl / a_from) / (1.0 - norm)
-        out[i] = boost * tf / (tf + K1 * (1.0 - B + B * dl / a_to))
+        out[i] = _MAX_TF_NORM[i] * tf / (tf + K1 * (1.0 - B + B * dl / a_to))
     return tuple(out)
+
+
+def _recovered_tf(i: int, weight: float, dl: int, avgdl: float) -> float | None:
+    """The term frequency behind field ``i``'s boost x tf-norm ``weight`` (> 0) at field
+    length ``dl`` and average ``avgdl``; None where it cannot be told (unknown lengths, or
+    a weight at the ceiling)."""
+    norm = weight / _MAX_TF_NORM[i]
+    if dl <= 0 or avgdl <= 0.0 or norm >= 0.999:
+        return None
+    return norm * K1 * (1.0 - B + B * dl / avgdl) / (1.0 - norm)
 
 
 def content_key(shard: TermShard) -> int:
@@ -180,10 +188,8 @@ def content_key(shard: TermShard) -> int:
 def _tf(i: int, weight: float, dl: int, avgdl: float) -> float:
     if weight <= 0.0:
         return 0.0
-    norm = weight / _MAX_TF_NORM[i]
-    if dl <= 0 or avgdl <= 0.0 or norm >= 0.999:
-        return round(weight, 2)
-    return float(round(norm * K1 * (1.0 - B + B * dl / avgdl) / (1.0 - norm)))
+    tf = _recovered_tf(i, weight, dl, avgdl)
+    return round(weight, 2) if tf is None else float(round(tf))
 
 
 # tantivy keeps a field's length in one byte, as Lucene does: exact below 24 tokens, then

@@ -357,11 +357,15 @@ class IndexStore:
         )
 
     # --- reading ---------------------------------------------------------------------
-    async def search(self, text: str, *, limit: int = 10, offset: int = 0) -> SearchPage:
-        parsed = parse_user_query(text)  # raises QuerySyntaxError before any thread hop
-        # The words snippets look for, analysed here: one analyzer, used on the loop only.
+    def _prepare(self, text: str) -> tuple[ParsedQuery, list[Unit], list[str]]:
+        """The parsed query (QuerySyntaxError before any thread hop), its units, and the
+        words snippets look for: analysed here, one analyzer used on the loop only."""
+        parsed = parse_user_query(text)
         units = query_units(parsed.free_text, self.analyzer.analyze)
-        focus = list(dict.fromkeys(t for unit in units for t in unit))
+        return parsed, units, list(dict.fromkeys(t for unit in units for t in unit))
+
+    async def search(self, text: str, *, limit: int = 10, offset: int = 0) -> SearchPage:
+        parsed, _units, focus = self._prepare(text)
         return await self._in(self._read_pool, self._search, parsed, limit, offset, focus)
 
     def _search(self, parsed: ParsedQuery, limit: int, offset: int, focus: list[str]) -> SearchPage:
@@ -447,9 +451,7 @@ class IndexStore:
         """A search and its hits' term weights in one trip to a reader thread: a federated
         query's own answer would otherwise queue its second half behind the scoring that
         occupies the event loop meanwhile."""
-        parsed = parse_user_query(text)
-        units = query_units(parsed.free_text, self.analyzer.analyze)
-        focus = list(dict.fromkeys(t for unit in units for t in unit))
+        parsed, units, focus = self._prepare(text)
 
         def both() -> tuple[SearchPage, PageWeights]:
             page = self._search(parsed, limit, offset, focus)
