@@ -16,7 +16,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,7 @@ OWNERS_ASKED = 2
 # each remote owner is a search with snippets on someone's home server.
 OWNER_SCORE_SHARE = 0.25
 OWNER_DEPTH = 10  # results each owner returns (at least a page), scored with global statistics
+MAX_SNIPPET_URLS = 100  # pages named to an owner for snippets: a page's worth, with room
 SHARD_KIND = "shards/3"  # /3: a term a line, stored as sent; older pushes are refused
 FORWARD_BATCH = 1_000
 TRAFFIC_IN = {"/api/peer/shards": "lookup_received", "/api/peer/search": "search_received"}
@@ -99,6 +100,19 @@ def _parse_lookup(raw: Any, wanted: Mapping[str, object]) -> dict[str, list[tupl
     return found
 
 
+class PhaseTimer:
+    """Milliseconds each phase of a query took, for the Server-Timing header."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.laps[phase] = round((now - self._last) * 1000, 2)
+        self._last = now
+
+
 @dataclass(slots=True)
 class QueryTally:
     """Which remote peers one query asked, and which answered in time."""
@@ -113,6 +127,8 @@ class PeerAnswer:
     peer: str
     results: list[dict[str, Any]]
     weights: PageWeights = field(default_factory=lambda: PageWeights.from_json({}))
+    # Snippets of pages the querier named that are not among ``results``.
+    snippets: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 class Network:
@@ -441,7 +457,9 @@ class Network:
     def _mark_slow(self, peer: Peer) -> None:
         self._backoff[peer.node_id.hex()] = time.monotonic() + BACKOFF_SECONDS
 
-    async def _get_json(self, peer: Peer, path: str, params: dict[str, str]) -> Any:
+    async def _get_json(
+        self, peer: Peer, path: str, params: Mapping[str, str] | Sequence[tuple[str, str]]
+    ) -> Any:
         assert self._session is not None and peer.http_url
         async with self._session.get(
             peer.http_url.rstrip("/") + path,
@@ -542,11 +560,13 @@ class Network:
         depth = max(limit + offset, OWNER_DEPTH)
         # This node always answers for its own pages, whatever the shards say: start that
         # now, beside the shard lookups, instead of after them.
+        timings = PhaseTimer()
         own = asyncio.create_task(self._own_answer(q, depth))
         try:
             merged = await asyncio.wait_for(
                 self.fetch_shards(terms, tally), max(0.1, deadline - time.monotonic())
             )
+            timings.lap("shards")
         except TimeoutError:
             merged = {}
         except BaseException:
@@ -555,6 +575,7 @@ class Network:
         scorer = GlobalScorer(units, merged)
         owner, titles = scorer.owner, scorer.titles
         scores = scorer.shard_scores()
+        timings.lap("score")
         ranked = sorted(scores, key=lambda u: scores[u], reverse=True)[:CANDIDATES]
         # Ask the owners of the best candidates (and ourselves) for snippets and their own
         # deeper results, each under what is left of the deadline.
@@ -580,13 +601,18 @@ class Network:
             for o in owners
             if o != self.node_id and o in by_hex and self._usable(by_hex[o])
         ]
+        # The first page as the shards see it: an owner asked anyway makes snippets for
+        # its pages there that its own search does not return (deeper in its ranking).
+        shown: dict[str, list[str]] = defaultdict(list)
+        for url in ranked[offset : offset + limit]:
+            shown[owner[url]].append(url)
         try:
-            answers = [
-                await own,
-                *await self._ask_owners(asked, q, depth, deadline, tally),
-            ]
+            remote = await self._ask_owners(asked, q, depth, shown, deadline, tally)
+            answers = [await own, *remote]
         finally:
             own.cancel()
+        timings.lap("owners")
+        snippets = {url: found for answer in remote for url, found in answer.snippets.items()}
         results: dict[str, dict[str, Any]] = {}
         for answer in answers:
             for r in answer.results:
@@ -604,13 +630,14 @@ class Network:
                     results[url]["peers"].append(answer.peer)
                 else:
                     results[url] = r
-        for url in ranked:  # candidates no owner returned (slow owner): title only
+        for url in ranked:  # candidates no owner returned: title (and a snippet if named)
             if url not in results:
+                snippet = snippets.get(url, {})
                 results[url] = {
                     "url": url,
                     "title": titles.get(url) or url,
-                    "content": "",
-                    "content_html": "",
+                    "content": snippet.get("content", ""),
+                    "content_html": snippet.get("content_html", ""),
                     "host": url.split("/", 3)[2] if "://" in url else "",
                     "score": round(scores[url], 4),
                     "engine": "rhizome",
@@ -623,7 +650,9 @@ class Network:
                 r["score"] = round(r["score"] * bonus, 4)
         ordered = sorted(results.values(), key=lambda r: r["score"], reverse=True)
         self.spot_checker.offer_page(ordered[offset : offset + limit], answers, terms)  # (#5)
+        timings.lap("merge")
         return {
+            "timings": timings.laps,
             "results": ordered[offset : offset + limit],
             "number_of_results": max(len(ordered), len(scores)),
             "unresponsive_peers": sorted(tally.unresponsive - tally.answered),
@@ -647,16 +676,21 @@ class Network:
         peers: list[Peer],
         q: str,
         depth: int,
+        shown: Mapping[str, list[str]],
         deadline: float,
         tally: QueryTally,
     ) -> list[PeerAnswer]:
         async def ask(peer: Peer) -> PeerAnswer | None:
             tally.asked.add(peer.node_id.hex())
+            named = shown.get(peer.node_id.hex(), [])[:MAX_SNIPPET_URLS]
+            params = [
+                ("q", q),
+                ("limit", str(min(depth, 100))),
+                *(("snippet_url", u) for u in named),
+            ]
             try:
                 data = await asyncio.wait_for(
-                    self._get_json(
-                        peer, "/api/peer/search", {"q": q, "limit": str(min(depth, 100))}
-                    ),
+                    self._get_json(peer, "/api/peer/search", params),
                     max(0.05, deadline - time.monotonic()),
                 )
             except PEER_ERRORS:
@@ -668,7 +702,23 @@ class Network:
                 peer.node_id.hex(),
                 list(data.get("results", [])),
                 PageWeights.from_json(data),
+                _parse_snippets(data, named),
             )
 
         answers = await asyncio.gather(*(ask(p) for p in peers))
         return [a for a in answers if a is not None]
+
+
+def _parse_snippets(raw: Any, asked: list[str]) -> dict[str, dict[str, str]]:
+    """An owner's snippets of the pages we named, as strings (peer input)."""
+    found: dict[str, dict[str, str]] = {}
+    items = raw.get("snippets") if isinstance(raw, dict) else None
+    if not isinstance(items, dict):
+        return found
+    wanted = set(asked)
+    for url, fields in items.items():
+        if url in wanted and isinstance(fields, dict):
+            content, html = fields.get("content"), fields.get("content_html")
+            if isinstance(content, str) and isinstance(html, str):
+                found[url] = {"content": content, "content_html": html}
+    return found

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import gzip
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -27,9 +29,10 @@ from dht import DhtError, InvalidRecord
 from dht.quotas import DistinctCap, RateLimiter, source_key
 from dht.records import decode_record
 from dht.shard_store import DEFAULT_SHARD_TTL
+from index import Snippet
 
 from .keys import NODE
-from .network import MAX_PUSH_BYTES, Network
+from .network import MAX_PUSH_BYTES, MAX_SNIPPET_URLS, Network
 from .search import BadRequest, SearchParams, hit_to_result
 
 log = logging.getLogger(__name__)
@@ -179,18 +182,35 @@ async def peer_search(request: web.Request) -> web.Response:
     page, weights = await node.store.search_with_weights(
         params.q, limit=params.limit, offset=params.offset
     )
+    # Pages the querier expects on its first page (from shards) that this search did not
+    # return: their snippets too, so the page does not show them as bare titles.
+    returned = {hit.url for hit in page.hits}
+    named = [u for u in request.query.getall("snippet_url", [])[:MAX_SNIPPET_URLS]]
+    others = [u for u in named if u not in returned]
+    found = await node.store.snippets(params.q, others) if others else {}
+    results = [
+        hit_to_result(hit, params.offset + i + 1, "local") for i, hit in enumerate(page.hits)
+    ]
     body = {
         "query": params.q,
         "number_of_results": page.total,
-        "results": [
-            hit_to_result(hit, params.offset + i + 1, "local") for i, hit in enumerate(page.hits)
-        ],
+        "results": results,
         **weights.to_json(),
+        **_snippets_json(found),
     }
     response = _json_response(request, body)
     if node.network is not None:
         node.network.traffic["search_served"] += _size(response)
     return response
+
+
+def _snippets_json(found: Mapping[str, Snippet]) -> dict[str, Any]:
+    return {
+        "snippets": {
+            url: {"content": snip.text, "content_html": snip.to_html()}
+            for url, snip in found.items()
+        }
+    }
 
 
 MAX_FORWARDED_URLS = 1_000

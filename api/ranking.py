@@ -28,7 +28,7 @@ ALL_TERMS_FACTOR = 1.0 + LOCAL_ALL_TERMS_BOOST
 # phrase's tokens is credited this share of their smallest weights until its owner answers
 # with the phrase's exact weights.
 PHRASE_GUESS = 0.5
-RESCORED = 200  # candidates scored exactly: well beyond the owners' and the first pages' need
+RESCORED = 100  # candidates scored exactly: twice the owners' and the first pages' need
 
 UnitWeights = Mapping[str, Sequence[float]]  # unit_key -> boost x tf-norm per field
 Merged = Mapping[str, Mapping[str, TermShard]]  # term -> publisher -> shard
@@ -82,18 +82,23 @@ class GlobalScorer:
                     sum(p[i] for p in per_token if p) if all(p and p[i] for p in per_token) else 0.0
                     for i in FIELD_RANGE
                 ]
+        postings, lengths, owner, titles = self._postings, self._lengths, self.owner, self.titles
         for term, copies in self.merged.items():
             for publisher, shard in copies.items():
-                for posting in shard.postings:
+                avgdl = shard.avgdl
+                for url, title, weights, dl in shard.postings:
                     # As published; re-normalised to the network's averages only for the
-                    # candidates that can make the first pages (see shard_scores).
-                    self._postings.setdefault(posting.url, {})[term] = posting.weights
-                    self._lengths.setdefault(posting.url, {})[term] = (
-                        posting.lengths,
-                        shard.avgdl,
-                    )
-                    self.owner.setdefault(posting.url, publisher)
-                    self.titles.setdefault(posting.url, posting.title)
+                    # candidates that can make the first pages (see shard_scores). The
+                    # first publisher to name a page speaks for it (two may, for a while,
+                    # after a host changed hands).
+                    first = owner.get(url)
+                    if first is None:
+                        owner[url], titles[url] = publisher, title
+                        postings[url] = {term: weights}
+                        lengths[url] = {term: (dl, avgdl)}
+                    elif first == publisher:
+                        postings[url][term] = weights
+                        lengths[url][term] = (dl, avgdl)
                 # A shard lists only its top postings: a page missing from a common term's
                 # list still very likely has the term. Credit it with the list's lowest
                 # weights, scaled by how likely that is, instead of nothing.
@@ -139,7 +144,7 @@ class GlobalScorer:
             found.append(w)
         if len(found) == 1:
             return found[0]
-        return [PHRASE_GUESS * min(w[i] for w in found) for i in FIELD_RANGE]
+        return [PHRASE_GUESS * least for least in map(min, *found)]
 
     def shard_scores(self) -> dict[str, float]:
         """``score(shard_weights(url))`` of every candidate that can make the first pages,
@@ -147,30 +152,57 @@ class GlobalScorer:
         this runs on the event loop. All are scored with the weights as published (each
         publisher's own averages, within a few per cent of the network's), then the best
         ``RESCORED`` again exactly."""
-        by_key = {unit_key(unit): unit for unit in self.units}
-        scored = [(by_key[key], idf) for key, idf in self.idfs.items()]
-        out = {
-            url: self._unit_score(per_term, self.owner.get(url, ""), scored)
-            for url, per_term in self._postings.items()
-        }
-        for url in heapq.nlargest(RESCORED, out, key=out.__getitem__):
-            out[url] = self._unit_score(self._exact(url), self.owner.get(url, ""), scored)
+        out = self._scores(self._postings)
+        best = heapq.nlargest(RESCORED, out, key=out.__getitem__)
+        out.update(self._scores({url: self._exact(url) for url in best}))
         return out
 
-    def _unit_score(
-        self,
-        per_term: Mapping[str, Sequence[float]],
-        publisher: str,
-        scored: list[tuple[Unit, list[float]]],
-    ) -> float:
-        total = 0.0
-        matched = 0
-        for unit, idf in scored:
-            w = self._unit_weight(per_term, publisher, unit)
-            if w is not None and any(w):
-                matched += 1
-                total += sum(map(mul, idf, w))
-        return total * (ALL_TERMS_FACTOR if scored and matched >= len(scored) else 1.0)
+    def _scores(self, candidates: Mapping[str, Mapping[str, Sequence[float]]]) -> dict[str, float]:
+        """What ``score(shard_weights(url))`` gives for each of ``candidates`` (url -> term
+        -> weights), computed without building the per-unit weights: a page starts from its
+        publisher's floors for every one-word unit, and each term the shards list it under
+        replaces that term's floor."""
+        by_key = {unit_key(unit): unit for unit in self.units}
+        singles: dict[str, list[float]] = {}
+        phrases: list[tuple[Unit, list[float]]] = []
+        for key, idf in self.idfs.items():
+            unit = by_key[key]
+            if len(unit) == 1:
+                singles[unit[0]] = idf
+            else:
+                phrases.append((unit, idf))
+        floor_score: dict[tuple[str, str], float] = {}
+        base: dict[str, tuple[float, int]] = {}
+        for (publisher, term), floor in self._floor.items():
+            term_idf = singles.get(term)
+            if term_idf is not None and any(floor):
+                floor_score[(publisher, term)] = gain = sum(map(mul, term_idf, floor))
+                total, matched = base.get(publisher, (0.0, 0))
+                base[publisher] = (total + gain, matched + 1)
+        every_unit = len(self.idfs)
+        owner = self.owner
+        out: dict[str, float] = {}
+        for url, per_term in candidates.items():
+            publisher = owner.get(url, "")
+            total, matched = base.get(publisher, (0.0, 0))
+            for term, weights in per_term.items():
+                term_idf = singles.get(term)
+                if term_idf is None:
+                    continue
+                floor_gain = floor_score.get((publisher, term))
+                if floor_gain is not None:
+                    total -= floor_gain
+                    matched -= 1
+                if any(weights):
+                    total += sum(map(mul, term_idf, weights))
+                    matched += 1
+            for unit, idf in phrases:
+                guess = self._unit_weight(per_term, publisher, unit)
+                if guess is not None and any(guess):
+                    matched += 1
+                    total += sum(map(mul, idf, guess))
+            out[url] = total * (ALL_TERMS_FACTOR if every_unit and matched >= every_unit else 1.0)
+        return out
 
     def owner_weights(self, answer: PageWeights, url: str) -> dict[str, Sequence[float]]:
         """An owner's exact per-unit weights of one of its pages, on the network's scale."""

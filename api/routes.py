@@ -59,7 +59,14 @@ async def search(request: web.Request) -> web.Response:
     took = time.perf_counter() - started
     request.app[METRICS].query_seconds.labels(scope=params.scope).observe(took)
     body["took_ms"] = round(took * 1000, 2)
-    return web.json_response(body, dumps=_dumps)  # results: the hot path
+    # Where a federated query's time went (shards, score, owners, merge), for browsers'
+    # network panels and operators; not part of the JSON body's contract.
+    phases = body.pop("timings", None) or {}
+    timing = ", ".join(f"{name};dur={ms}" for name, ms in phases.items())
+    response = web.json_response(body, dumps=_dumps)  # results: the hot path
+    if timing:
+        response.headers["Server-Timing"] = timing
+    return response
 
 
 async def add_seeds(request: web.Request) -> web.Response:

@@ -16,7 +16,8 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import chain
+from typing import Any, NamedTuple
 
 import tantivy
 
@@ -41,8 +42,10 @@ AVGDL_PROBES = 8
 _TOKEN = re.compile(r"[^\W_]+")  # what the simple tokenizer calls a token
 
 
-@dataclass(slots=True, frozen=True)
-class Posting:
+class Posting(NamedTuple):
+    """One page of a term's shard. A tuple, not a dataclass: a querying node builds
+    hundreds of these per query, and a frozen dataclass costs three times as much."""
+
     url: str
     title: str
     weights: FieldWeights  # boost x tf-norm per field
@@ -86,15 +89,43 @@ class TermShard:
             df=min(max(int(df), 0), n),
             n_docs=n,
             field_df=tuple(min(max(int(d), 0), n) for d in field_df),
-            postings=tuple(
-                Posting(str(u), str(t), _weights(w), field_lengths(dl))
-                for u, t, w, dl in postings[:MAX_POSTINGS_PER_SHARD]
-            ),
+            postings=_postings(postings[:MAX_POSTINGS_PER_SHARD]),
             avgdl=average_lengths(avgdl),
         )
 
 
 _FIELDS = len(SHARD_FIELDS)
+_NUMBERS = {float, int}
+
+
+def _postings(rows: Sequence[Any]) -> tuple[Posting, ...]:
+    """A shard's postings, bounded. A querying node parses hundreds per query, so the
+    honest case (every value a float or int in range) is checked for the whole shard at
+    once; anything else goes through the per-posting checks, which clamp or refuse."""
+    try:
+        if not rows:
+            return ()
+        urls, titles, weights, lengths = zip(*rows, strict=True)
+        flat_w = list(chain.from_iterable(weights))
+        flat_l = list(chain.from_iterable(lengths))
+        if (
+            len(flat_w) == len(flat_l) == _FIELDS * len(rows)
+            and set(map(len, weights)) == set(map(len, lengths)) == {_FIELDS}
+            and set(map(type, urls)) == set(map(type, titles)) == {str}
+            and set(map(type, flat_w)) <= _NUMBERS
+            and set(map(type, flat_l)) == {int}
+            and min(flat_w) >= 0.0
+            and max(flat_w) <= MAX_FIELD_WEIGHT
+            and (total := sum(flat_w)) == total  # min and max let a NaN in the middle pass
+            and min(flat_l) >= 0
+            and max(flat_l) <= MAX_FIELD_LENGTH
+        ):
+            return tuple(map(Posting, urls, titles, map(tuple, weights), map(tuple, lengths)))
+    except (TypeError, ValueError):
+        pass  # a malformed row: the checks below say which and how
+    return tuple(Posting(str(u), str(t), _weights(w), field_lengths(dl)) for u, t, w, dl in rows)
+
+
 _MAX_TF_NORM = tuple(FIELD_BOOSTS[f] * (K1 + 1.0) for f in SHARD_FIELDS)  # boost x (k1 + 1)
 
 
@@ -438,15 +469,18 @@ def term_weights(
         ),
         0.0,
     )
+    url_of: dict[tuple[int, int], str] = {}  # a stored page is loaded once, not per unit
     for unit in units:
         _df, weights, addresses = _field_hits(searcher, schema, unit, n_docs, len(urls), only)
         for key, w in weights.items():
-            doc = searcher.doc(addresses[key])
-            url = str(doc.get_first("url") or "")
+            url = url_of.get(key)
+            if url is None:
+                doc = searcher.doc(addresses[key])
+                url = url_of[key] = str(doc.get_first("url") or "")
+                if url in out:
+                    lengths[url] = lengths_of(doc)
             if url in out:
                 out[url][unit_key(unit)] = tuple(w)
-                if url not in lengths:
-                    lengths[url] = lengths_of(doc)
     return PageWeights(out, lengths, averages)
 
 

@@ -6,6 +6,8 @@ The HTML form is built here with every piece escaped, so no page text reaches a 
 from __future__ import annotations
 
 import html
+import re
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +37,8 @@ class Snippet:
         return "".join(out)
 
 
-CLOSING_PUNCTUATION = frozenset(",.;:!?)]}»")
+# The space text extraction leaves before punctuation after inline markup.
+_SPACE_BEFORE_PUNCTUATION = re.compile(r" (?=[,.;:!?)\]}»])")
 
 
 def _tidy(
@@ -43,15 +46,13 @@ def _tidy(
 ) -> tuple[str, tuple[tuple[int, int], ...]]:
     """Drop the space text extraction puts before punctuation after inline markup
     ("the planets , then"), moving the highlight ranges with the text."""
-    keep: list[str] = []
-    new_pos = [0] * (len(text) + 1)
-    for i, ch in enumerate(text):
-        new_pos[i] = len(keep)
-        if ch == " " and i + 1 < len(text) and text[i + 1] in CLOSING_PUNCTUATION:
-            continue
-        keep.append(ch)
-    new_pos[len(text)] = len(keep)
-    return "".join(keep), tuple((new_pos[s], new_pos[e]) for s, e in ranges)
+    dropped = [m.start() for m in _SPACE_BEFORE_PUNCTUATION.finditer(text)]
+    if not dropped:
+        return text, ranges
+    # A position moves left by the number of dropped spaces before it.
+    return _SPACE_BEFORE_PUNCTUATION.sub("", text), tuple(
+        (s - bisect_left(dropped, s), e - bisect_left(dropped, e)) for s, e in ranges
+    )
 
 
 def _byte_to_char_ranges(text: str, ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
@@ -69,22 +70,30 @@ def _byte_to_char_ranges(text: str, ranges: list[tuple[int, int]]) -> tuple[tupl
 # tantivy's snippet generator tokenises the whole body (up to 100k chars, ~5 ms): a result
 # page of long pages cost more than the search. Long bodies are cut to a window around the
 # densest cluster of query words first; the full body is the fallback when that misses.
-LONG_BODY_CHARS = 2_000
-WINDOW_CHARS = 1_000
+LONG_BODY_CHARS = 1_000
+WINDOW_CHARS = 600
 CLUSTER_CHARS = 300  # about one fragment's span
 MAX_POSITIONS = 16  # occurrences per word looked at
+HEAD_CHARS = 8_000  # of a long page whose words the window missed, what the generator reads
 
 
 def _window(body: str, words: list[str]) -> str | None:
     """The part of a long ``body`` where most of ``words`` (analysed, so lowercase stems,
-    mostly prefixes of what the text says) stand close together; None if none occurs."""
-    low = body.lower()
-    hits: list[tuple[int, int]] = []  # (position, word index)
+    mostly prefixes of what the text says) stand close together; None if none occurs.
+    Searched as UTF-8 bytes: lowering a text with any non-ASCII character in it costs
+    ten times more than lowering its bytes (which leaves non-ASCII letters alone, as the
+    ASCII-folded words would not match them anyway)."""
+    raw = body.encode("utf-8")
+    low = raw.lower()
+    hits: list[tuple[int, int]] = []  # (byte position, word index)
     for i, word in enumerate(words):
-        pos = low.find(word)
-        while pos >= 0 and len(hits) < MAX_POSITIONS * (i + 1):
+        needle = word.encode("utf-8")
+        pos = low.find(needle)
+        found = 0
+        while pos >= 0 and found < MAX_POSITIONS:
             hits.append((pos, i))
-            pos = low.find(word, pos + len(word))
+            found += 1
+            pos = low.find(needle, pos + len(needle))
     if not hits:
         return None
     hits.sort()
@@ -100,27 +109,37 @@ def _window(body: str, words: list[str]) -> str | None:
         inside[first] -= 1
         if not inside[first]:
             del inside[first]
-    begin = max(0, body.rfind(" ", 0, max(0, best - WINDOW_CHARS // 4)))
-    return body[begin : begin + WINDOW_CHARS]
+    begin = max(0, low.rfind(b" ", 0, max(0, best - WINDOW_CHARS // 4)))
+    # A cut through a multi-byte character loses that character only.
+    return raw[begin : begin + WINDOW_CHARS].decode("utf-8", "ignore")
 
 
 def make_snippet(
     generator: Any, doc: Any, parsed: ParsedQuery, words: list[str] | None = None
 ) -> Snippet:
     if generator is not None:
-        body = doc.get_first("body") if words else None
+        source = doc
+        body = doc.get_first("body")
         if isinstance(body, str) and len(body) > LONG_BODY_CHARS:
             window = _window(body, words or [])
             if window is not None:
-                part = tantivy.Document()
-                part.add_text("body", window)
-                found = _generated(generator, part, need_highlights=True)
+                found = _generated(generator, _body_only(window), need_highlights=True)
                 if found is not None:
                     return found
-        found = _generated(generator, doc, need_highlights=False)
+            if len(body) > HEAD_CHARS:
+                # The words stand far apart or only in other fields: the generator over the
+                # whole of a long page would cost milliseconds for what its head tells.
+                source = _body_only(body[:HEAD_CHARS])
+        found = _generated(generator, source, need_highlights=False)
         if found is not None:
             return found
     return _fallback(doc)
+
+
+def _body_only(text: str) -> Any:
+    part = tantivy.Document()
+    part.add_text("body", text)
+    return part
 
 
 def _generated(generator: Any, doc: Any, *, need_highlights: bool) -> Snippet | None:

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +51,7 @@ UNSUPPORTED_QUERY_ERRORS = ("is not a fast field", "The field does not exist")
 UNSUPPORTED_QUERY = "field:* (any value) is not supported; search for words instead"
 QUIET_COMMIT = 0.1  # seconds without a new change that trigger an early commit
 MAX_RESULTS_WINDOW = 1_000  # offset + limit
+SNIPPET_CHARS = 240
 MAX_BODY_CHARS = 100_000
 MAX_CACHED_LENGTHS = 200_000  # pages whose field lengths are remembered (~100 B each)
 MAX_ANCHOR_TEXT = 4_000
@@ -384,12 +385,7 @@ class IndexStore:
             if any(m in str(exc) for m in UNSUPPORTED_QUERY_ERRORS):
                 raise QuerySyntaxError(UNSUPPORTED_QUERY) from None
             raise
-        generator = None
-        if snippet_query is not None:
-            generator = tantivy.SnippetGenerator.create(
-                searcher, snippet_query, self.schema, "body"
-            )
-            generator.set_max_num_chars(240)
+        generator = self._snippet_generator(searcher, snippet_query)
         seen: set[str] = set()
         hits: list[Hit] = []
         for score, address in result.hits:
@@ -420,6 +416,13 @@ class IndexStore:
             total=int(getattr(result, "count", 0) or 0),
             took_ms=(time.perf_counter() - started) * 1000.0,
         )
+
+    def _snippet_generator(self, searcher: Any, snippet_query: Any) -> Any:
+        if snippet_query is None:
+            return None
+        generator = tantivy.SnippetGenerator.create(searcher, snippet_query, self.schema, "body")
+        generator.set_max_num_chars(SNIPPET_CHARS)
+        return generator
 
     async def get(self, url: str) -> dict[str, Any] | None:
         """The stored fields of one URL, or None."""
@@ -458,6 +461,25 @@ class IndexStore:
             return page, self._term_weights([h.url for h in page.hits], units)
 
         return await self._in(self._read_pool, both)
+
+    async def snippets(self, text: str, urls: Collection[str]) -> dict[str, Snippet]:
+        """Snippets of the query for these pages (those this index holds): pages a querying
+        node expects on its result page that this node's own search ranks lower."""
+        parsed, _units, focus = self._prepare(text)
+        return await self._in(self._read_pool, self._snippets, parsed, list(urls), focus)
+
+    def _snippets(
+        self, parsed: ParsedQuery, urls: list[str], focus: list[str]
+    ) -> dict[str, Snippet]:
+        searcher = self.index.searcher()
+        _query, snippet_query = parsed.build(self.index, self.schema)
+        generator = self._snippet_generator(searcher, snippet_query)
+        found: dict[str, Snippet] = {}
+        for url in urls:
+            hits = searcher.search(tantivy.Query.term_query(self.schema, "url", url), limit=1).hits
+            if hits:
+                found[url] = make_snippet(generator, searcher.doc(hits[0][1]), parsed, focus)
+        return found
 
     async def term_weights(self, urls: list[str], units: list[Unit]) -> PageWeights:
         return await self._in(self._read_pool, self._term_weights, urls, units)
@@ -507,4 +529,11 @@ def _first(doc: tantivy.Document, name: str) -> Any:
     return values[0] if values else ""
 
 
-__all__ = ["Commit", "Hit", "IndexDoc", "IndexStore", "QuerySyntaxError", "SearchPage"]
+__all__ = [
+    "Commit",
+    "Hit",
+    "IndexDoc",
+    "IndexStore",
+    "QuerySyntaxError",
+    "SearchPage",
+]
