@@ -28,7 +28,7 @@ from crawler.ssrf import GuardedSocketFactory
 from dht import DhtNode, Identity, Peer, compress, decompress, sign_record, verify_record
 from dht.placement import HolderMap
 from dht.shard_store import DEFAULT_SHARD_TTL, ShardStore, encode_batch, split_batch
-from index import IndexStore, PageWeights, TermShard
+from index import IndexStore, PageWeights, SearchPage, Snippet, TermShard
 from index.shards import content_key
 
 from .config import NodeConfig, split_host_port
@@ -558,10 +558,12 @@ class Network:
         members = await self._members()
         tally = QueryTally()
         depth = max(limit + offset, OWNER_DEPTH)
-        # This node always answers for its own pages, whatever the shards say: start that
-        # now, beside the shard lookups, instead of after them.
+        # While some of this node's pages are not in the shards yet (not yet published), it
+        # answers for them whatever the shards say, beside the lookups. Otherwise it answers
+        # like any owner, only when it owns one of the best candidates: its search and
+        # snippets would take the CPU the query's own scoring needs.
         timings = PhaseTimer()
-        own = asyncio.create_task(self._own_answer(q, depth))
+        own = None if self.idle else asyncio.create_task(self._own_answer(q, depth, []))
         try:
             merged = await asyncio.wait_for(
                 self.fetch_shards(terms, tally), max(0.1, deadline - time.monotonic())
@@ -570,7 +572,8 @@ class Network:
         except TimeoutError:
             merged = {}
         except BaseException:
-            own.cancel()
+            if own is not None:
+                own.cancel()
             raise
         scorer = GlobalScorer(units, merged)
         owner, titles = scorer.owner, scorer.titles
@@ -606,13 +609,16 @@ class Network:
         shown: dict[str, list[str]] = defaultdict(list)
         for url in ranked[offset : offset + limit]:
             shown[owner[url]].append(url)
+        if own is None and (self.node_id in owners or not ranked):
+            own = asyncio.create_task(self._own_answer(q, depth, shown.get(self.node_id, [])))
         try:
             remote = await self._ask_owners(asked, q, depth, shown, deadline, tally)
-            answers = [await own, *remote]
+            answers = [*([await own] if own is not None else []), *remote]
         finally:
-            own.cancel()
+            if own is not None:
+                own.cancel()
         timings.lap("owners")
-        snippets = {url: found for answer in remote for url, found in answer.snippets.items()}
+        snippets = {url: found for answer in answers for url, found in answer.snippets.items()}
         results: dict[str, dict[str, Any]] = {}
         for answer in answers:
             for r in answer.results:
@@ -661,14 +667,15 @@ class Network:
             "partial": bool(tally.unresponsive - tally.answered),
         }
 
-    async def _own_answer(self, q: str, depth: int) -> PeerAnswer:
+    async def _own_answer(self, q: str, depth: int, named: list[str]) -> PeerAnswer:
         from .search import hit_to_result  # local: avoid an import cycle
 
-        page, weights = await self.store.search_with_weights(q, limit=min(depth, 100))
+        page, weights, snippets = await answer_locally(self.store, q, min(depth, 100), 0, named)
         return PeerAnswer(
             self.node_id,
             [hit_to_result(h, i + 1, self.node_id) for i, h in enumerate(page.hits)],
             weights,
+            {url: {"content": s.text, "content_html": s.to_html()} for url, s in snippets.items()},
         )
 
     async def _ask_owners(
@@ -707,6 +714,18 @@ class Network:
 
         answers = await asyncio.gather(*(ask(p) for p in peers))
         return [a for a in answers if a is not None]
+
+
+async def answer_locally(
+    store: IndexStore, q: str, limit: int, offset: int, named: list[str]
+) -> tuple[SearchPage, PageWeights, dict[str, Snippet]]:
+    """An owner's answer to a federated query: its search, the hits' term weights, and
+    snippets of the ``named`` pages its search does not return (pages the querying node
+    expects on its first page from shards; they would show as bare titles)."""
+    page, weights = await store.search_with_weights(q, limit=limit, offset=offset)
+    returned = {hit.url for hit in page.hits}
+    others = [u for u in named[:MAX_SNIPPET_URLS] if u not in returned]
+    return page, weights, await store.snippets(q, others) if others else {}
 
 
 def _parse_snippets(raw: Any, asked: list[str]) -> dict[str, dict[str, str]]:

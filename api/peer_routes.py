@@ -32,7 +32,7 @@ from dht.shard_store import DEFAULT_SHARD_TTL
 from index import Snippet
 
 from .keys import NODE
-from .network import MAX_PUSH_BYTES, MAX_SNIPPET_URLS, Network
+from .network import MAX_PUSH_BYTES, Network, answer_locally
 from .search import BadRequest, SearchParams, hit_to_result
 
 log = logging.getLogger(__name__)
@@ -179,15 +179,10 @@ async def peer_search(request: web.Request) -> web.Response:
         return refused
     params = SearchParams.from_query({**request.query, "scope": "local"})
     node = request.app[NODE]
-    page, weights = await node.store.search_with_weights(
-        params.q, limit=params.limit, offset=params.offset
+    named = request.query.getall("snippet_url", [])
+    page, weights, found = await answer_locally(
+        node.store, params.q, params.limit, params.offset, named
     )
-    # Pages the querier expects on its first page (from shards) that this search did not
-    # return: their snippets too, so the page does not show them as bare titles.
-    returned = {hit.url for hit in page.hits}
-    named = [u for u in request.query.getall("snippet_url", [])[:MAX_SNIPPET_URLS]]
-    others = [u for u in named if u not in returned]
-    found = await node.store.snippets(params.q, others) if others else {}
     results = [
         hit_to_result(hit, params.offset + i + 1, "local") for i, hit in enumerate(page.hits)
     ]

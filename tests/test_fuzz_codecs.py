@@ -17,7 +17,16 @@ from dht import (
     sign_record,
     verify_record,
 )
-from index.shards import MAX_FIELD_LENGTH, MAX_FIELD_WEIGHT, SHARD_FIELDS, TermShard
+from index.shards import (
+    MAX_FIELD_LENGTH,
+    MAX_FIELD_WEIGHT,
+    SHARD_FIELDS,
+    Posting,
+    TermShard,
+    _postings,
+    _weights,
+    field_lengths,
+)
 
 IDENTITY = Identity.generate()
 json_values = st.recursive(
@@ -70,6 +79,43 @@ def test_shard_round_trip_clamps_claimed_weights(
     assert all(0.0 <= w <= MAX_FIELD_WEIGHT for p in again.postings for w in p.weights)
     assert all(0 <= n <= MAX_FIELD_LENGTH for p in again.postings for n in p.lengths)
     assert all(0.0 <= a <= MAX_FIELD_LENGTH for a in again.avgdl)
+
+
+field_values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**12), 10**12),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(max_size=10) | st.integers(),
+            st.text(max_size=10) | st.none(),
+            st.lists(field_values, min_size=4, max_size=6),
+            st.lists(field_values, min_size=4, max_size=6) | st.none(),
+        ),
+        max_size=6,
+    )
+)
+@settings(max_examples=500)
+def test_bulk_posting_checks_agree_with_the_per_posting_ones(rows: list[tuple]) -> None:
+    """A shard's postings are checked all at once when every value looks honest; whatever
+    that shortcut lets through must be exactly what the careful per-posting checks make of
+    the same rows (a NaN or a bool in the middle of a shard, an int among floats)."""
+    raw = [list(r) for r in rows]
+    try:
+        careful = tuple(
+            Posting(str(u), str(t), _weights(w), field_lengths(dl)) for u, t, w, dl in raw
+        )
+    except (TypeError, ValueError) as exc:
+        with pytest.raises(type(exc)):
+            _postings(raw)
+        return
+    assert _postings(raw) == careful
 
 
 @given(st.binary(max_size=2048))

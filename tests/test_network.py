@@ -109,6 +109,18 @@ def test_a_page_crawled_by_one_node_is_found_from_every_node(
         comets = network_search(node, "Perseid meteor shower")
         assert comets["results"][0]["url"] == fixture_site + "/comets.html", (name, comets)
         assert comets["unresponsive_peers"] == []
+        # The owner answered for its page: a snippet with the query's words marked.
+        assert "<mark>" in moons["results"][0]["content_html"], (name, moons["results"][0])
+
+
+def test_a_network_query_says_where_its_time_went(net: dict[str, NodeHandle]) -> None:
+    resp = net["c"].get("/api/search", q="Titan methane lakes", scope="network")
+    assert resp.status == 200
+    phases = dict(part.strip().split(";dur=") for part in resp.headers["server-timing"].split(","))
+    assert {"shards", "score", "owners", "merge"} <= set(phases), phases
+    assert all(float(ms) >= 0 for ms in phases.values())
+    assert sum(map(float, phases.values())) <= resp.json()["took_ms"] + 1
+    assert "timings" not in resp.json()  # the header, not the body's contract
 
 
 def test_local_scope_stays_local(net: dict[str, NodeHandle]) -> None:
