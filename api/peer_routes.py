@@ -32,7 +32,7 @@ from dht.shard_store import DEFAULT_SHARD_TTL
 from index import Snippet
 
 from .keys import NODE
-from .network import MAX_PUSH_BYTES, Network, answer_locally
+from .network import MAX_PUSH_BYTES, MAX_SNIPPET_URLS, Network, answer_locally
 from .search import BadRequest, SearchParams, hit_to_result
 
 log = logging.getLogger(__name__)
@@ -199,6 +199,22 @@ async def peer_search(request: web.Request) -> web.Response:
     return response
 
 
+async def peer_snippets(request: web.Request) -> web.Response:
+    """Snippets of a query for some of this node's pages (``url``, repeated): pages a
+    querying node puts on its result page from shards, without asking this node to search."""
+    if (refused := _over_rate(request, request.app[PEER_QUOTAS].searches)) is not None:
+        return refused
+    params = SearchParams.from_query({**request.query, "scope": "local"})
+    urls = request.query.getall("url", [])
+    if not urls or len(urls) > MAX_SNIPPET_URLS:
+        raise BadRequest(f"pass 1 to {MAX_SNIPPET_URLS} url parameters")
+    node = request.app[NODE]
+    response = _json_response(request, _snippets_json(await node.store.snippets(params.q, urls)))
+    if node.network is not None:
+        node.network.traffic["search_served"] += _size(response)
+    return response
+
+
 def _snippets_json(found: Mapping[str, Snippet]) -> dict[str, Any]:
     return {
         "snippets": {
@@ -238,5 +254,6 @@ def setup(app: web.Application) -> None:
     app[PEER_QUOTAS] = PeerQuotas()
     app.router.add_post("/api/peer/urls", accept_urls)
     app.router.add_get("/api/peer/search", peer_search)
+    app.router.add_get("/api/peer/snippets", peer_snippets)
     app.router.add_post("/api/peer/shards", push_shards)
     app.router.add_get("/api/peer/shards", get_shards)

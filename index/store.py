@@ -465,6 +465,8 @@ class IndexStore:
     async def snippets(self, text: str, urls: Collection[str]) -> dict[str, Snippet]:
         """Snippets of the query for these pages (those this index holds): pages a querying
         node expects on its result page that this node's own search ranks lower."""
+        if not urls:
+            return {}
         parsed, _units, focus = self._prepare(text)
         return await self._in(self._read_pool, self._snippets, parsed, list(urls), focus)
 

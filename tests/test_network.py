@@ -113,6 +113,18 @@ def test_a_page_crawled_by_one_node_is_found_from_every_node(
         assert "<mark>" in moons["results"][0]["content_html"], (name, moons["results"][0])
 
 
+def test_every_result_on_a_network_page_has_a_snippet(net: dict[str, NodeHandle]) -> None:
+    """Pages known from shards come with their owners' snippets, not as bare titles."""
+    for node in net.values():
+        page = network_search(node, "backyard sky telescope")
+        assert len(page["results"]) == 4, page
+        for result in page["results"]:
+            assert result["content"], result
+            assert "<mark>" in result["content_html"], result
+    refused = net["a"].get("/api/peer/snippets", q="backyard")  # which pages?
+    assert refused.status == 400 and "url" in refused.json()["error"]
+
+
 def test_a_network_query_says_where_its_time_went(net: dict[str, NodeHandle]) -> None:
     resp = net["c"].get("/api/search", q="Titan methane lakes", scope="network")
     assert resp.status == 200
