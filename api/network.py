@@ -62,9 +62,10 @@ OWNERS_ASKED = 2
 OWNER_SCORE_SHARE = 0.25
 OWNER_DEPTH = 10  # results each owner returns (at least a page), scored with global statistics
 MAX_SNIPPET_URLS = 100  # pages named to an owner for snippets: a page's worth, with room
-# Shard candidates that get snippets: this many pages' worth (2: one result in 125 lacks
-# one, for ~2.5 ms more per query than 1, which left one in five; measured on the bench).
-SNIPPET_PAGES = 2
+# Shard candidates that get snippets: this many pages' worth. 1 leaves one result in eight
+# a bare title (none: one in five) at no measurable cost; 2 leaves one in 125 but cost the
+# bench's median 5-6 ms (docs/BENCHMARKS.md).
+SNIPPET_PAGES = 1
 SHARD_KIND = "shards/3"  # /3: a term a line, stored as sent; older pushes are refused
 FORWARD_BATCH = 1_000
 TRAFFIC_IN = {
@@ -611,10 +612,10 @@ class Network:
             for o in owners
             if o != self.node_id and o in by_hex and self._usable(by_hex[o])
         ]
-        # The first page as the shards see it, and as much again (owners' exact scores
-        # reorder it): an owner asked anyway makes snippets for its pages there that its
-        # own search does not return; the other publishers there are asked for just those
-        # pages' snippets, meanwhile. Without them, one result in five showed a bare title.
+        # The first page as the shards see it (SNIPPET_PAGES): an owner asked anyway makes
+        # snippets for its pages there that its own search does not return; the other
+        # publishers there are asked for just those pages' snippets, meanwhile. Without
+        # them, one result in five showed a bare title.
         shown: dict[str, list[str]] = defaultdict(list)
         for url in ranked[offset : offset + SNIPPET_PAGES * limit]:
             shown[owner[url]].append(url)
