@@ -633,7 +633,7 @@ class Network:
                 self._fetch_snippets(snipped, q, shown, deadline, tally),
                 self.store.snippets(q, mine),
             )
-            snippets.update(_snippet_fields(local))
+            snippets.update(snippet_fields(local))
             answers = [*([await own] if own is not None else []), *remote]
         finally:
             if own is not None:
@@ -731,7 +731,7 @@ class Network:
             self.node_id,
             [hit_to_result(h, i + 1, self.node_id) for i, h in enumerate(page.hits)],
             weights,
-            _snippet_fields(snippets),
+            snippet_fields(snippets),
         )
 
     async def _ask_owners(
@@ -784,7 +784,8 @@ async def answer_locally(
     return page, weights, await store.snippets(q, others)
 
 
-def _snippet_fields(found: Mapping[str, Snippet]) -> dict[str, dict[str, str]]:
+def snippet_fields(found: Mapping[str, Snippet]) -> dict[str, dict[str, str]]:
+    """Snippets as a result's fields (and a peer answer's ``snippets``): {url: fields}."""
     return {url: {"content": s.text, "content_html": s.to_html()} for url, s in found.items()}
 
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import gzip
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -29,10 +27,9 @@ from dht import DhtError, InvalidRecord
 from dht.quotas import DistinctCap, RateLimiter, source_key
 from dht.records import decode_record
 from dht.shard_store import DEFAULT_SHARD_TTL
-from index import Snippet
 
 from .keys import NODE
-from .network import MAX_PUSH_BYTES, MAX_SNIPPET_URLS, Network, answer_locally
+from .network import MAX_PUSH_BYTES, MAX_SNIPPET_URLS, Network, answer_locally, snippet_fields
 from .search import BadRequest, SearchParams, hit_to_result
 
 log = logging.getLogger(__name__)
@@ -191,7 +188,7 @@ async def peer_search(request: web.Request) -> web.Response:
         "number_of_results": page.total,
         "results": results,
         **weights.to_json(),
-        **_snippets_json(found),
+        "snippets": snippet_fields(found),
     }
     response = _json_response(request, body)
     if node.network is not None:
@@ -209,19 +206,12 @@ async def peer_snippets(request: web.Request) -> web.Response:
     if not urls or len(urls) > MAX_SNIPPET_URLS:
         raise BadRequest(f"pass 1 to {MAX_SNIPPET_URLS} url parameters")
     node = request.app[NODE]
-    response = _json_response(request, _snippets_json(await node.store.snippets(params.q, urls)))
+    response = _json_response(
+        request, {"snippets": snippet_fields(await node.store.snippets(params.q, urls))}
+    )
     if node.network is not None:
         node.network.traffic["search_served"] += _size(response)
     return response
-
-
-def _snippets_json(found: Mapping[str, Snippet]) -> dict[str, Any]:
-    return {
-        "snippets": {
-            url: {"content": snip.text, "content_html": snip.to_html()}
-            for url, snip in found.items()
-        }
-    }
 
 
 MAX_FORWARDED_URLS = 1_000
