@@ -480,6 +480,32 @@ class Network:
         self.traffic[TRAFFIC_IN.get(path, "other_in")] += wire
         return orjson.loads(raw)
 
+    async def _ask_peer(
+        self,
+        peer: Peer,
+        path: str,
+        params: Mapping[str, str] | Sequence[tuple[str, str]],
+        tally: QueryTally,
+        deadline: float | None = None,
+    ) -> dict[str, Any] | None:
+        """One request of a federated query, counted in ``tally``. A peer that fails or
+        misses the deadline is backed off and named unresponsive (None); an answer that is
+        not a JSON object counts as an empty one."""
+        peer_hex = peer.node_id.hex()
+        tally.asked.add(peer_hex)
+        request = self._get_json(peer, path, params)
+        try:
+            if deadline is None:
+                data = await request
+            else:
+                data = await asyncio.wait_for(request, max(0.05, deadline - time.monotonic()))
+        except PEER_ERRORS:
+            self._mark_slow(peer)
+            tally.unresponsive.add(peer_hex)
+            return None
+        tally.answered.add(peer_hex)
+        return data if isinstance(data, dict) else {}
+
     async def fetch_shards(
         self, terms: list[str], tally: QueryTally
     ) -> dict[str, dict[str, TermShard]]:
@@ -519,16 +545,11 @@ class Network:
             if node_id == self.dht.node_id:
                 found = await self.shards.get(wanted)
             else:
-                tally.asked.add(node_id.hex())
-                try:
-                    raw = await self._get_json(
-                        peer, "/api/peer/shards", {"terms": ",".join(wanted)}
-                    )
-                except PEER_ERRORS:
-                    self._mark_slow(peer)
-                    tally.unresponsive.add(peer.node_id.hex())
+                raw = await self._ask_peer(
+                    peer, "/api/peer/shards", {"terms": ",".join(wanted)}, tally
+                )
+                if raw is None:
                     return
-                tally.answered.add(node_id.hex())
                 found = _parse_lookup(raw, merged)
             for term, copies in found.items():
                 for publisher, shard in copies:
@@ -701,22 +722,10 @@ class Network:
         that does not answer in time leaves its pages with their titles."""
 
         async def ask(peer: Peer) -> dict[str, dict[str, str]]:
-            peer_hex = peer.node_id.hex()
-            tally.asked.add(peer_hex)
-            named = urls[peer_hex][:MAX_SNIPPET_URLS]
-            try:
-                data = await asyncio.wait_for(
-                    self._get_json(
-                        peer, "/api/peer/snippets", [("q", q), *(("url", u) for u in named)]
-                    ),
-                    max(0.05, deadline - time.monotonic()),
-                )
-            except PEER_ERRORS:
-                self._mark_slow(peer)
-                tally.unresponsive.add(peer_hex)
-                return {}
-            tally.answered.add(peer_hex)
-            return _parse_snippets(data, named)
+            named = urls[peer.node_id.hex()][:MAX_SNIPPET_URLS]
+            params = [("q", q), *(("url", u) for u in named)]
+            data = await self._ask_peer(peer, "/api/peer/snippets", params, tally, deadline)
+            return {} if data is None else _parse_snippets(data, named)
 
         found: dict[str, dict[str, str]] = {}
         for part in await asyncio.gather(*(ask(p) for p in peers)):
@@ -744,26 +753,19 @@ class Network:
         tally: QueryTally,
     ) -> list[PeerAnswer]:
         async def ask(peer: Peer) -> PeerAnswer | None:
-            tally.asked.add(peer.node_id.hex())
             named = shown.get(peer.node_id.hex(), [])[:MAX_SNIPPET_URLS]
             params = [
                 ("q", q),
                 ("limit", str(min(depth, 100))),
                 *(("snippet_url", u) for u in named),
             ]
-            try:
-                data = await asyncio.wait_for(
-                    self._get_json(peer, "/api/peer/search", params),
-                    max(0.05, deadline - time.monotonic()),
-                )
-            except PEER_ERRORS:
-                self._mark_slow(peer)
-                tally.unresponsive.add(peer.node_id.hex())
+            data = await self._ask_peer(peer, "/api/peer/search", params, tally, deadline)
+            if data is None:
                 return None
-            tally.answered.add(peer.node_id.hex())
+            results = data.get("results")
             return PeerAnswer(
                 peer.node_id.hex(),
-                list(data.get("results", [])),
+                [r for r in results if isinstance(r, dict)] if isinstance(results, list) else [],
                 PageWeights.from_json(data),
                 _parse_snippets(data, named),
             )

@@ -6,7 +6,9 @@ pushes correctly signed shard batches claiming top weights for popular terms on 
 the fixture site that do not contain them (with invented titles) and on pages that do not
 exist, and answers ``/api/peer/search`` with the same lies for any query. With
 ``--stall S`` it accepts every peer request and answers it only after S seconds (a peer
-that is slow or never answers). It prints ``liar: http=URL id=HEX`` when ready;
+that is slow or never answers). With ``--garbage`` it answers searches with JSON that is
+not an answer: a list when the query says "list", else results that are not objects.
+It prints ``liar: http=URL id=HEX`` when ready;
 ``GET /stats`` counts the requests it received.
 """
 
@@ -73,6 +75,7 @@ async def main() -> None:
     parser.add_argument("--site", required=True)
     parser.add_argument("--push", action="append", default=[])
     parser.add_argument("--stall", type=float, default=0.0)
+    parser.add_argument("--garbage", action="store_true")
     args = parser.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     identity = Identity.load_or_create(args.data_dir)
@@ -83,6 +86,9 @@ async def main() -> None:
         hits["search"] += 1
         await asyncio.sleep(args.stall)
         q = request.query.get("q", "")
+        if args.garbage:
+            junk = [1, "x", None] if "list" in q else {"results": [1, "x", None], "weights": []}
+            return web.json_response(junk)
         terms = list(dict.fromkeys(analyzer.analyze(q)))
         results = [
             {"url": u, "title": lie_title(q), "content": q, "content_html": q, "host": ""}

@@ -252,7 +252,7 @@ async def test_rate_limits_cap_fetches_however_many_claims_are_offered(tmp_path:
 
 
 def start_liar(
-    tmp: Path, bootstrap: str, site: str, *push: str, stall: float = 0.0
+    tmp: Path, bootstrap: str, site: str, *push: str, stall: float = 0.0, garbage: bool = False
 ) -> tuple[subprocess.Popen[str], str, str]:
     cmd = [
         sys.executable,
@@ -269,6 +269,8 @@ def start_liar(
         cmd += ["--push", target]
     if stall:
         cmd += ["--stall", str(stall)]
+    if garbage:
+        cmd += ["--garbage"]
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
@@ -427,3 +429,27 @@ def test_a_peer_that_accepts_and_never_answers_costs_one_deadline_then_nothing(
     finally:
         staller.kill()
         staller.wait(10)
+
+
+def test_an_owner_answering_garbage_json_leaves_the_query_whole(
+    node_factory: NodeFactory, fixture_site: FixtureSite, tmp_path: Path
+) -> None:
+    """An owner the shards make the querying node ask answers with JSON that is no answer
+    (a list; results that are not objects). Would catch a query that fails (500) on it
+    instead of answering from everyone else."""
+    site = fixture_site
+    common = ("--dht", "127.0.0.1:0", "--max-depth", "0", "--pin-host", site.split("/", 3)[2])
+    a = node_factory.start(*common, seeds=[site + "/moons.html"])
+    wait_until(lambda: a.status()["idle"], what="the crawl and placement")
+    liar, liar_url, _liar_id = start_liar(
+        tmp_path / "garbage", dht_address(a), site, a.url, garbage=True
+    )
+    try:
+        wait_until(lambda: network_status(a)["peers"] >= 1, what="A to know the liar")
+        for query in (QUERIES[0], QUERIES[0] + " list"):
+            page = network_search(a, query)
+            assert any(r["url"] == site + "/moons.html" for r in page["results"]), page
+        assert liar_stats(liar_url).get("search", 0) >= 2  # it was asked both times
+    finally:
+        liar.kill()
+        liar.wait(10)
