@@ -71,6 +71,7 @@ def _byte_to_char_ranges(text: str, ranges: list[tuple[int, int]]) -> tuple[tupl
 # page of long pages cost more than the search. Long bodies are cut to a window around the
 # densest cluster of query words first; the full body is the fallback when that misses.
 LONG_BODY_CHARS = 1_000
+# The window and the cluster are measured in UTF-8 bytes (characters, for ASCII text).
 WINDOW_CHARS = 600
 CLUSTER_CHARS = 300  # about one fragment's span
 MAX_POSITIONS = 16  # occurrences per word looked at
@@ -121,7 +122,7 @@ def make_snippet(
         source = doc
         body = doc.get_first("body")
         if isinstance(body, str) and len(body) > LONG_BODY_CHARS:
-            window = _window(body, words or [])
+            window = _window(body, words) if words else None
             if window is not None:
                 found = _generated(generator, _body_only(window), need_highlights=True)
                 if found is not None:

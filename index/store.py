@@ -429,12 +429,12 @@ class IndexStore:
         return await self._in(self._read_pool, self._get, url)
 
     def _get(self, url: str) -> dict[str, Any] | None:
-        searcher = self.index.searcher()
-        q = tantivy.Query.term_query(self.schema, "url", url)
-        hits = searcher.search(q, limit=1).hits
-        if not hits:
-            return None
-        return dict(searcher.doc(hits[0][1]).to_dict())
+        doc = self._doc_of(self.index.searcher(), url)
+        return None if doc is None else dict(doc.to_dict())
+
+    def _doc_of(self, searcher: Any, url: str) -> tantivy.Document | None:
+        hits = searcher.search(tantivy.Query.term_query(self.schema, "url", url), limit=1).hits
+        return searcher.doc(hits[0][1]) if hits else None
 
     async def term_shards(
         self, terms: list[str] | None = None, *, top_k: int = DEFAULT_TOP_K
@@ -478,9 +478,9 @@ class IndexStore:
         generator = self._snippet_generator(searcher, snippet_query)
         found: dict[str, Snippet] = {}
         for url in urls:
-            hits = searcher.search(tantivy.Query.term_query(self.schema, "url", url), limit=1).hits
-            if hits:
-                found[url] = make_snippet(generator, searcher.doc(hits[0][1]), parsed, focus)
+            doc = self._doc_of(searcher, url)
+            if doc is not None:
+                found[url] = make_snippet(generator, doc, parsed, focus)
         return found
 
     async def term_weights(self, urls: list[str], units: list[Unit]) -> PageWeights:
@@ -531,11 +531,4 @@ def _first(doc: tantivy.Document, name: str) -> Any:
     return values[0] if values else ""
 
 
-__all__ = [
-    "Commit",
-    "Hit",
-    "IndexDoc",
-    "IndexStore",
-    "QuerySyntaxError",
-    "SearchPage",
-]
+__all__ = ["Commit", "Hit", "IndexDoc", "IndexStore", "QuerySyntaxError", "SearchPage"]
