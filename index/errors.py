@@ -1,7 +1,8 @@
 """The index's exception tree.
 
 IndexError_
-├── QuerySyntaxError     the user's query cannot be parsed (HTTP 400)
+├── QuerySyntaxError     a query the index cannot run (HTTP 400); never raised for the
+│                        text of a query: parse_user_query reads any text (issue #11)
 └── IndexUnavailable     the index cannot be opened or written (disk full, corrupt)
 """
 
@@ -13,7 +14,8 @@ class IndexError_(Exception):
 
 
 class QuerySyntaxError(IndexError_, ValueError):
-    """The query text is not valid; the message says why, for the user."""
+    """A query the index refuses to run; the message says why, for the user. The query
+    parser never raises it: whatever the text, it searches for the words it can find."""
 
 
 class IndexUnavailable(IndexError_):
