@@ -8,23 +8,97 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from crawler import Crawler
+from dht import DhtNode, Identity
+from federation import Network, ShardStore, SpotChecker
+from index import Commit, IndexStore
+
 from . import discovery, metrics, peer_routes, routes, web_ui
-from .config import NodeConfig
-from .keys import CONFIG, NODE
-from .node import Node
+from .config import NodeConfig, split_host_port
+from .keys import CONFIG, HTTP_URL, NETWORK, NODE, STORE
+from .node import IndexSink, Node, committed_before_crash
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 1024 * 1024  # shard pushes read their own, larger, bounded body
 
 
-async def _node_ctx(app: web.Application) -> AsyncIterator[None]:
-    node = Node(app[CONFIG])
-    await node.start()
-    app[NODE] = node
-    log.info("node started; data in %s", app[CONFIG].data_dir)
+# One cleanup context per resource, in data-flow order; aiohttp stops them in reverse, so
+# spot checks end before the crawler whose Fetcher they use, the crawler before the network
+# it forwards URLs through, and everything before the index.
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = IndexStore(
+        config.data_dir / "index",
+        commit_interval=config.commit_interval,
+        writer_heap=config.writer_heap_mb * 1024 * 1024,
+    )
+    await store.start()
+    app[STORE] = store
     yield
-    await node.stop()
+    await store.stop()
+
+
+async def _network_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Join the DHT (when configured). The HTTP socket is already bound, so peers that
+    learn our URL from the DHT can connect at once."""
+    config = app[CONFIG]
+    if not config.dht:
+        app[NETWORK] = None
+        yield
+        return
+    http_url = config.public_url or app[HTTP_URL]
+    identity = Identity.load_or_create(config.data_dir)
+    network = Network(
+        store=app[STORE],
+        identity=identity,
+        dht=DhtNode(config.data_dir, http_url=http_url, identity=identity),
+        shard_store=ShardStore(config.data_dir / "shards.sqlite3"),
+        spot_checker=SpotChecker(config.data_dir, identity.node_id.hex()),
+        bootstrap=[split_host_port(b, "bootstrap") for b in config.bootstrap],
+        listen=split_host_port(config.dht, "dht"),
+        allow_private_peers=config.allow_private_peers,
+        pinned=config.pin_host,
+    )
+    await network.start()
+    app[NETWORK] = network
+    yield
+    await network.stop()
+
+
+async def _crawler_ctx(app: web.Application) -> AsyncIterator[None]:
+    config, store, network = app[CONFIG], app[STORE], app[NETWORK]
+    crawler = Crawler(
+        config.crawler_config(),
+        IndexSink(store),
+        # Host slices: URLs of hosts another node owns go to that node.
+        router=network.slices if network is not None else None,
+        committed_before_crash=committed_before_crash(store),
+    )
+
+    async def committed(commit: Commit) -> None:
+        await crawler.committed(commit.urls)
+
+    store.on_commit(committed)
+    await crawler.start()
+    if config.seed:
+        await crawler.add_seeds(config.seed, force=False)
+    app[NODE] = Node(config, store=store, crawler=crawler, network=network)
+    log.info("node started; data in %s", config.data_dir)
+    yield
+    await crawler.stop()
+
+
+async def _spot_check_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Spot checks fetch through the crawler's own Fetcher: same SSRF guard, caps, robots."""
+    network, crawler = app[NETWORK], app[NODE].crawler
+    if network is None:
+        yield
+        return
+    await network.spot_checker.start(crawler.fetcher, crawler.robots, network.shards)
+    yield
+    await network.spot_checker.stop()
 
 
 @web.middleware
@@ -41,13 +115,16 @@ async def _security_headers(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
-def create_app(config: NodeConfig) -> web.Application:
+def create_app(config: NodeConfig, *, http_url: str = "") -> web.Application:
+    """The node's application. ``http_url`` is where its HTTP socket listens (peers are
+    told ``config.public_url`` or, if that is empty, this)."""
     app = web.Application(
         client_max_size=MAX_REQUEST_BYTES,
         middlewares=[routes.json_errors, _security_headers],
     )
     app[CONFIG] = config
-    app.cleanup_ctx.append(_node_ctx)
+    app[HTTP_URL] = http_url
+    app.cleanup_ctx.extend([_store_ctx, _network_ctx, _crawler_ctx, _spot_check_ctx])
     metrics.setup(app)
     routes.setup(app)
     discovery.setup(app)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import faulthandler
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -19,15 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from crawler import FrontierError
-from index import IndexUnavailable
-
-from .app import create_app
-from .config import DEFAULT_HTTP, ConfigError, NodeConfig, add_node_flags, load_config
-from .keys import NODE
-from .node import disk_full_hint
+from .config import DEFAULT_HTTP, ConfigError, add_node_flags, load_config
+from .demo import run_demo
+from .runner import event_loop_runner, serve
 
 log = logging.getLogger("rhizome")
 
@@ -58,103 +50,17 @@ def setup_logging(level: str, fmt: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-def _event_loop_runner() -> Any:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every POSIX system
-        return asyncio.run
-    return uvloop.run
-
-
-# Requests in flight get this long to finish at shutdown (aiohttp waits 60 s by default): a
-# peer's shard push cut short is simply sent again, and a stopping node should stop.
-SHUTDOWN_GRACE = 5.0
-
-
-async def start_node(config: NodeConfig) -> tuple[web.AppRunner, web.Application, str]:
-    """Start one node: app, HTTP listener, then the network (peers need the HTTP URL)."""
-    app = create_app(config)
-    runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
-    )
-    try:
-        await runner.setup()
-    except (IndexUnavailable, FrontierError) as exc:
-        # The data cannot be opened (full disk, damaged files): one clear line, no traceback.
-        raise SystemExit(f"rhizome: cannot start: {exc}{disk_full_hint(config.data_dir)}") from None
-    site = web.TCPSite(runner, config.http_host, config.http_port, reuse_address=True)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise SystemExit(f"rhizome: cannot listen on {config.http}: {exc.strerror}") from None
-    url = ""
-    # uvloop's server is not an asyncio.Server, but it has the same ``sockets``.
-    for sock in getattr(site._server, "sockets", ()):
-        host, port = sock.getsockname()[:2]
-        url = f"http://{host}:{port}/"
-        # Tests and scripts read this line to learn the port when --http used port 0.
-        print(f"rhizome: listening on {url}", flush=True)
-    try:
-        await app[NODE].start_network(url)
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner, app, url
-
-
-async def wait_for_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
-# A stop that takes longer than this is cut short: everything durable was committed as it
-# went (a URL is DONE only after its page's commit), so exiting is as safe as a kill -9.
-# In ~3 of 10 full test runs the demo's loop waited > 20 s on some await after Ctrl-C.
-STOP_LIMIT = 15.0
-
-
-async def stop_within(*runners: web.AppRunner, limit: float = STOP_LIMIT) -> None:
-    """Clean up ``runners`` together; if that outlasts ``limit``, name what is still
-    running and leave the process at once (a stuck await must not keep a node alive)."""
-    cleanup = asyncio.ensure_future(asyncio.gather(*(r.cleanup() for r in runners)))
-    done, _pending = await asyncio.wait([cleanup], timeout=limit)
-    if not done:
-        stuck = sorted(t.get_name() for t in asyncio.all_tasks() if not t.done())
-        log.warning("stop took over %.0f s; exiting anyway (still running: %s)", limit, stuck)
-        logging.shutdown()
-        sys.stdout.flush()
-        os._exit(0)
-    cleanup.result()
-
-
-async def serve(config: NodeConfig) -> None:
-    """Run the node until SIGINT/SIGTERM (or cancellation)."""
-    runner, _app, _url = await start_node(config)
-    try:
-        await wait_for_signal()
-    finally:
-        log.info("shutting down")
-        await stop_within(runner)
-
-
 def cmd_node(args: argparse.Namespace) -> int:
     config = load_config(file=args.config, flags=vars(args))
     setup_logging(config.log_level, config.log_format)
-    _event_loop_runner()(serve(config))
+    event_loop_runner()(serve(config))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
     config = load_config(file=args.config, flags=vars(args))
     setup_logging("warning" if config.log_level == "info" else config.log_level, config.log_format)
-    _event_loop_runner()(run_demo(config, docs_dir=args.docs_dir))
+    event_loop_runner()(run_demo(config, docs_dir=args.docs_dir))
     return 0
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from aiohttp import web
 
 from .config import NodeConfig, default_data_dir
-from .keys import NODE
+from .keys import NETWORK, NODE
+from .runner import start_node, stop_within, wait_for_signal
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,6 @@ async def run_demo(
 ) -> None:
     """Render and serve the docs, run a small network of nodes over them (each crawls a
     share of the pages), print progress and the search URL; run until Ctrl-C."""
-    from .cli import start_node, stop_within, wait_for_signal  # the real node runner
-
     tmp = tempfile.TemporaryDirectory(prefix="rhizome-demo-")
     folder = docs_dir or Path(tmp.name) / "docs"
     runners: list[web.AppRunner] = []
@@ -130,7 +129,7 @@ async def run_demo(
             runner, app, url = await start_node(node_config)
             runners.append(runner)
             apps.append((app, url))
-            network = app[NODE].network
+            network = app[NETWORK]
             if i == 0 and network is not None:
                 bootstrap = (f"127.0.0.1:{network.dht.port}",)
         print(f"rhizome demo: {nodes} nodes joined one network; each crawls a third of the pages")

@@ -10,6 +10,7 @@ from aiohttp import web
 from index import QuerySyntaxError
 
 from .keys import NODE
+from .version import VERSION
 
 MAX_SUGGESTIONS = 8
 
@@ -63,7 +64,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
-    "info": {"title": "Rhizome node API", "version": "0.1.0"},
+    "info": {"title": "Rhizome node API", "version": VERSION},
     "paths": {
         "/api/search": {
             "get": {
@@ -73,7 +74,8 @@ OPENAPI: dict[str, Any] = {
                         "name": "q",
                         "in": "query",
                         "required": True,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 512},
+                        # Any text is searched (text past 512 chars is cut at a word).
+                        "schema": {"type": "string"},
                     },
                     {
                         "name": "limit",
@@ -93,7 +95,7 @@ OPENAPI: dict[str, Any] = {
                 ],
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/SearchResponse"}, "Results"),
-                    "400": _json(_ERROR, "Invalid query or parameters"),
+                    "400": _json(_ERROR, "Invalid parameters (limit, offset, scope, no q)"),
                 },
             }
         },

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
-from .config import NodeConfig
+from federation import Network
+from index import IndexStore
 
-if TYPE_CHECKING:
-    from .node import Node
+from .config import NodeConfig
+from .node import Node
 
 CONFIG = web.AppKey("config", NodeConfig)
-NODE: web.AppKey[Node] = web.AppKey("node")
+HTTP_URL = web.AppKey("http_url", str)
+STORE = web.AppKey("store", IndexStore)
+NETWORK: web.AppKey[Network | None] = web.AppKey("network")
+NODE = web.AppKey("node", Node)

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,11 @@ import tantivy
 
 from crawler import Crawler, ParsedPage
 from dht import DhtNotRunning
-from index import Commit, IndexDoc, IndexStore, SearchPage
+from federation import Network
+from index import IndexDoc, IndexStore, SearchPage
 
 from .config import NodeConfig
-from .network import Network
+from .version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,32 @@ def disk_full_hint(data_dir: Path) -> str:
     if free >= LOW_SPACE_BYTES:
         return ""
     return f"; the disk holding {data_dir} is full ({free} bytes free): free space and start again"
+
+
+def committed_before_crash(
+    store: IndexStore,
+) -> Callable[[list[tuple[str, float | None]]], set[str]]:
+    """The frontier's check, at start-up, for URLs a kill left leased: those whose page the
+    index holds from a fetch newer than the URL's last DONE were committed just before the
+    kill, so not worth fetching again. Runs on the frontier's thread, after the index is
+    open."""
+
+    def check(leased: list[tuple[str, float | None]]) -> set[str]:
+        searcher = store.index.searcher()
+        committed: set[str] = set()
+        for url, fetched_before in leased:
+            query = tantivy.Query.term_query(store.schema, "url", url)
+            hits = searcher.search(query, limit=1).hits
+            if not hits:
+                continue
+            fetched = searcher.doc(hits[0][1]).get_first("fetched") or 0
+            if fetched_before is None or fetched > fetched_before:
+                committed.add(url)
+        if committed:
+            log.info("%d URLs were committed just before an unclean stop", len(committed))
+        return committed
+
+    return check
 
 
 class IndexSink:
@@ -65,70 +93,22 @@ class IndexSink:
 
 
 class Node:
-    """One Rhizome node's local parts. Started and stopped by the app's cleanup context."""
+    """One Rhizome node's parts, as the routes see them. Built by the app's cleanup
+    contexts (``api/app.py``), which start and stop each part; this holds no lifecycle."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        store: IndexStore,
+        crawler: Crawler,
+        network: Network | None,
+    ) -> None:
         self.config = config
         self.started_at = time.time()
-        self.store = IndexStore(
-            config.data_dir / "index",
-            commit_interval=config.commit_interval,
-            writer_heap=config.writer_heap_mb * 1024 * 1024,
-        )
-        self.crawler = Crawler(config.crawler_config(), IndexSink(self.store))
-        self.store.on_commit(self._committed)
-        self.crawler.frontier.committed_before_crash = self._committed_before_crash
-        self.crawler.frontier.recrawl_after = self.crawler.config.recrawl_interval
-        self.network = Network(config, self.store) if config.dht else None
-
-    async def _committed(self, commit: Commit) -> None:
-        await self.crawler.committed(commit.urls)
-
-    def _committed_before_crash(self, leased: list[tuple[str, float | None]]) -> set[str]:
-        """Leased URLs whose page the index holds from a fetch newer than the URL's last
-        DONE: committed just before a kill, so not worth fetching again. Runs on the
-        frontier's thread at start-up, after the index is open."""
-        searcher = self.store.index.searcher()
-        committed: set[str] = set()
-        for url, fetched_before in leased:
-            query = tantivy.Query.term_query(self.store.schema, "url", url)
-            hits = searcher.search(query, limit=1).hits
-            if not hits:
-                continue
-            fetched = searcher.doc(hits[0][1]).get_first("fetched") or 0
-            if fetched_before is None or fetched > fetched_before:
-                committed.add(url)
-        if committed:
-            log.info("%d URLs were committed just before an unclean stop", len(committed))
-        return committed
-
-    async def start(self) -> None:
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        await self.store.start()
-        await self.crawler.start()
-        if self.config.seed and self.network is None:
-            await self.crawler.add_seeds(self.config.seed, force=False)
-
-    async def start_network(self, http_url: str) -> None:
-        """Join the DHT once the HTTP API listens (peers must be able to reach it)."""
-        if self.network is not None:
-            await self.network.start(self.config.public_url or http_url)
-            # Spot-checks fetch through the crawler's own Fetcher: same SSRF guard, caps, robots.
-            await self.network.spot_checker.start(
-                self.crawler.fetcher, self.crawler.robots, self.network.shards
-            )
-            # Host slices: from now on, URLs of hosts another node owns go to that node.
-            self.crawler.router = self.network
-            if self.config.seed:
-                await self.crawler.add_seeds(self.config.seed, force=False)
-
-    async def stop(self) -> None:
-        if self.network is not None:  # before the crawler closes the Fetcher it uses
-            await self.network.spot_checker.stop()
-        await self.crawler.stop()
-        if self.network is not None and self.network.started:
-            await self.network.stop()
-        await self.store.stop()
+        self.store = store
+        self.crawler = crawler
+        self.network = network
 
     async def is_idle(self) -> bool:
         if self.network is not None and self.network.started and not self.network.idle:
@@ -150,7 +130,7 @@ class Node:
             "storage": self.storage_status(),
             "network": await self._network_status(),
             "uptime_s": round(time.time() - self.started_at, 1),
-            "version": "0.1.0",
+            "version": VERSION,
         }
 
     async def _network_status(self) -> dict[str, Any] | None:

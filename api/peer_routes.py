@@ -23,18 +23,30 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
-from dht import DhtError, InvalidRecord
+from dht import InvalidRecord
 from dht.quotas import DistinctCap, RateLimiter, source_key
 from dht.records import decode_record
-from dht.shard_store import DEFAULT_SHARD_TTL
+from federation import Network, PushRefused
+from federation.answer import answer_locally
+from federation.shard_store import DEFAULT_SHARD_TTL
+from federation.wire import (
+    MAX_FORWARDED_URLS,
+    MAX_LOOKUP_TERMS,
+    MAX_PUSH_BYTES,
+    MAX_SNIPPET_URLS,
+    PATH_SEARCH,
+    PATH_SHARDS,
+    PATH_SNIPPETS,
+    PATH_URLS,
+    encode_owner_answer,
+    snippet_fields,
+)
 
 from .keys import NODE
-from .network import MAX_PUSH_BYTES, MAX_SNIPPET_URLS, Network, answer_locally, snippet_fields
-from .search import BadRequest, SearchParams, hit_to_result
+from .search import BadRequest, SearchParams
 
 log = logging.getLogger(__name__)
 
-MAX_LOOKUP_TERMS = 64
 MIN_GZIP_BYTES = 1_024
 GZIP_LEVEL = 1  # 84 KB of shards -> 18 KB in 0.3 ms; higher levels cost 3x for 15% less
 PUSH_RATE = 2.0  # shard batches a second per address, sustained: 120 a minute
@@ -148,8 +160,8 @@ async def push_shards(request: web.Request) -> web.Response:
             quotas.publishers.retry_after(source),
         )
     try:
-        stored = await network.accept_push(body)
-    except (DhtError, ValueError) as exc:
+        stored = await network.holder.accept_push(body)
+    except PushRefused as exc:
         log.info("refused a shard push from %s: %s", request.remote, exc)
         quotas.pushes.charge(_source(request), BAD_PUSH_COST)
         raise BadRequest(f"shard batch refused: {exc}") from None
@@ -180,17 +192,7 @@ async def peer_search(request: web.Request) -> web.Response:
     page, weights, found = await answer_locally(
         node.store, params.q, params.limit, params.offset, named
     )
-    results = [
-        hit_to_result(hit, params.offset + i + 1, "local") for i, hit in enumerate(page.hits)
-    ]
-    body = {
-        "query": params.q,
-        "number_of_results": page.total,
-        "results": results,
-        **weights.to_json(),
-        "snippets": snippet_fields(found),
-    }
-    response = _json_response(request, body)
+    response = _json_response(request, encode_owner_answer(params.q, page, weights, found))
     if node.network is not None:
         node.network.traffic["search_served"] += _size(response)
     return response
@@ -212,9 +214,6 @@ async def peer_snippets(request: web.Request) -> web.Response:
     if node.network is not None:
         node.network.traffic["search_served"] += _size(response)
     return response
-
-
-MAX_FORWARDED_URLS = 1_000
 
 
 async def accept_urls(request: web.Request) -> web.Response:
@@ -242,8 +241,8 @@ async def accept_urls(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app[PEER_QUOTAS] = PeerQuotas()
-    app.router.add_post("/api/peer/urls", accept_urls)
-    app.router.add_get("/api/peer/search", peer_search)
-    app.router.add_get("/api/peer/snippets", peer_snippets)
-    app.router.add_post("/api/peer/shards", push_shards)
-    app.router.add_get("/api/peer/shards", get_shards)
+    app.router.add_post(PATH_URLS, accept_urls)
+    app.router.add_get(PATH_SEARCH, peer_search)
+    app.router.add_get(PATH_SNIPPETS, peer_snippets)
+    app.router.add_post(PATH_SHARDS, push_shards)
+    app.router.add_get(PATH_SHARDS, get_shards)

@@ -9,8 +9,8 @@ from typing import Any
 
 from yarl import URL
 
-from index import Hit
-from index.query import parse_user_query
+from federation import ResultRow
+from federation.wire import page_rows
 
 from .node import Node
 
@@ -34,7 +34,7 @@ class SearchParams:
     @classmethod
     def from_query(cls, query: Any) -> SearchParams:
         q = query.get("q")
-        if q is None or not str(q).strip():
+        if q is None:  # any text at all is searched (blank text finds nothing)
             raise BadRequest("missing query: pass ?q=words")
         return cls(
             q=str(q),
@@ -63,15 +63,16 @@ def _scope(raw: str) -> str:
     return raw
 
 
-def hit_to_result(hit: Hit, position: int, peer: str) -> dict[str, Any]:
-    url = URL(hit.url)
-    published = datetime.fromtimestamp(hit.fetched, UTC).isoformat() if hit.fetched > 0 else None
+def searx_result(row: ResultRow, position: int) -> dict[str, Any]:
+    """One result in the SearXNG shape the JSON API and the web UI share."""
+    url = URL(row.url)
+    fetched = datetime.fromtimestamp(row.fetched, UTC).isoformat() if row.fetched > 0 else None
     return {
-        "url": hit.url,
-        "title": hit.title or hit.url,
-        "content": hit.snippet.text,
-        "content_html": hit.snippet.to_html(),
-        "score": round(hit.score, 4),
+        "url": row.url,
+        "title": row.title or row.url,
+        "content": row.content,
+        "content_html": row.content_html,
+        "score": round(row.score, 4),
         "engine": "rhizome",
         "engines": ["rhizome"],
         "category": "general",
@@ -85,11 +86,11 @@ def hit_to_result(hit: Hit, position: int, peer: str) -> dict[str, Any]:
             url.raw_query_string,
             url.raw_fragment,
         ],
-        "host": hit.host,
-        "language": hit.language or None,
+        "host": row.host,
+        "language": row.language,
         "publishedDate": None,
-        "fetchedDate": published,
-        "peers": [peer],
+        "fetchedDate": fetched,
+        "peers": list(row.peers),
     }
 
 
@@ -101,15 +102,28 @@ async def run_search(node: Node, params: SearchParams) -> dict[str, Any]:
 
 
 async def _run(node: Node, params: SearchParams) -> dict[str, Any]:
+    query = node.store.prepare(params.q)  # the one parse of this query's text
+    first = params.offset + 1
     if params.scope == "network" and node.network is not None and node.network.started:
-        parse_user_query(params.q)  # the same 400 for bad syntax as a local search
-        federated = await node.network.search(params.q, limit=params.limit, offset=params.offset)
-        return {**_envelope(params), **federated}
-    page = await node.search_local(params.q, limit=params.limit, offset=params.offset)
-    results = [
-        hit_to_result(hit, params.offset + i + 1, "local") for i, hit in enumerate(page.hits)
-    ]
-    return {**_envelope(params), "number_of_results": page.total, "results": results}
+        found = await node.network.search(query, limit=params.limit, offset=params.offset)
+        page = found.rows[params.offset : params.offset + params.limit]
+        return {
+            **_envelope(params),
+            "timings": found.timings,
+            "results": [searx_result(row, first + i) for i, row in enumerate(page)],
+            "number_of_results": found.number_of_results,
+            "unresponsive_peers": found.tally.silent,
+            "peers_asked": len(found.tally.asked),
+            "peers_answered": len(found.tally.answered),
+            "partial": bool(found.tally.silent),
+        }
+    local = await node.store.search(query, limit=params.limit, offset=params.offset)
+    rows = page_rows(local, "local")
+    return {
+        **_envelope(params),
+        "number_of_results": local.total,
+        "results": [searx_result(row, first + i) for i, row in enumerate(rows)],
+    }
 
 
 def _envelope(params: SearchParams) -> dict[str, Any]:

@@ -8,7 +8,7 @@ node bootstrapping from a few random running nodes, and then measured:
    first entered the shortlist, find_node RPCs the querying node sent, and whether the
    returned top 3 equals the brute-force XOR-closest 3 over every node id;
 3. placement balance of terms over nodes (3 XOR-closest ids per term, as
-   ``api.network.Network.holders`` assigns them): mean, max, max/mean, CV and Gini;
+   ``federation.membership.Membership.holders_of`` assigns them): mean, max, max/mean, CV and Gini;
 4. UDP bytes per lookup, counted by a wrapper around every node's transport ``sendto``
    (the querying node's requests, and everything every node sent, replies and the hellos
    the lookup triggered included).
@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dht import DhtNode, DhtSettings
 from dht.protocol import HEADER_BYTES, REQUEST
 
-REPLICAS = 3  # holders per term, as in api/network.py
+REPLICAS = 3  # holders per term, as FederationSettings.replicas
 BOOTSTRAP_CONTACTS = 3  # random running nodes each newcomer is given
 SETTLE_LIMIT = 15.0  # seconds to wait for background hellos to finish after joining
 # ksize=20, alpha=3: the defaults. Every node here sends from 127.0.0.1, which the

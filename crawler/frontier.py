@@ -8,6 +8,9 @@ nothing: at start-up every LEASED URL is queued again.
 A full disk (or another storage failure) never takes the crawl down: writes that record
 an outcome or new URLs are kept in memory, in order, and replayed once the database
 accepts writes again; meanwhile nothing new is leased.
+
+Longer than 400 lines because every SQL statement on the frontier's table lives here, with
+the disk-full backlog that must wrap each of them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,7 +34,17 @@ from .urls import host_of, looks_like_trap
 
 log = logging.getLogger(__name__)
 
-QUEUED, LEASED, DONE, FAILED = 0, 1, 2, 3
+
+class UrlState(IntEnum):
+    """A URL row's ``state`` column (see the module's docstring)."""
+
+    QUEUED = 0
+    LEASED = 1
+    DONE = 2
+    FAILED = 3
+
+
+QUEUED, LEASED, DONE, FAILED = UrlState
 MAX_SEEN_CACHE = 1_000_000
 MAX_ANCHORS_PER_URL = 16
 MAX_ANCHOR_CACHE = 500_000
@@ -44,20 +58,20 @@ STORAGE_ERRORS = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
 T = TypeVar("T")
 CommittedCheck = Callable[[list[tuple[str, float | None]]], set[str]]
 
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS urls (
     url TEXT PRIMARY KEY,
     host TEXT NOT NULL,
     depth INTEGER NOT NULL,
-    state INTEGER NOT NULL DEFAULT 0,
+    state INTEGER NOT NULL DEFAULT {QUEUED},
     next_fetch REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     fetched_at REAL,
     last_error TEXT,
     anchor TEXT
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS urls_due ON urls(host, next_fetch) WHERE state != 1;
-CREATE INDEX IF NOT EXISTS urls_next ON urls(next_fetch) WHERE state != 1;
+CREATE INDEX IF NOT EXISTS urls_due ON urls(host, next_fetch) WHERE state != {LEASED};
+CREATE INDEX IF NOT EXISTS urls_next ON urls(next_fetch) WHERE state != {LEASED};
 CREATE TABLE IF NOT EXISTS hosts (
     host TEXT PRIMARY KEY,
     urls INTEGER NOT NULL DEFAULT 0,
@@ -105,7 +119,15 @@ class FrontierCounts:
 class Frontier:
     """All methods are coroutines that run their SQL on the frontier's own thread."""
 
-    def __init__(self, path: Path, *, max_urls_per_host: int, max_depth: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_urls_per_host: int,
+        max_depth: int,
+        committed_before_crash: CommittedCheck | None = None,
+        recrawl_after: float = DEFAULT_RECRAWL_INTERVAL,
+    ) -> None:
         self.path = path
         self.max_urls_per_host = max_urls_per_host
         self.max_depth = max_depth
@@ -122,13 +144,13 @@ class Frontier:
         self._dropped_links = 0
         self.storage_error: str | None = None  # why writes fail right now; None when fine
         self.disk_full = False
-        # Set before open() by whoever owns the index: of the URLs a crash left LEASED,
-        # given as (url, fetched_at before that lease), which did the index commit anyway
-        # (the kill fell between the commit and mark_done)? Those become DONE, due again
-        # after ``recrawl_after``, instead of being fetched a second time. Runs on the
+        # Given by whoever owns the index: of the URLs a crash left LEASED, given as
+        # (url, fetched_at before that lease), which did the index commit anyway (the kill
+        # fell between the commit and mark_done)? Those become DONE, due again after
+        # ``recrawl_after``, instead of being fetched a second time. Runs on the
         # frontier's thread before anything is leased.
-        self.committed_before_crash: CommittedCheck | None = None
-        self.recrawl_after = DEFAULT_RECRAWL_INTERVAL
+        self.committed_before_crash = committed_before_crash
+        self.recrawl_after = recrawl_after
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         try:
@@ -228,15 +250,15 @@ class Frontier:
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
         if self.committed_before_crash is not None:
-            leased = db.execute("SELECT url, fetched_at FROM urls WHERE state=1").fetchall()
+            leased = db.execute(f"SELECT url, fetched_at FROM urls WHERE state={LEASED}").fetchall()
             committed = self.committed_before_crash(leased) if leased else set()
             now = time.time()
             db.executemany(
-                "UPDATE urls SET state=2, next_fetch=?, fetched_at=?, attempts=0, "
-                "last_error=NULL WHERE url=? AND state=1",
+                f"UPDATE urls SET state={DONE}, next_fetch=?, fetched_at=?, attempts=0, "
+                f"last_error=NULL WHERE url=? AND state={LEASED}",
                 [(now + self.recrawl_after, now, url) for url in committed],
             )
-        cur = db.execute("UPDATE urls SET state=0 WHERE state=1")
+        cur = db.execute(f"UPDATE urls SET state={QUEUED} WHERE state={LEASED}")
         self._db = db
         return cur.rowcount
 
@@ -319,7 +341,8 @@ class Frontier:
                     added[row[1]] = added.get(row[1], 0) + 1
                 elif force:
                     db.execute(
-                        "UPDATE urls SET next_fetch=?, attempts=0 WHERE url=? AND state != 1",
+                        "UPDATE urls SET next_fetch=?, attempts=0 "
+                        f"WHERE url=? AND state != {LEASED}",
                         (now, row[0]),
                     )
                     added.setdefault(row[1], 0)
@@ -370,7 +393,7 @@ class Frontier:
         hosts: list[str] = []
         # Walk due URLs in time order and collect distinct hosts; skip the busy ones.
         cur = self._db.execute(
-            "SELECT DISTINCT host FROM urls WHERE state != 1 AND next_fetch <= ? LIMIT ?",
+            f"SELECT DISTINCT host FROM urls WHERE state != {LEASED} AND next_fetch <= ? LIMIT ?",
             (now, limit + len(exclude)),
         )
         for (host,) in cur:
@@ -390,7 +413,7 @@ class Frontier:
             return []
         rows = db.execute(
             "SELECT url, depth, attempts, anchor, fetched_at IS NOT NULL FROM urls "
-            "WHERE host=? AND state != 1 AND next_fetch <= ? "
+            f"WHERE host=? AND state != {LEASED} AND next_fetch <= ? "
             "ORDER BY next_fetch LIMIT ?",
             (host, now, n),
         ).fetchall()
@@ -398,7 +421,9 @@ class Frontier:
             # One transaction: a failed write must not leave some rows LEASED by nobody.
             try:
                 db.execute("BEGIN")
-                db.executemany("UPDATE urls SET state=1 WHERE url=?", [(r[0],) for r in rows])
+                db.executemany(
+                    f"UPDATE urls SET state={LEASED} WHERE url=?", [(r[0],) for r in rows]
+                )
                 db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
                 _rollback(db)
@@ -424,7 +449,7 @@ class Frontier:
         if self._backlog:
             return True  # changes not yet on disk: the crawl is not over
         row = self._db.execute(
-            "SELECT 1 FROM urls WHERE state != 1 AND next_fetch <= ? LIMIT 1", (now,)
+            f"SELECT 1 FROM urls WHERE state != {LEASED} AND next_fetch <= ? LIMIT 1", (now,)
         ).fetchone()
         return row is not None
 
@@ -456,7 +481,7 @@ class Frontier:
     ) -> None:
         db.executemany(
             "INSERT INTO urls(url, host, depth, state, next_fetch, fetched_at) "
-            "VALUES (?,?,?,2,?,?) ON CONFLICT(url) DO UPDATE SET state=2, "
+            f"VALUES (?,?,?,{DONE},?,?) ON CONFLICT(url) DO UPDATE SET state={DONE}, "
             "next_fetch=excluded.next_fetch, fetched_at=excluded.fetched_at, attempts=0, "
             "last_error=NULL",
             rows,
@@ -469,7 +494,8 @@ class Frontier:
     def _mark_failed(self, url: str, error: str, retry_at: float | None) -> None:
         assert self._db is not None
         self._db.execute(
-            "UPDATE urls SET state=3, attempts=attempts+1, last_error=?, next_fetch=? WHERE url=?",
+            f"UPDATE urls SET state={FAILED}, attempts=attempts+1, last_error=?, next_fetch=? "
+            "WHERE url=?",
             (error, retry_at if retry_at is not None else time.time() + 365 * 86400, url),
         )
 
@@ -481,7 +507,7 @@ class Frontier:
 
     def _release(self, rows: list[tuple[str]]) -> None:
         assert self._db is not None
-        self._db.executemany("UPDATE urls SET state=0 WHERE url=? AND state=1", rows)
+        self._db.executemany(f"UPDATE urls SET state={QUEUED} WHERE url=? AND state={LEASED}", rows)
 
     async def defer_host(self, host: str, until: float) -> None:
         await self._run(self._persist, self._defer_host, (host, until), 1, None)
@@ -489,7 +515,7 @@ class Frontier:
     def _defer_host(self, host: str, until: float) -> None:
         assert self._db is not None
         self._db.execute(
-            "UPDATE urls SET next_fetch=? WHERE host=? AND state != 1 AND next_fetch < ?",
+            f"UPDATE urls SET next_fetch=? WHERE host=? AND state != {LEASED} AND next_fetch < ?",
             (until, host, until),
         )
 
@@ -501,7 +527,7 @@ class Frontier:
         db = self._db
         by_state = dict(db.execute("SELECT state, count(*) FROM urls GROUP BY state").fetchall())
         queued = db.execute(
-            "SELECT count(*) FROM urls WHERE state != 1 AND next_fetch <= ?", (now,)
+            f"SELECT count(*) FROM urls WHERE state != {LEASED} AND next_fetch <= ?", (now,)
         ).fetchone()[0]
         hosts = db.execute("SELECT count(*) FROM hosts").fetchone()[0]
         return FrontierCounts(

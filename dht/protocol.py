@@ -27,6 +27,9 @@ Hostile peers (each limit is a named constant or a ``DhtSettings`` field):
 * a peer that does not answer is skipped by lookups for a back-off that doubles with each
   consecutive silence (by address), so a silent peer costs lookups one timeout per
   back-off period and leaves the table after ``max_failures`` of them.
+
+Longer than 400 lines because each hardened RPC (validation, proofs, quotas) overrides the
+library's method of the same name, and they share the protocol's routing state.
 """
 
 from __future__ import annotations

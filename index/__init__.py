@@ -1,12 +1,14 @@
-"""Rhizome's local index: tantivy storage, BM25 search, snippets."""
+"""Rhizome's local index: tantivy storage, BM25 search, snippets, and what it tells peers."""
 
+from .bm25 import bm25_idf
 from .errors import IndexUnavailable, QuerySyntaxError
-from .schema import build_analyzer
-from .shards import PageWeights, Posting, TermShard, bm25_idf
+from .schema import SHARD_FIELDS, build_analyzer
+from .shard_codec import PageWeights, Posting, TermShard
 from .snippets import Snippet
-from .store import Commit, Hit, IndexDoc, IndexStore, SearchPage
+from .store import Commit, Hit, IndexDoc, IndexStore, PreparedQuery, SearchPage
 
 __all__ = [
+    "SHARD_FIELDS",
     "Commit",
     "Hit",
     "IndexDoc",
@@ -14,6 +16,7 @@ __all__ = [
     "IndexUnavailable",
     "PageWeights",
     "Posting",
+    "PreparedQuery",
     "QuerySyntaxError",
     "SearchPage",
     "Snippet",

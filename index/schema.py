@@ -18,6 +18,8 @@ FIELD_BOOSTS: dict[str, float] = {
     "url_words": 1.0,
 }
 TEXT_FIELDS = tuple(FIELD_BOOSTS)
+# The fields a term shard and an owner's weights describe, in their wire order.
+SHARD_FIELDS = ("title", "body", "anchor", "description", "url_words")
 
 
 def build_analyzer() -> tantivy.TextAnalyzer:

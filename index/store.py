@@ -2,6 +2,9 @@
 
 Everything that touches tantivy runs on the store's own threads (tantivy releases the GIL),
 so the event loop never waits on indexing or searching.
+
+Longer than 400 lines because the writer thread, the reader pool and the commit loop guard
+one tantivy index together; the query, shard and snippet logic is in their own modules.
 """
 
 from __future__ import annotations
@@ -23,14 +26,13 @@ from typing import Any, TypeVar
 import tantivy
 from yarl import URL
 
+from .bm25 import FieldLengths
 from .errors import IndexUnavailable, QuerySyntaxError
 from .query import ParsedQuery, Unit, parse_user_query, query_units
 from .schema import ANALYZER, build_analyzer, build_schema, site_terms, url_words
+from .shard_codec import PageWeights, TermShard
 from .shards import (
     DEFAULT_TOP_K,
-    FieldLengths,
-    PageWeights,
-    TermShard,
     all_terms,
     build_shards,
     doc_lengths,
@@ -134,6 +136,20 @@ def _no_room(directory: Path | None) -> bool:
         with contextlib.suppress(OSError):
             probe.unlink()
     return False
+
+
+@dataclass(slots=True, frozen=True)
+class PreparedQuery:
+    """A query's text parsed once: the tantivy-side plan, the units a federated query
+    scores, and the distinct tokens (the DHT's term keys, and what snippets look for)."""
+
+    parsed: ParsedQuery
+    units: list[Unit]
+    focus: list[str]
+
+    @property
+    def text(self) -> str:
+        return self.parsed.text
 
 
 class IndexStore:
@@ -358,16 +374,24 @@ class IndexStore:
         )
 
     # --- reading ---------------------------------------------------------------------
-    def _prepare(self, text: str) -> tuple[ParsedQuery, list[Unit], list[str]]:
-        """The parsed query (QuerySyntaxError before any thread hop), its units, and the
-        words snippets look for: analysed here, one analyzer used on the loop only."""
+    def prepare(self, text: str | PreparedQuery) -> PreparedQuery:
+        """The query parsed once (QuerySyntaxError before any thread hop), with its units
+        and the words snippets look for: analysed here, one analyzer used on the loop only.
+        Every search method takes the text or this, so a federated query parses once."""
+        if isinstance(text, PreparedQuery):
+            return text
         parsed = parse_user_query(text)
         units = query_units(parsed.free_text, self.analyzer.analyze)
-        return parsed, units, list(dict.fromkeys(t for unit in units for t in unit))
+        focus = list(dict.fromkeys(t for unit in units for t in unit))
+        return PreparedQuery(parsed=parsed, units=units, focus=focus)
 
-    async def search(self, text: str, *, limit: int = 10, offset: int = 0) -> SearchPage:
-        parsed, _units, focus = self._prepare(text)
-        return await self._in(self._read_pool, self._search, parsed, limit, offset, focus)
+    async def search(
+        self, text: str | PreparedQuery, *, limit: int = 10, offset: int = 0
+    ) -> SearchPage:
+        query = self.prepare(text)
+        return await self._in(
+            self._read_pool, self._search, query.parsed, limit, offset, query.focus
+        )
 
     def _search(self, parsed: ParsedQuery, limit: int, offset: int, focus: list[str]) -> SearchPage:
         started = time.perf_counter()
@@ -449,26 +473,30 @@ class IndexStore:
         return build_shards(searcher, self.schema, terms, top_k=top_k, lengths_of=self._lengths_of)
 
     async def search_with_weights(
-        self, text: str, *, limit: int, offset: int = 0
+        self, text: str | PreparedQuery, *, limit: int, offset: int = 0
     ) -> tuple[SearchPage, PageWeights]:
         """A search and its hits' term weights in one trip to a reader thread: a federated
         query's own answer would otherwise queue its second half behind the scoring that
         occupies the event loop meanwhile."""
-        parsed, units, focus = self._prepare(text)
+        query = self.prepare(text)
 
         def both() -> tuple[SearchPage, PageWeights]:
-            page = self._search(parsed, limit, offset, focus)
-            return page, self._term_weights([h.url for h in page.hits], units)
+            page = self._search(query.parsed, limit, offset, query.focus)
+            return page, self._term_weights([h.url for h in page.hits], query.units)
 
         return await self._in(self._read_pool, both)
 
-    async def snippets(self, text: str, urls: Collection[str]) -> dict[str, Snippet]:
+    async def snippets(
+        self, text: str | PreparedQuery, urls: Collection[str]
+    ) -> dict[str, Snippet]:
         """Snippets of the query for these pages (those this index holds): pages a querying
         node expects on its result page that this node's own search ranks lower."""
         if not urls:
             return {}
-        parsed, _units, focus = self._prepare(text)
-        return await self._in(self._read_pool, self._snippets, parsed, list(urls), focus)
+        query = self.prepare(text)
+        return await self._in(
+            self._read_pool, self._snippets, query.parsed, list(urls), query.focus
+        )
 
     def _snippets(
         self, parsed: ParsedQuery, urls: list[str], focus: list[str]
@@ -519,11 +547,6 @@ class IndexStore:
         except QuerySyntaxError:
             return []
         return query_units(free_text, self.analyzer.analyze)
-
-    def query_terms(self, text: str) -> list[str]:
-        """The distinct tokens of ``text`` exactly as the index sees them, in order: the
-        term keys of the DHT."""
-        return list(dict.fromkeys(t for unit in self.query_units(text) for t in unit))
 
 
 def _first(doc: tantivy.Document, name: str) -> Any:

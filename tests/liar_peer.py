@@ -24,11 +24,10 @@ import aiohttp
 from aiohttp import web
 
 from api.config import split_host_port
-from api.network import SHARD_KIND
 from dht import DhtNode, Identity, compress, sign_record
-from dht.shard_store import encode_batch
-from index import TermShard, build_analyzer
-from index.shards import MAX_FIELD_WEIGHT, SHARD_FIELDS, Posting
+from federation.wire import SHARD_KIND, encode_batch
+from index import SHARD_FIELDS, Posting, TermShard, build_analyzer
+from index.bm25 import MAX_FIELD_WEIGHT
 
 # Terms the honest nodes' pages are searched for, claimed on pages without them.
 POPULAR = "titan methane lakes perseid meteor shower nebula star clusters"

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from api.ranking import GlobalScorer
+from federation.ranking import GlobalScorer
 from index import IndexDoc, IndexStore, TermShard
 
 WORDS = (
@@ -148,7 +148,7 @@ async def test_a_shard_keeps_its_key_when_only_the_averages_move() -> None:
     """A commit of unrelated pages shifts every field's average length and so every
     weight; the publisher must not take that for a change of every shard (it re-sent its
     whole index after each commit). A new page with the term does change the key."""
-    from index.shards import content_key
+    from index.shard_codec import content_key
 
     first = [
         IndexDoc(url=f"http://a.example/{i}", title=f"vacuum page {i}", body="vacuum " * (i + 1))
@@ -173,7 +173,7 @@ async def test_a_shard_keeps_its_key_when_only_the_averages_move() -> None:
 
 
 def test_exact_titles_get_the_title_bonus_and_near_duplicates_do_not() -> None:
-    from api.ranking import EXACT_TITLE_BONUS, title_bonus
+    from federation.ranking import EXACT_TITLE_BONUS, title_bonus
     from index import build_analyzer
 
     analyze = build_analyzer().analyze

@@ -17,10 +17,10 @@ from dht import (
     sign_record,
     verify_record,
 )
-from index.shards import (
+from index import SHARD_FIELDS
+from index.bm25 import MAX_FIELD_WEIGHT
+from index.shard_codec import (
     MAX_FIELD_LENGTH,
-    MAX_FIELD_WEIGHT,
-    SHARD_FIELDS,
     Posting,
     TermShard,
     _postings,

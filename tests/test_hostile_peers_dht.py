@@ -26,19 +26,14 @@ from typing import Any
 import pytest
 import umsgpack  # type: ignore[import-untyped]
 
-from api.network import SHARD_KIND
 from dht import DhtNode, DhtSettings, Identity, Peer, compress, sign_record
 from dht.protocol import JUNK_COST, PROOF_CONTEXT, REQUEST, RESPONSE, RhizomeProtocol
 from dht.quotas import DistinctCap, RateLimiter, address_range
-from dht.shard_store import MAX_SHARD_BYTES, ShardStore, encode_lines
-from index import TermShard
-from index.shards import (
-    MAX_DOCS_PER_PUBLISHER,
-    MAX_FIELD_WEIGHT,
-    MAX_POSTINGS_PER_SHARD,
-    SHARD_FIELDS,
-    Posting,
-)
+from federation.shard_store import ShardStore
+from federation.wire import MAX_SHARD_BYTES, SHARD_KIND, encode_lines
+from index import SHARD_FIELDS, TermShard
+from index.bm25 import MAX_FIELD_WEIGHT
+from index.shard_codec import MAX_DOCS_PER_PUBLISHER, MAX_POSTINGS_PER_SHARD, Posting
 from tests.conftest import NodeFactory, NodeHandle
 from tests.test_network import dht_address
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from test_federated_ranking import committed_store
 
-from api.network import answer_locally
+from federation.answer import answer_locally
 from index import IndexDoc
 from index.snippets import LONG_BODY_CHARS
 

@@ -31,19 +31,18 @@ from typing import TypeVar
 import orjson
 
 from index import TermShard
-from index.shards import MAX_TERM_CHARS
+
+from .wire import MAX_LOOKUP_TERMS
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_TTL = 24 * 3600.0
-MAX_TERMS_PER_LOOKUP = 64
+MAX_TERMS_PER_LOOKUP = MAX_LOOKUP_TERMS
 # Terms one publisher may hold here. A holder gets ~3/N of a publisher's terms (3 replicas,
 # N nodes); 200k is the share of an index with millions of distinct terms on a small
 # network, and caps what one key can make us store at ~200k x 50 postings.
 MAX_TERMS_PER_PUBLISHER = 200_000
-# 50 postings with long URLs and titles stay well under this; a larger line is refused.
-MAX_SHARD_BYTES = 64 * 1024
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS shards (
@@ -56,39 +55,6 @@ CREATE TABLE IF NOT EXISTS shards (
 CREATE INDEX IF NOT EXISTS shards_expiry ON shards(expires_at);
 CREATE INDEX IF NOT EXISTS shards_publisher ON shards(publisher, expires_at);
 """
-
-
-def encode_lines(items: Iterable[tuple[str, object]]) -> bytes:
-    """A batch of shards as pushed: one ``term<TAB>json`` line per term."""
-    return "\n".join(f"{term}\t{orjson.dumps(value).decode()}" for term, value in items).encode()
-
-
-def encode_batch(shards: Iterable[TermShard]) -> bytes:
-    return encode_lines((s.term, s.to_json()) for s in shards)
-
-
-def split_batch(data: bytes) -> list[tuple[str, str]]:
-    """(term, shard JSON) of each well-formed line of a pushed batch. Lines with no term,
-    an over-long term or body, or a body that is no JSON array are skipped, not parsed:
-    readers parse (and bound) what they use. A batch with no usable line is refused."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("shard batch is not UTF-8") from None
-    rows = []
-    for line in text.split("\n"):
-        term, tab, body = line.partition("\t")
-        if (
-            tab
-            and 0 < len(term) <= MAX_TERM_CHARS
-            and len(body) <= MAX_SHARD_BYTES
-            and body.startswith("[")
-            and body.endswith("]")
-        ):
-            rows.append((term, body))
-    if not rows:
-        raise ValueError("no shards in the batch")
-    return rows
 
 
 def _quoted(text: str) -> str:

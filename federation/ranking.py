@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import mul
 
-from index import PageWeights, TermShard, bm25_idf
+from index import SHARD_FIELDS, PageWeights, TermShard, bm25_idf
+from index.bm25 import renormalize
 from index.query import ALL_TERMS_BOOST as LOCAL_ALL_TERMS_BOOST
 from index.query import Unit, unit_key
-from index.shards import SHARD_FIELDS, renormalize
 
 FIELD_RANGE = range(len(SHARD_FIELDS))
 # The local ranker adds a conjunctive clause boosted by ALL_TERMS_BOOST on top of the

@@ -18,6 +18,9 @@ Claims are attributed carefully: a holder serves other publishers' shards unsign
 claim seen only in a remote holder's copy could be a holder framing an honest publisher. It
 counts only if the publisher said it itself (its own answer) or this node holds the
 publisher's signed copy.
+
+Longer than 400 lines because the checker's rates, its strike history and its persistence
+are one policy; each part alone would be a class of three methods.
 """
 
 from __future__ import annotations
@@ -33,15 +36,16 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from crawler import parse_html
 from crawler.errors import FetchError, HTTPStatusError
 from crawler.fetch import Fetcher
 from crawler.robots import RobotsCache
-from dht.shard_store import ShardStore
-from index import PageWeights, build_analyzer
-from index.shards import SHARD_FIELDS
+from index import SHARD_FIELDS, build_analyzer
+
+from .shard_store import ShardStore
+from .wire import PeerAnswer, ResultRow
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +100,6 @@ class Claim:
 class Outcome:
     verdict: Verdict
     reason: str
-
-
-class AnswerLike(Protocol):
-    """The parts of a peer's answer (``api.network.PeerAnswer``) the checker reads."""
-
-    peer: str
-    results: list[dict[str, Any]]
-    weights: PageWeights  # per URL, per query unit (a term, or a phrase's tokens joined)
 
 
 @dataclass(slots=True)
@@ -201,8 +197,8 @@ class SpotChecker:
     # --- offers (on the query's path: never waits) ------------------------------------
     def offer_page(
         self,
-        results: Sequence[Mapping[str, Any]],
-        answers: Iterable[AnswerLike],
+        results: Sequence[ResultRow],
+        answers: Iterable[PeerAnswer],
         query_terms: Sequence[str],
     ) -> int:
         """Offer up to SAMPLES_PER_QUERY claims of remote publishers behind ``results``
@@ -213,17 +209,17 @@ class SpotChecker:
         """
         now = time.monotonic()
         said = {a.peer: a for a in answers if a.peer != self.own_id}
-        said_urls = {p: {r.get("url") for r in a.results} for p, a in said.items()}
+        said_urls = {p: {r.url for r in a.results} for p, a in said.items()}
         seen: set[str] = set()
         queued = 0
         for r in results:
             if queued >= SAMPLES_PER_QUERY:
                 break
-            url, peers = r.get("url"), r.get("peers")
-            if not isinstance(url, str) or not isinstance(peers, list) or not peers:
+            url, peers = r.url, r.peers
+            if not peers:
                 continue
-            publisher = peers[0]  # whose result dict (title) the page shows
-            if not isinstance(publisher, str) or publisher == self.own_id or publisher in seen:
+            publisher = peers[0]  # whose row (title) the page shows
+            if publisher == self.own_id or publisher in seen:
                 continue
             if publisher in self.distrusted or not self._bucket(publisher, now).ready(now):
                 seen.add(publisher)
@@ -235,11 +231,10 @@ class SpotChecker:
             terms = tuple(
                 dict.fromkeys(t for k, w in claimed.items() if _verifiable(w) for t in k.split())
             )
-            title = r.get("title")
             claim = Claim(
                 publisher=publisher,
                 url=url,
-                title=title if isinstance(title, str) else "",
+                title=r.title,
                 terms=terms or tuple(query_terms),
                 require_all=bool(terms),
                 attributed=attributed,

@@ -1,0 +1,161 @@
+"""HTTP to peers: one session, the SSRF guard, byte counts, back-off, and the one place
+where aiohttp's, the socket's and JSON's errors become ``PeerError``.
+
+Peers advertise their own URLs: without the guard in the connector a stranger could point
+this node's requests at the volunteer's router or NAS.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+
+from crawler import CrawlerError
+from crawler.ssrf import GuardedSocketFactory
+from dht import Peer
+
+from .errors import PeerBadAnswer, PeerError, PeerTimeout, PeerUnreachable
+from .settings import FederationSettings
+from .wire import PATH_SEARCH, PATH_SHARDS, PATH_SNIPPETS
+
+log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 64
+# Bytes received, by the kind of request they answered (traffic_bytes in the status).
+TRAFFIC_IN = {
+    PATH_SHARDS: "lookup_received",
+    PATH_SEARCH: "search_received",
+    PATH_SNIPPETS: "search_received",
+}
+
+Params = Mapping[str, str] | Sequence[tuple[str, str]]
+
+
+class PeerClient:
+    """Requests to peers. ``distrusted`` names peers (hex ids) never to be used."""
+
+    def __init__(
+        self,
+        settings: FederationSettings,
+        *,
+        allow_private: bool,
+        distrusted: Callable[[], Collection[str]],
+    ) -> None:
+        self.settings = settings
+        self._allow_private = allow_private
+        self._distrusted = distrusted
+        self._session: aiohttp.ClientSession | None = None
+        self._backoff: dict[str, float] = {}
+        # Bytes of peer traffic by kind (HTTP bodies): what a query or a publication costs.
+        self.traffic: Counter[str] = Counter()
+
+    async def open(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.settings.peer_timeout * 4),
+            connector=aiohttp.TCPConnector(
+                limit=MAX_CONNECTIONS,
+                socket_factory=GuardedSocketFactory(allow_private=self._allow_private),
+            ),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- who may be asked --------------------------------------------------------------
+    def usable(self, peer: Peer) -> bool:
+        peer_hex = peer.node_id.hex()
+        if peer_hex in self._distrusted():  # failed spot checks
+            return False
+        return self._backoff.get(peer_hex, 0.0) <= time.monotonic()
+
+    def mark_slow(self, peer: Peer) -> None:
+        self._backoff[peer.node_id.hex()] = time.monotonic() + self.settings.backoff_seconds
+
+    def backed_off(self) -> list[str]:
+        now = time.monotonic()
+        return [p for p, until in self._backoff.items() if until > now]
+
+    # --- requests ----------------------------------------------------------------------
+    def _url(self, peer: Peer, path: str) -> str:
+        if not peer.http_url:
+            raise PeerUnreachable(peer.node_id.hex(), "no HTTP URL known")
+        return peer.http_url.rstrip("/") + path
+
+    async def get_json(
+        self, peer: Peer, path: str, params: Params, *, within: float | None = None
+    ) -> Any:
+        """A peer's JSON answer to GET ``path``; PeerError when there is none."""
+        url = self._url(peer, path)
+
+        async def fetch() -> tuple[bytes, int]:
+            async with self._live.get(
+                url,
+                params=params,
+                timeout=aiohttp.ClientTimeout(total=within or self.settings.peer_timeout),
+            ) as resp:
+                resp.raise_for_status()
+                raw = await resp.read()
+                return raw, resp.content_length or len(raw)  # compressed size when gzipped
+
+        raw, wire = await self._mapped(url, fetch())
+        self.traffic[TRAFFIC_IN.get(path, "other_in")] += wire
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise PeerBadAnswer(url, "answer is not JSON") from None
+
+    async def post(
+        self,
+        peer: Peer,
+        path: str,
+        *,
+        json: object = None,
+        data: bytes | None = None,
+        within: float | None = None,
+    ) -> None:
+        """POST to a peer; PeerError unless it answers 2xx."""
+        url = self._url(peer, path)
+
+        async def send() -> None:
+            async with self._live.post(
+                url,
+                json=json,
+                data=data,
+                headers={"Content-Type": "application/octet-stream"} if data is not None else {},
+                timeout=aiohttp.ClientTimeout(total=within or self.settings.peer_timeout),
+            ) as resp:
+                if resp.status != 200:
+                    raise PeerBadAnswer(url, f"refused: HTTP {resp.status}")
+
+        await self._mapped(url, send())
+
+    @property
+    def _live(self) -> aiohttp.ClientSession:
+        if self._session is None:  # not open yet, or stopping: like a dropped connection
+            raise PeerUnreachable("-", "the peer client is not running")
+        return self._session
+
+    @staticmethod
+    async def _mapped(url: str, request: Any) -> Any:
+        """Await ``request`` with every lower-level failure mapped to a PeerError."""
+        try:
+            return await request
+        except PeerError:
+            raise
+        except TimeoutError as exc:
+            raise PeerTimeout(url, "timed out") from exc
+        except aiohttp.ClientResponseError as exc:
+            raise PeerBadAnswer(url, f"HTTP {exc.status}") from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise PeerBadAnswer(url, f"bad body: {exc}") from exc
+        except (aiohttp.ClientError, OSError, CrawlerError) as exc:
+            # CrawlerError: the SSRF guard refused an address the peer advertised.
+            raise PeerUnreachable(url, str(exc) or type(exc).__name__) from exc

@@ -1,0 +1,52 @@
+"""The federation's exceptions: one tree, mapped once from the layers below.
+
+::
+
+    FederationError
+     ├── PeerError            a request to a peer failed; the peer is backed off
+     │    ├── PeerUnreachable   no connection (refused, reset, DNS, an address the SSRF
+     │    │                     guard refuses: a peer advertising a private address)
+     │    ├── PeerTimeout       no answer within the request's time
+     │    └── PeerBadAnswer     an HTTP error status, a body over its cap, or not JSON
+     ├── PushRefused          a shard batch this node was sent is not taken (bad
+     │                        signature, wrong kind, distrusted publisher, no usable line)
+     └── PublishIncomplete    some holders did not take their shards; tried again later
+
+aiohttp, socket, timeout and JSON errors become ``PeerError`` in ``client.py`` and
+nowhere else; ``dht`` record errors become ``PushRefused`` in ``holding.py``.
+"""
+
+from __future__ import annotations
+
+
+class FederationError(Exception):
+    """Base of every error the federation package raises."""
+
+
+class PeerError(FederationError):
+    """A request to a peer failed. ``peer`` is its URL."""
+
+    def __init__(self, peer: str, reason: str) -> None:
+        super().__init__(f"{peer}: {reason}")
+        self.peer = peer
+        self.reason = reason
+
+
+class PeerUnreachable(PeerError):
+    pass
+
+
+class PeerTimeout(PeerError):
+    pass
+
+
+class PeerBadAnswer(PeerError):
+    pass
+
+
+class PushRefused(FederationError):
+    """A pushed shard batch was not stored; the message is for the pushing peer."""
+
+
+class PublishIncomplete(FederationError):
+    """Some holders did not take their shards; the publisher tries those terms again."""

@@ -1,0 +1,319 @@
+"""The seam between a federated query and the other nodes: ``Peers``.
+
+``NetworkPeers`` asks real nodes over HTTP (holders found through the DHT, owners by their
+signed endpoints); ``LocalPeers`` serves the same answers from in-process index stores,
+through the same wire codecs, so peer choice, snippet routing, ranking and merging are
+unit-tested without a network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+
+from dht import Peer
+from index import IndexStore, TermShard
+
+from .answer import MAX_OWNER_RESULTS, answer_locally
+from .client import Params, PeerClient
+from .errors import PeerError
+from .membership import Membership
+from .settings import FederationSettings
+from .shard_store import ShardStore
+from .wire import (
+    MAX_SNIPPET_URLS,
+    PATH_SEARCH,
+    PATH_SHARDS,
+    PATH_SNIPPETS,
+    PeerAnswer,
+    SnippetFields,
+    encode_owner_answer,
+    parse_lookup,
+    parse_owner_answer,
+    parse_snippets,
+    snippet_fields,
+)
+
+Merged = dict[str, dict[str, TermShard]]  # term -> publisher (hex id) -> shard
+MAX_KNOWN_PEERS = 10_000  # endpoints remembered between queries (bounded memory)
+
+
+@dataclass(slots=True)
+class QueryTally:
+    """Which remote peers one query asked, and which answered in time."""
+
+    asked: set[str] = field(default_factory=set)
+    answered: set[str] = field(default_factory=set)
+    unresponsive: set[str] = field(default_factory=set)
+
+    @property
+    def silent(self) -> list[str]:
+        """Peers asked that never answered this query (named in the response)."""
+        return sorted(self.unresponsive - self.answered)
+
+
+class Peers(Protocol):
+    """The other nodes, as one federated query needs them. Peers are hex node ids.
+
+    Contract: no method raises for a peer's failure. A peer that fails, answers garbage or
+    misses ``deadline`` (``time.monotonic()``) is added to ``tally.unresponsive`` and
+    counts as having said nothing (garbage that still parses as JSON counts as an empty
+    answer, and in ``tally.answered``); every peer a method sends to is in ``tally.asked``.
+    Publishers this node distrusts are never in what ``shards`` returns.
+    """
+
+    async def shards(self, terms: list[str], tally: QueryTally) -> Merged:
+        """Every publisher's shard of each term, as its holders have them."""
+        ...
+
+    async def reachable(self, owners: Sequence[str], others: Sequence[str]) -> set[str]:
+        """Which of these peers (never this node) may be asked now. ``owners`` are found
+        even beyond the routing table (a signed endpoint lookup); ``others`` only if known."""
+        ...
+
+    async def search(
+        self,
+        peer: str,
+        q: str,
+        depth: int,
+        named: Sequence[str],
+        deadline: float,
+        tally: QueryTally,
+    ) -> PeerAnswer | None:
+        """An owner's results for ``q`` (at most ``depth``), weights, and snippets of the
+        ``named`` pages it does not return; None if it did not answer."""
+        ...
+
+    async def snippets(
+        self, peer: str, q: str, urls: Sequence[str], deadline: float, tally: QueryTally
+    ) -> dict[str, SnippetFields]:
+        """Snippets of ``q`` for some of a peer's pages ({} if it did not answer)."""
+        ...
+
+
+class NetworkPeers:
+    """``Peers`` over HTTP: holders from the DHT, answers through ``PeerClient``."""
+
+    def __init__(
+        self,
+        *,
+        membership: Membership,
+        client: PeerClient,
+        shard_store: ShardStore,
+        settings: FederationSettings,
+        distrusted: Callable[[], Collection[str]],
+    ) -> None:
+        self.membership = membership
+        self.client = client
+        self.shard_store = shard_store
+        self.settings = settings
+        self._distrusted = distrusted
+        # Merged shards of recent query terms: common words recur in most queries, and a
+        # shard changes at most once a publish. {term: (fetched at, {publisher: shard})}
+        self._shard_cache: OrderedDict[str, tuple[float, dict[str, TermShard]]] = OrderedDict()
+        self._by_hex: dict[str, Peer] = {}
+
+    async def _ask(
+        self,
+        peer: Peer,
+        path: str,
+        params: Params,
+        tally: QueryTally,
+        deadline: float | None = None,
+    ) -> dict[str, object] | None:
+        """One request of a federated query, counted in ``tally``. A peer that fails or
+        misses the deadline is backed off and named unresponsive (None); an answer that is
+        not a JSON object counts as an empty one."""
+        peer_hex = peer.node_id.hex()
+        tally.asked.add(peer_hex)
+        request = self.client.get_json(peer, path, params)
+        try:
+            if deadline is None:
+                data = await request
+            else:
+                data = await asyncio.wait_for(request, max(0.05, deadline - time.monotonic()))
+        except (PeerError, TimeoutError):
+            self.client.mark_slow(peer)
+            tally.unresponsive.add(peer_hex)
+            return None
+        tally.answered.add(peer_hex)
+        return data if isinstance(data, dict) else {}
+
+    # --- collect: shards ---------------------------------------------------------------
+    async def shards(self, terms: list[str], tally: QueryTally) -> Merged:
+        """Each term is asked of its nearest responsive holder; a term that comes back
+        empty (that holder died, or is new and still being filled while shards are
+        re-placed) is asked of the next holder, up to all replicas."""
+        merged: Merged = {t: {} for t in terms}
+        now = time.monotonic()
+        cache = self._shard_cache
+        for term in terms:
+            cached = cache.get(term)
+            if cached is not None and now - cached[0] < self.settings.shard_cache_seconds:
+                merged[term] = dict(cached[1])
+                cache.move_to_end(term)
+        missing = [t for t in terms if not merged[t]]
+        if missing:
+            await self._fetch_missing(missing, merged, tally)
+            for term in missing:
+                if merged[term]:
+                    cache[term] = (now, merged[term])
+                    cache.move_to_end(term)
+            while len(cache) > self.settings.shard_cache_terms:
+                cache.popitem(last=False)
+        distrusted = self._distrusted()  # may have grown since caching
+        return {t: {p: s for p, s in c.items() if p not in distrusted} for t, c in merged.items()}
+
+    async def _fetch_missing(self, terms: list[str], merged: Merged, tally: QueryTally) -> None:
+        candidates = await self.membership.query_holders(terms)
+        peers = {h.node_id: h for holders in candidates.values() for h in holders}
+        me = self.membership.dht.node_id
+
+        async def ask(node_id: bytes, wanted: list[str]) -> None:
+            if node_id == me:
+                found = await self.shard_store.get(wanted)
+            else:
+                raw = await self._ask(
+                    peers[node_id], PATH_SHARDS, {"terms": ",".join(wanted)}, tally
+                )
+                if raw is None:
+                    return
+                found = parse_lookup(raw, merged)
+            distrusted = self._distrusted()
+            for term, copies in found.items():
+                for publisher, shard in copies:
+                    if publisher not in distrusted:
+                        merged[term].setdefault(publisher, shard)
+
+        for _round in range(self.settings.replicas):
+            open_terms = {
+                t: [h.node_id for h in candidates[t] if self.client.usable(h)]
+                for t in terms
+                if not merged[t]
+            }
+            # As few requests as possible: our own copy first (no request at all), then the
+            # holder that serves the most of the remaining terms, and so on.
+            coverage = Counter(h for holders in open_terms.values() for h in set(holders))
+            plan: dict[bytes, list[str]] = defaultdict(list)
+            for term, holders in open_terms.items():
+                if holders:
+                    best = me if me in holders else max(holders, key=lambda h: coverage[h])
+                    plan[best].append(term)
+            if not plan:
+                break
+            for node_id, wanted in plan.items():  # not asked again in the next round
+                for term in wanted:
+                    candidates[term] = [h for h in candidates[term] if h.node_id != node_id]
+            await asyncio.gather(*(ask(n, w) for n, w in plan.items()))
+
+    # --- owners ------------------------------------------------------------------------
+    async def reachable(self, owners: Sequence[str], others: Sequence[str]) -> set[str]:
+        me = self.membership.dht.node_id.hex()
+        if len(self._by_hex) > MAX_KNOWN_PEERS:
+            self._by_hex.clear()
+        # Updated, not replaced: a query running beside this one still asks its peers.
+        self._by_hex.update((p.node_id.hex(), p) for p in await self.membership.members())
+        for missing in [o for o in owners if o not in self._by_hex and o != me]:
+            peer = await self.membership.endpoint_of(
+                bytes.fromhex(missing), self.settings.peer_timeout / 3
+            )
+            if peer is not None:
+                self._by_hex[missing] = peer
+        by_hex = self._by_hex
+        return {
+            i
+            for i in (*owners, *others)
+            if i != me and i in by_hex and self.client.usable(by_hex[i])
+        }
+
+    async def search(
+        self,
+        peer: str,
+        q: str,
+        depth: int,
+        named: Sequence[str],
+        deadline: float,
+        tally: QueryTally,
+    ) -> PeerAnswer | None:
+        named = list(named[:MAX_SNIPPET_URLS])
+        params = [
+            ("q", q),
+            ("limit", str(min(depth, MAX_OWNER_RESULTS))),
+            *(("snippet_url", u) for u in named),
+        ]
+        data = await self._ask(self._by_hex[peer], PATH_SEARCH, params, tally, deadline)
+        return None if data is None else parse_owner_answer(data, peer, named)
+
+    async def snippets(
+        self, peer: str, q: str, urls: Sequence[str], deadline: float, tally: QueryTally
+    ) -> dict[str, SnippetFields]:
+        named = list(urls[:MAX_SNIPPET_URLS])
+        params = [("q", q), *(("url", u) for u in named)]
+        data = await self._ask(self._by_hex[peer], PATH_SNIPPETS, params, tally, deadline)
+        return {} if data is None else parse_snippets(data, named)
+
+
+class LocalPeers:
+    """``Peers`` served by in-process index stores, one per node id, through the wire
+    codecs (a shard goes through ``to_json``/``from_json``, an answer through its JSON).
+    Nodes in ``down`` never answer. For tests and for reasoning about ranking."""
+
+    def __init__(self, stores: Mapping[str, IndexStore], *, me: str) -> None:
+        self.stores = dict(stores)
+        self.me = me
+        self.down: set[str] = set()
+
+    def _answers(self, peer: str, tally: QueryTally) -> bool:
+        tally.asked.add(peer)
+        if peer in self.down:
+            tally.unresponsive.add(peer)
+            return False
+        tally.answered.add(peer)
+        return True
+
+    async def shards(self, terms: list[str], tally: QueryTally) -> Merged:
+        merged: Merged = {t: {} for t in terms}
+        for node, store in self.stores.items():
+            if node != self.me and not self._answers(node, tally):
+                continue
+            for shard in await store.term_shards(terms):
+                wire = orjson.loads(orjson.dumps(shard.to_json()))
+                merged[shard.term][node] = TermShard.from_json(shard.term, wire)
+        return merged
+
+    async def reachable(self, owners: Sequence[str], others: Sequence[str]) -> set[str]:
+        return {
+            i
+            for i in (*owners, *others)
+            if i in self.stores and i != self.me and i not in self.down
+        }
+
+    async def search(
+        self,
+        peer: str,
+        q: str,
+        depth: int,
+        named: Sequence[str],
+        deadline: float,
+        tally: QueryTally,
+    ) -> PeerAnswer | None:
+        if not self._answers(peer, tally):
+            return None
+        limit = min(depth, MAX_OWNER_RESULTS)
+        page, weights, found = await answer_locally(self.stores[peer], q, limit, 0, named)
+        body = orjson.loads(orjson.dumps(encode_owner_answer(q, page, weights, found)))
+        return parse_owner_answer(body, peer, named)
+
+    async def snippets(
+        self, peer: str, q: str, urls: Sequence[str], deadline: float, tally: QueryTally
+    ) -> dict[str, SnippetFields]:
+        if not self._answers(peer, tally):
+            return {}
+        found = snippet_fields(await self.stores[peer].snippets(q, urls))
+        return parse_snippets({"snippets": found}, urls)

@@ -1,0 +1,268 @@
+"""A federated query, as named phases over typed values.
+
+    plan      QueryPlan: the text parsed once (units, terms), limit, offset, depth
+    collect   Merged: every publisher's shard of each term, from the term's holders
+    rank      Ranking: global df/N/averages, every candidate scored (``ranking.py``)
+    choose    PeerChoice: owners of the best candidates, and who makes which snippets
+    gather    answers of the owners (this node among them) and snippet-only requests
+    merge     ResultRows: owners' exact scores, shard candidates, title evidence, ordered
+
+One deadline covers the whole query; peers that miss it are named, not waited for. Peers
+are reached through the ``Peers`` seam, this node's own pages through ``LocalOwner``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from index import PreparedQuery
+
+from .answer import LocalOwner
+from .peers import Merged, Peers, QueryTally
+from .ranking import GlobalScorer, title_bonus
+from .settings import FederationSettings
+from .spot_check import SpotChecker
+from .wire import PeerAnswer, ResultRow, SnippetFields
+
+MIN_SHARD_WAIT = 0.1  # seconds the shard phase always gets, even past the deadline
+
+
+class PhaseTimer:
+    """Milliseconds each phase of a query took, for the Server-Timing header."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.laps[phase] = round((now - self._last) * 1000, 2)
+        self._last = now
+
+
+@dataclass(frozen=True, slots=True)
+class QueryPlan:
+    query: PreparedQuery
+    limit: int
+    offset: int
+    depth: int  # results each owner is asked for
+
+    @property
+    def text(self) -> str:
+        return self.query.text
+
+    @property
+    def terms(self) -> list[str]:
+        """The distinct tokens: the DHT's term keys."""
+        return self.query.focus
+
+    @property
+    def tokens(self) -> list[str]:
+        return [t for unit in self.query.units for t in unit]
+
+
+@dataclass(slots=True)
+class Ranking:
+    scorer: GlobalScorer
+    scores: dict[str, float]  # url -> score from the shards (owners' answers refine it)
+    ranked: list[str]  # the best candidates, best first
+
+
+@dataclass(frozen=True, slots=True)
+class PeerChoice:
+    owners: list[str]  # owners of the best candidates, in order (this node may be one)
+    shown: dict[str, list[str]]  # publisher -> its pages on the first page, from shards
+
+
+@dataclass(slots=True)
+class FederatedPage:
+    rows: list[ResultRow]
+    number_of_results: int
+    tally: QueryTally
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def rank(plan: QueryPlan, merged: Merged, settings: FederationSettings) -> Ranking:
+    scorer = GlobalScorer(plan.query.units, merged)
+    scores = scorer.shard_scores()
+    ranked = sorted(scores, key=lambda u: scores[u], reverse=True)[: settings.candidates]
+    return Ranking(scorer, scores, ranked)
+
+
+def choose(plan: QueryPlan, ranking: Ranking, settings: FederationSettings) -> PeerChoice:
+    """Owners of the best candidates, asked for snippets and their own deeper results
+    (a page far behind the best keeps the title its shard gave); and the first page as the
+    shards see it, by publisher: an owner asked anyway makes snippets for its pages there
+    that its own search does not return, the other publishers there are asked for just
+    those pages' snippets. Without them, one result in five showed a bare title."""
+    owner, scores, ranked = ranking.scorer.owner, ranking.scores, ranking.ranked
+    owners: list[str] = []
+    for url in ranked:
+        if scores[url] < settings.owner_score_share * scores[ranked[0]]:
+            break
+        if owner[url] not in owners:
+            owners.append(owner[url])
+        if len(owners) >= settings.owners_asked:
+            break
+    shown: dict[str, list[str]] = defaultdict(list)
+    first_page = ranked[plan.offset : plan.offset + settings.snippet_pages * plan.limit]
+    for url in first_page:
+        shown[owner[url]].append(url)
+    return PeerChoice(owners, dict(shown))
+
+
+def merge(
+    plan: QueryPlan,
+    ranking: Ranking,
+    answers: Sequence[PeerAnswer],
+    snippets: dict[str, SnippetFields],
+    analyze: Callable[[str], list[str]],
+) -> list[ResultRow]:
+    """One list: owners' results scored with their exact weights on the network's scale,
+    candidates no owner returned with their shard titles (and snippets where named), each
+    multiplied by its title evidence; best first."""
+    scorer, scores = ranking.scorer, ranking.scores
+    for answer in answers:
+        snippets.update(answer.snippets)
+    results: dict[str, ResultRow] = {}
+    for answer in answers:
+        for row in answer.results:
+            url = row.url
+            if url in answer.weights.weights:
+                scores[url] = scorer.score(scorer.owner_weights(answer.weights, url))
+            if url in results:
+                results[url].peers.append(answer.peer)
+                continue
+            results[url] = ResultRow(
+                url=url,
+                title=row.title,
+                content=row.content,
+                content_html=row.content_html,
+                host=row.host,
+                score=round(scores.get(url, 0.0), 4),
+                peers=[answer.peer],
+                language=row.language,
+                fetched=row.fetched,
+            )
+    for url in ranking.ranked:
+        if url not in results:
+            snippet = snippets.get(url, {})
+            results[url] = ResultRow(
+                url=url,
+                title=scorer.titles.get(url) or url,
+                content=snippet.get("content", ""),
+                content_html=snippet.get("content_html", ""),
+                host=url.split("/", 3)[2] if "://" in url else "",
+                score=round(scores[url], 4),
+                peers=[scorer.owner[url]],
+            )
+    tokens = plan.tokens
+    for row in results.values():
+        bonus = title_bonus(tokens, row.title, analyze)
+        if bonus != 1.0:
+            row.score = round(row.score * bonus, 4)
+    return sorted(results.values(), key=lambda r: r.score, reverse=True)
+
+
+class FederatedSearch:
+    def __init__(
+        self,
+        *,
+        local: LocalOwner,
+        peers: Peers,
+        settings: FederationSettings,
+        analyze: Callable[[str], list[str]],
+        published: Callable[[], bool],
+        spot_checker: SpotChecker | None = None,
+    ) -> None:
+        self.local = local
+        self.peers = peers
+        self.settings = settings
+        self.analyze = analyze
+        self._published = published  # every page this node indexed is in the shards
+        self.spot_checker = spot_checker
+
+    def plan(self, query: PreparedQuery, *, limit: int, offset: int) -> QueryPlan:
+        return QueryPlan(query, limit, offset, max(limit + offset, self.settings.owner_depth))
+
+    async def search(self, plan: QueryPlan) -> FederatedPage:
+        deadline = time.monotonic() + self.settings.query_deadline
+        me = self.local.node_id
+        tally = QueryTally()
+        timings = PhaseTimer()
+        # While some of this node's pages are not in the shards yet (not yet published), it
+        # answers for them whatever the shards say, beside the lookups. Otherwise it answers
+        # like any owner, only when it owns one of the best candidates: its search and
+        # snippets would take the CPU the query's own scoring needs.
+        own: asyncio.Task[PeerAnswer] | None = None
+        if not self._published():
+            own = asyncio.create_task(self.local.answer(plan.query, plan.depth, []))
+        try:
+            try:
+                merged = await asyncio.wait_for(
+                    self.peers.shards(plan.terms, tally),
+                    max(MIN_SHARD_WAIT, deadline - time.monotonic()),
+                )
+                timings.lap("shards")
+            except TimeoutError:
+                merged = {}
+            ranking = rank(plan, merged, self.settings)
+            timings.lap("score")
+            choice = choose(plan, ranking, self.settings)
+            if own is None and (me in choice.owners or not ranking.ranked):
+                named = choice.shown.get(me, [])
+                own = asyncio.create_task(self.local.answer(plan.query, plan.depth, named))
+            answers, snippets = await self._gather(plan, choice, own, deadline, tally)
+            timings.lap("owners")
+        finally:
+            if own is not None:
+                own.cancel()
+        rows = merge(plan, ranking, answers, snippets, self.analyze)
+        if self.spot_checker is not None:
+            page = rows[plan.offset : plan.offset + plan.limit]
+            self.spot_checker.offer_page(page, answers, plan.terms)
+        timings.lap("merge")
+        return FederatedPage(rows, max(len(rows), len(ranking.scores)), tally, timings.laps)
+
+    async def _gather(
+        self,
+        plan: QueryPlan,
+        choice: PeerChoice,
+        own: asyncio.Task[PeerAnswer] | None,
+        deadline: float,
+        tally: QueryTally,
+    ) -> tuple[list[PeerAnswer], dict[str, SnippetFields]]:
+        me = self.local.node_id
+        reachable = await self.peers.reachable(choice.owners, list(choice.shown))
+        asked = [o for o in choice.owners if o in reachable]
+        snipped = [p for p in choice.shown if p not in choice.owners and p in reachable]
+        mine = [] if own is not None else choice.shown.get(me, [])
+        q = plan.text
+
+        async def owners() -> list[PeerAnswer]:
+            found = await asyncio.gather(
+                *(
+                    self.peers.search(o, q, plan.depth, choice.shown.get(o, []), deadline, tally)
+                    for o in asked
+                )
+            )
+            return [a for a in found if a is not None]
+
+        async def snippet_only() -> dict[str, SnippetFields]:
+            found: dict[str, SnippetFields] = {}
+            for part in await asyncio.gather(
+                *(self.peers.snippets(p, q, choice.shown[p], deadline, tally) for p in snipped)
+            ):
+                found.update(part)
+            return found
+
+        remote, snippets, local = await asyncio.gather(
+            owners(), snippet_only(), self.local.snippets(plan.query, mine)
+        )
+        snippets.update(local)
+        answers = [*([await own] if own is not None else []), *remote]
+        return answers, snippets

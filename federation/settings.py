@@ -1,0 +1,45 @@
+"""The federation's tunables, in one frozen object (each default beside its reason)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FederationSettings:
+    # --- placement -------------------------------------------------------------------
+    replicas: int = 3  # holders per term
+    # First self-lookup this many seconds after start, doubling up to ``neighbourhood_every``:
+    # the library refreshes buckets hourly, too late for nodes that (re)started together.
+    neighbourhood_first: float = 2.0
+    neighbourhood_every: float = 300.0
+    # --- publishing ------------------------------------------------------------------
+    publish_quiet: float = 1.0  # seconds after the last commit before shards are rebuilt
+    publish_batch_terms: int = 5_000
+    # A holder verifies, decompresses and stores a batch of thousands of terms: on a busy
+    # home server that takes seconds, and giving up early only makes it all be sent again.
+    push_timeout: float = 60.0
+    publish_retry: float = 2.0  # seconds before shards a holder missed go again; doubles
+    max_publish_retry: float = 60.0
+    # --- host slices -----------------------------------------------------------------
+    forward_batch: int = 1_000  # URLs a request when forwarding to a host's owner
+    # --- querying --------------------------------------------------------------------
+    query_deadline: float = 2.0  # one deadline for a whole federated query
+    lookup_budget: float = 0.25  # of the deadline, for finding the query's holders
+    peer_timeout: float = 1.5  # one peer request
+    backoff_seconds: float = 60.0  # a peer that failed is not asked again for this long
+    shard_cache_seconds: float = 30.0  # how stale a query's view of a term may be
+    shard_cache_terms: int = 20_000  # ~20 KB each at most: bounded memory
+    candidates: int = 50  # shard candidates ranked for owners and the result list
+    owners_asked: int = 2
+    # A second owner is asked only for candidates within this share of the best one's
+    # score: each remote owner is a search with snippets on someone's home server.
+    owner_score_share: float = 0.25
+    owner_depth: int = 10  # results each owner returns (at least a page)
+    # Shard candidates that get snippets: this many pages' worth. 1 leaves one result in
+    # eight a bare title (none: one in five) at no measurable cost; 2 leaves one in 125 but
+    # cost the bench's median 5-6 ms (docs/BENCHMARKS.md).
+    snippet_pages: int = 1
+
+
+DEFAULT_SETTINGS = FederationSettings()

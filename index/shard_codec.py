@@ -1,0 +1,219 @@
+"""What a node tells peers about its index, and the bounds a reader holds it to.
+
+Term shards (per term: df per field, N, the publisher's average field lengths and its top
+pages with per-field boost x tf-norm and field lengths) and an owner's page weights are
+built by this package (``shards.py``) and read by peers, who may be hostile: every reader
+parses through ``TermShard.from_json`` / ``PageWeights.from_json``, which cap postings and
+counts and clamp weights and lengths, so a holder may store and serve shards as sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any, NamedTuple
+
+from .bm25 import (
+    MAX_FIELD_WEIGHT,
+    NO_LENGTHS,
+    FieldLengths,
+    FieldWeights,
+    recovered_round_tf,
+)
+from .schema import SHARD_FIELDS
+
+MAX_POSTINGS_PER_SHARD = 50  # a publisher's influence on a term is capped at this many pages
+MAX_DOCS_PER_PUBLISHER = 100_000_000  # a claimed N beyond this is a lie that skews every IDF
+MAX_TERM_CHARS = 40
+MAX_FIELD_LENGTH = 10_000_000  # more tokens than a capped page can hold: a peer lying
+
+
+class Posting(NamedTuple):
+    """One page of a term's shard. A tuple, not a dataclass: a querying node builds
+    hundreds of these per query, and a frozen dataclass costs three times as much."""
+
+    url: str
+    title: str
+    weights: FieldWeights  # boost x tf-norm per field
+    lengths: FieldLengths = NO_LENGTHS
+
+    @property
+    def weight(self) -> float:
+        return sum(self.weights)
+
+
+@dataclass(slots=True, frozen=True)
+class TermShard:
+    term: str
+    df: int  # documents with the term in any field
+    n_docs: int
+    field_df: tuple[int, ...]  # per SHARD_FIELDS
+    postings: tuple[Posting, ...]
+    avgdl: tuple[float, ...] = (0.0,) * len(SHARD_FIELDS)  # the publisher's, per field
+
+    def to_json(self) -> list[Any]:
+        return [
+            self.df,
+            self.n_docs,
+            list(self.field_df),
+            [[p.url, p.title, list(p.weights), list(p.lengths)] for p in self.postings],
+            list(self.avgdl),
+        ]
+
+    @classmethod
+    def from_json(cls, term: str, data: Any) -> TermShard:
+        """A shard as some peer sent or served it, within what one publisher may claim:
+        at most ``MAX_POSTINGS_PER_SHARD`` pages, counts up to ``MAX_DOCS_PER_PUBLISHER``,
+        weights and lengths clamped. Every reader parses through here, so a holder may
+        store and serve shards as they were sent (a hostile holder gains nothing)."""
+        df, n_docs, field_df, postings, avgdl = data
+        if len(field_df) != len(SHARD_FIELDS):
+            raise ValueError("shard has the wrong number of fields")
+        n = min(max(int(n_docs), 0), MAX_DOCS_PER_PUBLISHER)
+        return cls(
+            term=str(term),
+            df=min(max(int(df), 0), n),
+            n_docs=n,
+            field_df=tuple(min(max(int(d), 0), n) for d in field_df),
+            postings=_postings(postings[:MAX_POSTINGS_PER_SHARD]),
+            avgdl=average_lengths(avgdl),
+        )
+
+
+_FIELDS = len(SHARD_FIELDS)
+_NUMBERS = {float, int}
+
+
+def _postings(rows: Sequence[Any]) -> tuple[Posting, ...]:
+    """A shard's postings, bounded. A querying node parses hundreds per query, so the
+    honest case (every value a float or int in range) is checked for the whole shard at
+    once; anything else goes through the per-posting checks, which clamp or refuse."""
+    try:
+        if not rows:
+            return ()
+        urls, titles, weights, lengths = zip(*rows, strict=True)
+        flat_w = list(chain.from_iterable(weights))
+        flat_l = list(chain.from_iterable(lengths))
+        if (
+            len(flat_w) == len(flat_l) == _FIELDS * len(rows)
+            and set(map(len, weights)) == set(map(len, lengths)) == {_FIELDS}
+            and set(map(type, urls)) == set(map(type, titles)) == {str}
+            and set(map(type, flat_w)) <= _NUMBERS
+            and set(map(type, flat_l)) == {int}
+            and min(flat_w) >= 0.0
+            and max(flat_w) <= MAX_FIELD_WEIGHT
+            and (total := sum(flat_w)) == total  # min and max let a NaN in the middle pass
+            and min(flat_l) >= 0
+            and max(flat_l) <= MAX_FIELD_LENGTH
+        ):
+            return tuple(map(Posting, urls, titles, map(tuple, weights), map(tuple, lengths)))
+    except (TypeError, ValueError):
+        pass  # a malformed row: the checks below say which and how
+    return tuple(Posting(str(u), str(t), _weights(w), field_lengths(dl)) for u, t, w, dl in rows)
+
+
+def _weights(raw: Sequence[Any]) -> FieldWeights:
+    """A peer's claimed weights, each within [0, MAX_FIELD_WEIGHT] (NaN becomes 0).
+    A querying node parses thousands of these per query: the honest case is checked in
+    bulk, the clamping done one by one only when something is out of range."""
+    if len(raw) != _FIELDS:
+        raise ValueError("posting has the wrong number of fields")
+    weights = tuple(map(float, raw))
+    total = sum(weights)
+    if total == total and min(weights) >= 0.0 and max(weights) <= MAX_FIELD_WEIGHT:
+        return weights
+    return tuple(min(w, MAX_FIELD_WEIGHT) if w > 0.0 else 0.0 for w in weights)
+
+
+def field_lengths(raw: Any) -> FieldLengths:
+    """A peer's claimed field lengths, bounded (all 0, unknown, when malformed)."""
+    if not isinstance(raw, list) or len(raw) != _FIELDS:
+        return NO_LENGTHS
+    try:
+        lengths = tuple(map(int, raw))
+    except (TypeError, ValueError, OverflowError):
+        return NO_LENGTHS
+    if min(lengths) >= 0 and max(lengths) <= MAX_FIELD_LENGTH:
+        return lengths
+    return tuple(min(max(n, 0), MAX_FIELD_LENGTH) for n in lengths)
+
+
+def average_lengths(raw: Any) -> tuple[float, ...]:
+    """A peer's claimed average field lengths, bounded (all 0, unknown, when malformed)."""
+    if not isinstance(raw, list) or len(raw) != len(SHARD_FIELDS):
+        return (0.0,) * len(SHARD_FIELDS)
+    try:
+        values = [float(a) for a in raw]
+    except (TypeError, ValueError):
+        return (0.0,) * len(SHARD_FIELDS)
+    # (NaN fails every comparison: it becomes 0, unknown.)
+    return tuple(min(a, float(MAX_FIELD_LENGTH)) if a > 0.0 else 0.0 for a in values)
+
+
+def content_key(shard: TermShard) -> int:
+    """A hash of what ``shard`` says that does not move with the publisher's average field
+    lengths or document count: its df and each posting's page, lengths and term frequency
+    (recovered from the weight). Every commit shifts the averages and so every weight; a
+    publisher that compared whole shards re-sent its entire index after each commit."""
+    postings = tuple(
+        (
+            p.url,
+            p.title,
+            p.lengths,
+            tuple(
+                recovered_round_tf(i, w, p.lengths[i], shard.avgdl[i])
+                for i, w in enumerate(p.weights)
+            ),
+        )
+        for p in shard.postings
+    )
+    return hash((shard.term, shard.df, shard.field_df, postings))
+
+
+@dataclass(slots=True, frozen=True)
+class PageWeights:
+    """What an owner tells a querying node about some of its pages: per-field weights of
+    each query unit (keyed by ``unit_key``), each page's field lengths, and its own average
+    field lengths — enough to score the pages exactly with global statistics."""
+
+    weights: dict[str, dict[str, FieldWeights]]
+    lengths: dict[str, FieldLengths]
+    avgdl: tuple[float, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "weights": {u: {k: list(w) for k, w in ws.items()} for u, ws in self.weights.items()},
+            "lengths": {u: list(n) for u, n in self.lengths.items()},
+            "avgdl": list(self.avgdl),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> PageWeights:
+        """A peer's answer, bounded like shard postings (peers may lie); malformed parts
+        are dropped, never raised."""
+        if not isinstance(data, dict):
+            data = {}
+        weights: dict[str, dict[str, FieldWeights]] = {}
+        raw_weights = data.get("weights")
+        for url, units in (raw_weights if isinstance(raw_weights, dict) else {}).items():
+            if isinstance(units, dict):
+                clean = {}
+                for key, values in units.items():
+                    try:
+                        clean[str(key)] = _weights(values)
+                    except (TypeError, ValueError):
+                        continue
+                weights[str(url)] = clean
+        lengths: dict[str, FieldLengths] = {}
+        raw_lengths = data.get("lengths")
+        for url, values in (raw_lengths if isinstance(raw_lengths, dict) else {}).items():
+            try:
+                lengths[str(url)] = field_lengths(values)
+            except (TypeError, ValueError):
+                continue
+        try:
+            avgdl = average_lengths(data.get("avgdl"))
+        except (TypeError, ValueError):
+            avgdl = (0.0,) * len(SHARD_FIELDS)
+        return cls(weights, lengths, avgdl)

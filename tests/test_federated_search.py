@@ -1,0 +1,103 @@
+"""The federated query's phases over in-process peers (``federation.LocalPeers``): which
+owners are asked, who makes which snippets, how answers merge, and what a silent peer
+costs, without subprocess nodes. Real tantivy indexes, the real wire codecs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from federation import DEFAULT_SETTINGS, FederatedSearch, LocalPeers
+from federation.answer import LocalOwner
+from federation.peers import QueryTally
+from federation.search import choose, rank
+from index import IndexDoc, IndexStore
+from tests.test_federated_ranking import committed_store
+
+ME, ALICE, BOB = "aa" * 20, "bb" * 20, "cc" * 20
+
+
+def _page(host: str, slug: str, title: str, body: str) -> IndexDoc:
+    return IndexDoc(url=f"http://{host}/{slug}.html", title=title, body=body)
+
+
+@pytest.fixture
+async def stores() -> AsyncIterator[dict[str, IndexStore]]:
+    pages = {
+        ME: [
+            _page("me.example", f"m{i}", f"gardening note {i}", "soil compost " * 3)
+            for i in range(5)
+        ],
+        ALICE: [
+            _page(
+                "alice.example", "comets", "Comets and their tails", "comet tail ice dust sun " * 20
+            ),
+            _page("alice.example", "moons", "Moons of Saturn", "titan enceladus rings " * 20),
+        ],
+        BOB: [
+            _page("bob.example", "comet-hunting", "Comet hunting at night", "comet telescope " * 5),
+            _page("bob.example", "bread", "Sourdough bread", "flour water salt " * 10),
+        ],
+    }
+    made = {node: await committed_store(docs) for node, docs in pages.items()}
+    yield made
+    for store in made.values():
+        await store.stop()
+
+
+def _search(stores: dict[str, IndexStore], peers: LocalPeers) -> FederatedSearch:
+    me = stores[ME]
+    return FederatedSearch(
+        local=LocalOwner(me, ME),
+        peers=peers,
+        settings=DEFAULT_SETTINGS,
+        analyze=me.analyzer.analyze,
+        published=lambda: True,
+    )
+
+
+async def test_the_owner_of_the_best_page_is_asked_and_its_answer_carries_snippets(
+    stores: dict[str, IndexStore],
+) -> None:
+    peers = LocalPeers(stores, me=ME)
+    search = _search(stores, peers)
+    plan = search.plan(stores[ME].prepare("comet tail"), limit=10, offset=0)
+    page = await search.search(plan)
+    urls = [r.url for r in page.rows]
+    assert urls[0] == "http://alice.example/comets.html"
+    assert "http://bob.example/comet-hunting.html" in urls[:3]
+    assert ALICE in page.tally.answered and not page.tally.silent
+    best = page.rows[0]
+    assert best.peers == [ALICE] and "<mark>" in best.content_html.lower()
+    assert all(r.content for r in page.rows if r.url.startswith("http://bob.example/"))
+
+
+async def test_peers_chosen_are_the_owners_of_the_best_candidates(
+    stores: dict[str, IndexStore],
+) -> None:
+    peers = LocalPeers(stores, me=ME)
+    search = _search(stores, peers)
+    plan = search.plan(stores[ME].prepare("comet"), limit=10, offset=0)
+
+    ranking = rank(plan, await peers.shards(plan.terms, QueryTally()), DEFAULT_SETTINGS)
+    choice = choose(plan, ranking, DEFAULT_SETTINGS)
+    assert set(choice.owners) <= {ALICE, BOB} and choice.owners
+    assert ME not in choice.shown  # this node has no page about comets
+    assert sum(len(v) for v in choice.shown.values()) == len(ranking.ranked[:10])
+
+
+async def test_a_silent_peer_is_named_and_the_others_still_answer(
+    stores: dict[str, IndexStore],
+) -> None:
+    peers = LocalPeers(stores, me=ME)
+    search = _search(stores, peers)
+    plan = search.plan(stores[ME].prepare("comet tail"), limit=10, offset=0)
+    first = await search.search(plan)  # shards collected while ALICE still answers
+    assert first.rows[0].peers == [ALICE]
+    peers.down.add(ALICE)
+    page = await search.search(plan)
+    assert ALICE in page.tally.silent
+    assert page.rows[0].url == "http://bob.example/comet-hunting.html"
+    assert page.rows[0].content  # BOB answered as an owner, with its snippet
+    assert all(ALICE not in r.peers for r in page.rows)
