@@ -315,6 +315,14 @@ def parse_page(args: tuple[str, str]) -> dict[str, Any]:
         t = _resolve(site_root, rel, a.attributes.get("href") or "")
         if t is not None:
             links.add(t)
+    for meta in tree.css("meta[http-equiv]"):  # LilyPond's entry page is a meta refresh
+        if (meta.attributes.get("http-equiv") or "").lower() == "refresh":
+            m = re.search(
+                r"url\s*=\s*['\"]?([^'\"\s>]+)", meta.attributes.get("content") or "", re.I
+            )
+            t = _resolve(site_root, rel, m.group(1)) if m else None
+            if t is not None:
+                links.add(t)
     for fr in tree.css("frame[src], iframe[src]"):
         t = _resolve(site_root, rel, fr.attributes.get("src") or "")
         if t is not None:
