@@ -18,7 +18,7 @@ from operator import mul
 from index import SHARD_FIELDS, PageWeights, TermShard, bm25_idf
 from index.bm25 import renormalize
 from index.query import ALL_TERMS_BOOST as LOCAL_ALL_TERMS_BOOST
-from index.query import Unit, unit_key
+from index.query import PROXIMITY_BOOST, Unit, near_key, unit_key
 
 FIELD_RANGE = range(len(SHARD_FIELDS))
 # The local ranker adds a conjunctive clause boosted by ALL_TERMS_BOOST on top of the
@@ -40,7 +40,9 @@ class GlobalScorer:
 
     units: list[Unit]
     merged: Merged
+    near: Unit = ()  # the proximity phrase's tokens: scored from owners' weights only
     idfs: dict[str, list[float]] = field(default_factory=dict)  # unit_key -> per field
+    near_idf: list[float] = field(default_factory=list)  # per field
     avgdl: list[float] = field(default_factory=list)  # the network's, per field
     owner: dict[str, str] = field(default_factory=dict)  # url -> publisher
     titles: dict[str, str] = field(default_factory=dict)
@@ -75,13 +77,11 @@ class GlobalScorer:
                 field_df = [sum(s.field_df[i] for s in copies.values()) for i in FIELD_RANGE]
                 token_idf[term] = [bm25_idf(d, n_total) if d else 0.0 for d in field_df]
         for unit in self.units:
-            per_token = [token_idf.get(t) for t in unit]
-            if all(per_token):
-                # A phrase weighs the sum of its tokens' IDFs, in fields holding all of them.
-                self.idfs[unit_key(unit)] = [
-                    sum(p[i] for p in per_token if p) if all(p and p[i] for p in per_token) else 0.0
-                    for i in FIELD_RANGE
-                ]
+            idf = _phrase_idf(unit, token_idf)
+            if idf is not None:
+                self.idfs[unit_key(unit)] = idf
+        if self.near:
+            self.near_idf = _phrase_idf(self.near, token_idf) or []
         postings, lengths, owner, titles = self._postings, self._lengths, self.owner, self.titles
         for term, copies in self.merged.items():
             for publisher, shard in copies.items():
@@ -213,6 +213,8 @@ class GlobalScorer:
         return {k: renormalize(w, lengths, answer.avgdl, self.avgdl) for k, w in units.items()}
 
     def score(self, weights: UnitWeights) -> float:
+        """As the local query scores: the units' BM25 sum, times the conjunctive factor
+        when every unit matched, plus the boosted proximity phrase."""
         total = 0.0
         matched = 0
         for key, field_idf in self.idfs.items():
@@ -220,7 +222,23 @@ class GlobalScorer:
             if w and any(w):
                 matched += 1
                 total += sum(i * x for i, x in zip(field_idf, w, strict=False))
-        return total * (ALL_TERMS_FACTOR if self.idfs and matched >= len(self.idfs) else 1.0)
+        total *= ALL_TERMS_FACTOR if self.idfs and matched >= len(self.idfs) else 1.0
+        near = weights.get(near_key(self.near)) if self.near_idf else None
+        if near:
+            total += PROXIMITY_BOOST * sum(map(mul, self.near_idf, near))
+        return total
+
+
+def _phrase_idf(unit: Unit, token_idf: Mapping[str, list[float]]) -> list[float] | None:
+    """A phrase weighs the sum of its tokens' IDFs (tantivy's phrase weight), in fields
+    holding all of them; None when a token is in no shard at all."""
+    per_token = [token_idf.get(t) for t in unit]
+    if not all(per_token):
+        return None
+    return [
+        sum(p[i] for p in per_token if p) if all(p and p[i] for p in per_token) else 0.0
+        for i in FIELD_RANGE
+    ]
 
 
 # Title evidence, on top of BM25: a query that says exactly what a page's title says (its

@@ -29,6 +29,7 @@ from .spot_check import SpotChecker
 from .wire import PeerAnswer, ResultRow, SnippetFields
 
 MIN_SHARD_WAIT = 0.1  # seconds the shard phase always gets, even past the deadline
+OWNER_VOUCHED = 0.999  # a page its owner did not return ranks just below its last one
 
 
 class PhaseTimer:
@@ -87,7 +88,7 @@ class FederatedPage:
 
 
 def rank(plan: QueryPlan, merged: Merged, settings: FederationSettings) -> Ranking:
-    scorer = GlobalScorer(plan.query.units, merged)
+    scorer = GlobalScorer(plan.query.units, merged, plan.query.near)
     scores = scorer.shard_scores()
     ranked = sorted(scores, key=lambda u: scores[u], reverse=True)[: settings.candidates]
     return Ranking(scorer, scores, ranked)
@@ -148,17 +149,28 @@ def merge(
                 language=row.language,
                 fetched=row.fetched,
             )
+    # An owner that answered ranked all its pages: those it did not return score below
+    # the last it did (its ranking has proximity, which shards cannot know).
+    floor: dict[str, float] = {}
+    for answer in answers:
+        returned = [results[r.url].score for r in answer.results if r.url in results]
+        if returned:
+            floor[answer.peer] = min(returned)
     for url in ranking.ranked:
         if url not in results:
             snippet = snippets.get(url, {})
+            publisher = scorer.owner[url]
+            score = scores[url]
+            if publisher in floor:
+                score = min(score, floor[publisher] * OWNER_VOUCHED)
             results[url] = ResultRow(
                 url=url,
                 title=scorer.titles.get(url) or url,
                 content=snippet.get("content", ""),
                 content_html=snippet.get("content_html", ""),
                 host=url.split("/", 3)[2] if "://" in url else "",
-                score=round(scores[url], 4),
-                peers=[scorer.owner[url]],
+                score=round(score, 4),
+                peers=[publisher],
             )
     tokens = plan.tokens
     for row in results.values():

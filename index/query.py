@@ -38,6 +38,12 @@ MAX_SITE_FILTERS = 8
 # Pages with every word of the query score this much more (the federated ranker scores
 # the same way, and imports it).
 ALL_TERMS_BOOST = 1.5
+# Term proximity: the query's words near each other and in order, as a sloppy phrase
+# (``"w1 w2 ... wn"~PROXIMITY_SLOP``) over the searched fields, boosted. Pages that say
+# what the query describes nearly in its words rank first. Measured on the tune half of
+# bench/judged (docs/BENCHMARKS.md).
+PROXIMITY_SLOP = 10
+PROXIMITY_BOOST = 16.0
 
 # Characters no query needs and some layers refuse: C0/C1 controls (NUL included) and lone
 # surrogates (no UTF-8 form, so Rust strings cannot hold them). Each becomes one space, so
@@ -164,12 +170,35 @@ def _text_query(index: tantivy.Index, wanted: list[Clause]) -> tantivy.Query:
             ]
         )
         all_terms = tantivy.Query.boolean_query([(tantivy.Occur.Must, q) for _, q in parts])
-    return tantivy.Query.boolean_query(
-        [
-            (tantivy.Occur.Must, any_terms),
-            (tantivy.Occur.Should, tantivy.Query.boost_query(all_terms, ALL_TERMS_BOOST)),
-        ]
+    parts = [
+        (tantivy.Occur.Must, any_terms),
+        (tantivy.Occur.Should, tantivy.Query.boost_query(all_terms, ALL_TERMS_BOOST)),
+    ]
+    near = _proximity_query(index, wanted)
+    if near is not None:
+        parts.append((tantivy.Occur.Should, tantivy.Query.boost_query(near, PROXIMITY_BOOST)))
+    return tantivy.Query.boolean_query(parts)
+
+
+def _near_text(wanted: list[Clause] | tuple[Clause, ...]) -> str:
+    """The text of the proximity phrase: every wanted clause's words that are searched in
+    all fields, in the order typed."""
+    return " ".join(
+        c.text.translate(_QUOTE_UNSAFE)
+        for c in wanted
+        if c.field is None and c.occur is not Occur.MUST_NOT
     )
+
+
+def _proximity_query(index: tantivy.Index, wanted: list[Clause]) -> tantivy.Query | None:
+    """The wanted clauses' words as one sloppy phrase, or None for a single word."""
+    words = _near_text(wanted)
+    if len(_words_only(words).split()) < 2 or PROXIMITY_BOOST <= 0:
+        return None
+    try:
+        return _parse(index, f'"{words}"~{PROXIMITY_SLOP}', conjunction=False)
+    except ValueError:
+        return None
 
 
 def _words_only(text: str) -> str:
@@ -286,9 +315,24 @@ def query_units(free_text: str, analyze: Callable[[str], list[str]]) -> list[Uni
     return list(units)
 
 
+def near_unit(free_text: str, analyze: Callable[[str], list[str]]) -> Unit:
+    """The tokens of the query's proximity phrase (what build()'s sloppy phrase holds, as
+    the index's analyzer forms them), or () when it has fewer than two: no phrase then."""
+    tokens = tuple(analyze(_near_text(_clauses(free_text))))
+    return tokens if len(tokens) >= 2 and PROXIMITY_BOOST > 0 else ()
+
+
+NEAR_PREFIX = "~ "  # keys of proximity weights: no analysed token holds "~" or a space
+
+
 def unit_key(unit: Unit) -> str:
     """A unit as one string (analysed tokens never contain spaces)."""
     return " ".join(unit)
+
+
+def near_key(near: Unit) -> str:
+    """The proximity phrase's key among an owner's per-unit weights."""
+    return NEAR_PREFIX + " ".join(near)
 
 
 def uses_field_syntax(text: str) -> bool:

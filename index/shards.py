@@ -17,7 +17,7 @@ from typing import Any
 import tantivy
 
 from .bm25 import FieldLengths, FieldWeights, bm25_idf, quantized_length
-from .query import Unit, unit_key
+from .query import PROXIMITY_SLOP, Unit, near_key, unit_key
 from .schema import FIELD_BOOSTS, SHARD_FIELDS, url_words
 from .shard_codec import MAX_TERM_CHARS, PageWeights, Posting, TermShard
 
@@ -93,6 +93,7 @@ def _field_hits(
     n_docs: int,
     limit: int,
     restrict: tantivy.Query | None = None,
+    slop: int = 0,
 ) -> tuple[list[int], dict[tuple[int, int], list[float]], dict[tuple[int, int], Any]]:
     """Per field: df, and boost x tf-norm of the unit's best pages (within ``restrict``).
 
@@ -112,7 +113,7 @@ def _field_hits(
         query = (
             tantivy.Query.term_query(schema, field, unit[0])
             if len(unit) == 1
-            else tantivy.Query.phrase_query(schema, field, list(unit))
+            else tantivy.Query.phrase_query(schema, field, list(unit), slop)
         )
         if restrict is not None:
             query = tantivy.Query.boolean_query(
@@ -182,9 +183,11 @@ def term_weights(
     units: list[Unit],
     averages: tuple[float, ...],
     lengths_of: LengthsOf = doc_lengths,
+    near: Unit = (),
 ) -> PageWeights:
     """Per-field weights of each unit in each of ``urls``, as in the shards, so a querying
-    node can score this node's pages exactly with global statistics, phrases included."""
+    node can score this node's pages exactly with global statistics, phrases included;
+    and of the query's proximity phrase ``near`` (a sloppy phrase, keyed ``near_key``)."""
     n_docs = searcher.num_docs
     out: dict[str, dict[str, FieldWeights]] = {u: {} for u in urls}
     lengths: dict[str, FieldLengths] = {}
@@ -199,8 +202,11 @@ def term_weights(
         0.0,
     )
     url_of: dict[tuple[int, int], str] = {}  # a stored page is loaded once, not per unit
-    for unit in units:
-        _df, weights, addresses = _field_hits(searcher, schema, unit, n_docs, len(urls), only)
+    wanted = [(unit, unit_key(unit), 0) for unit in units]
+    if near:
+        wanted.append((near, near_key(near), PROXIMITY_SLOP))
+    for unit, name, slop in wanted:
+        _df, weights, addresses = _field_hits(searcher, schema, unit, n_docs, len(urls), only, slop)
         for key, w in weights.items():
             url = url_of.get(key)
             if url is None:
@@ -209,7 +215,7 @@ def term_weights(
                 if url in out:
                     lengths[url] = lengths_of(doc)
             if url in out:
-                out[url][unit_key(unit)] = tuple(w)
+                out[url][name] = tuple(w)
     return PageWeights(out, lengths, averages)
 
 

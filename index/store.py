@@ -28,7 +28,7 @@ from yarl import URL
 
 from .bm25 import FieldLengths
 from .errors import IndexUnavailable, QuerySyntaxError
-from .query import ParsedQuery, Unit, parse_user_query, query_units
+from .query import ParsedQuery, Unit, near_unit, parse_user_query, query_units
 from .schema import ANALYZER, build_analyzer, build_schema, site_terms, url_words
 from .shard_codec import PageWeights, TermShard
 from .shards import (
@@ -146,6 +146,7 @@ class PreparedQuery:
     parsed: ParsedQuery
     units: list[Unit]
     focus: list[str]
+    near: Unit = ()  # the proximity phrase's tokens (index.query.near_unit)
 
     @property
     def text(self) -> str:
@@ -383,7 +384,8 @@ class IndexStore:
         parsed = parse_user_query(text)
         units = query_units(parsed.free_text, self.analyzer.analyze)
         focus = list(dict.fromkeys(t for unit in units for t in unit))
-        return PreparedQuery(parsed=parsed, units=units, focus=focus)
+        near = near_unit(parsed.free_text, self.analyzer.analyze)
+        return PreparedQuery(parsed=parsed, units=units, focus=focus, near=near)
 
     async def search(
         self, text: str | PreparedQuery, *, limit: int = 10, offset: int = 0
@@ -482,7 +484,8 @@ class IndexStore:
 
         def both() -> tuple[SearchPage, PageWeights]:
             page = self._search(query.parsed, limit, offset, query.focus)
-            return page, self._term_weights([h.url for h in page.hits], query.units)
+            urls = [h.url for h in page.hits]
+            return page, self._term_weights(urls, query.units, query.near)
 
         return await self._in(self._read_pool, both)
 
@@ -511,17 +514,19 @@ class IndexStore:
                 found[url] = make_snippet(generator, doc, parsed, focus)
         return found
 
-    async def term_weights(self, urls: list[str], units: list[Unit]) -> PageWeights:
-        return await self._in(self._read_pool, self._term_weights, urls, units)
+    async def term_weights(
+        self, urls: list[str], units: list[Unit], near: Unit = ()
+    ) -> PageWeights:
+        return await self._in(self._read_pool, self._term_weights, urls, units, near)
 
-    def _term_weights(self, urls: list[str], units: list[Unit]) -> PageWeights:
+    def _term_weights(self, urls: list[str], units: list[Unit], near: Unit = ()) -> PageWeights:
         searcher = self.index.searcher()
         generation, averages = self._averages
         if generation != self.generation:
             # tantivy's average field lengths change only with a commit.
             averages = field_averages(searcher, self.schema)
             self._averages = (self.generation, averages)
-        return term_weights(searcher, self.schema, urls, units, averages, self._lengths_of)
+        return term_weights(searcher, self.schema, urls, units, averages, self._lengths_of, near)
 
     def _lengths_of(self, doc: tantivy.Document) -> FieldLengths:
         """Field lengths of a stored page, remembered: counting a long body's tokens costs

@@ -21,7 +21,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from index import IndexDoc, IndexStore
-from index.query import MAX_QUERY_CHARS, parse_user_query, query_units
+from index.query import (
+    MAX_QUERY_CHARS,
+    PROXIMITY_BOOST,
+    PROXIMITY_SLOP,
+    parse_user_query,
+    query_units,
+)
 from index.schema import FIELD_BOOSTS, TEXT_FIELDS
 
 pytestmark = pytest.mark.timeout(300)
@@ -262,7 +268,8 @@ def test_plain_words_score_as_tantivys_parser_would(
     loop: asyncio.AbstractEventLoop, store: IndexStore
 ) -> None:
     """The federated ranker assumes the local query is tantivy's own reading of the words
-    (OR of the words, boosted ×1.5 when all occur): quoting each clause changes no score."""
+    (OR of the words, boosted ×1.5 when all occur, plus the words as a boosted sloppy
+    phrase): quoting each clause changes no score."""
     index, searcher = store.index, store.index.searcher()
     for q in ("the sun", "moon sun hills", "simple archive files", "and"):
 
@@ -271,12 +278,14 @@ def test_plain_words_score_as_tantivys_parser_would(
                 q, list(TEXT_FIELDS), field_boosts=FIELD_BOOSTS, conjunction_by_default=conj
             )
 
-        reference = tantivy.Query.boolean_query(
-            [
-                (tantivy.Occur.Must, parse(False)),
-                (tantivy.Occur.Should, tantivy.Query.boost_query(parse(True), 1.5)),
-            ]
-        )
+        parts = [
+            (tantivy.Occur.Must, parse(False)),
+            (tantivy.Occur.Should, tantivy.Query.boost_query(parse(True), 1.5)),
+        ]
+        if len(q.split()) > 1:
+            near = parse(False, f'"{q}"~{PROXIMITY_SLOP}')
+            parts.append((tantivy.Occur.Should, tantivy.Query.boost_query(near, PROXIMITY_BOOST)))
+        reference = tantivy.Query.boolean_query(parts)
         query, _ = parse_user_query(q).build(index, store.schema)
         want = [(round(s, 5), a.doc) for s, a in searcher.search(reference, 10).hits]
         got = [(round(s, 5), a.doc) for s, a in searcher.search(query, 10).hits]

@@ -1,0 +1,124 @@
+"""Local ranking on judged queries, against an index a node already built: the fast loop
+for tuning the query side (field boosts, proximity, conjunctive boost) without crawling.
+
+    python3 bench/rank_tune.py --index /tmp/tune-small/index [--corpus small] [--split tune]
+    python3 bench/rank_tune.py --federated DIR,DIR,... [--at 0,3]   # in-process network
+
+``--federated`` scores the way a network does, in one process: each index (one node's
+``index/`` folder) is a peer of ``federation.LocalPeers``, and a query asked at node i runs
+``federation.FederatedSearch`` with that node's index as its own (``--at``).
+
+Crawl once with a lone node (``rhizome node --data-dir DIR ...``; stop it, so the index
+is free), then run this as often as needed. Tune on ``--split tune`` only; the held-out
+half is for the figure reported once the tuning is done (bench/quality_bench.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from federation import DEFAULT_SETTINGS, FederatedSearch, FederationSettings, LocalPeers
+from federation.answer import LocalOwner
+from index import IndexStore
+
+JUDGED = Path(__file__).resolve().parent / "judged"
+
+
+def load(corpus: str, split: str) -> list[tuple[str, str]]:
+    rows = [json.loads(line) for line in (JUDGED / f"{corpus}.jsonl").read_text().splitlines()]
+    return [(r["q"], r["url"]) for r in rows if split == "both" or r["split"] == split]
+
+
+async def evaluate(store: IndexStore, queries: list[tuple[str, str]]) -> dict[str, float]:
+    rr = hits = 0.0
+    started = time.perf_counter()
+    for q, answer in queries:
+        page = await store.search(q, limit=10)
+        for rank, hit in enumerate(page.hits, start=1):
+            if answer in (hit.url, hit.canonical):
+                rr += 1.0 / rank
+                hits += 1
+                break
+    n = max(1, len(queries))
+    return {
+        "queries": len(queries),
+        "mrr@10": round(rr / n, 4),
+        "hit@10": round(hits / n, 4),
+        "ms_per_query": round((time.perf_counter() - started) * 1000 / n, 2),
+    }
+
+
+async def evaluate_network(
+    stores: list[IndexStore],
+    at: int,
+    queries: list[tuple[str, str]],
+    settings: FederationSettings = DEFAULT_SETTINGS,
+) -> dict[str, float]:
+    ids = [f"{i:040x}" for i in range(len(stores))]
+    me = ids[at]
+    peers = LocalPeers(dict(zip(ids, stores, strict=True)), me=me)
+    search = FederatedSearch(
+        local=LocalOwner(stores[at], me),
+        peers=peers,
+        settings=settings,
+        analyze=stores[at].analyzer.analyze,
+        published=lambda: True,
+    )
+    rr = hits = 0.0
+    started = time.perf_counter()
+    for q, answer in queries:
+        page = await search.search(search.plan(stores[at].prepare(q), limit=10, offset=0))
+        for rank, row in enumerate(page.rows[:10], start=1):
+            if row.url == answer:
+                rr += 1.0 / rank
+                hits += 1
+                break
+    n = max(1, len(queries))
+    return {
+        "at": at,
+        "queries": len(queries),
+        "mrr@10": round(rr / n, 4),
+        "hit@10": round(hits / n, 4),
+        "ms_per_query": round((time.perf_counter() - started) * 1000 / n, 2),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--index", type=Path)
+    parser.add_argument("--federated", default="", help="comma-separated node data dirs")
+    parser.add_argument("--at", default="0", help="comma-separated node numbers to ask")
+    parser.add_argument("--settings", default="{}", help="FederationSettings fields, JSON")
+    parser.add_argument("--corpus", default="small")
+    parser.add_argument("--split", default="tune", choices=("tune", "heldout", "both"))
+    args = parser.parse_args()
+    queries = load(args.corpus, args.split)
+    if args.federated:
+        stores = [IndexStore(Path(d) / "index") for d in args.federated.split(",")]
+        for s in stores:
+            await s.start()
+        try:
+            for at in (int(a) for a in args.at.split(",")):
+                settings = FederationSettings(**json.loads(args.settings))
+                found = await evaluate_network(stores, at, queries, settings)
+                print(json.dumps(found), flush=True)
+        finally:
+            for s in stores:
+                await s.stop()
+        return
+    store = IndexStore(args.index)
+    await store.start()
+    try:
+        print(json.dumps({"docs": store.num_docs, **await evaluate(store, queries)}))
+    finally:
+        await store.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
