@@ -170,14 +170,14 @@ def _text_query(index: tantivy.Index, wanted: list[Clause]) -> tantivy.Query:
             ]
         )
         all_terms = tantivy.Query.boolean_query([(tantivy.Occur.Must, q) for _, q in parts])
-    parts = [
+    scored = [
         (tantivy.Occur.Must, any_terms),
         (tantivy.Occur.Should, tantivy.Query.boost_query(all_terms, ALL_TERMS_BOOST)),
     ]
     near = _proximity_query(index, wanted)
     if near is not None:
-        parts.append((tantivy.Occur.Should, tantivy.Query.boost_query(near, PROXIMITY_BOOST)))
-    return tantivy.Query.boolean_query(parts)
+        scored.append((tantivy.Occur.Should, tantivy.Query.boost_query(near, PROXIMITY_BOOST)))
+    return tantivy.Query.boolean_query(scored)
 
 
 def _near_text(wanted: list[Clause] | tuple[Clause, ...]) -> str:
