@@ -30,9 +30,21 @@ from index import IndexStore
 JUDGED = Path(__file__).resolve().parent / "judged"
 
 
-def load(corpus: str, split: str) -> list[tuple[str, str]]:
+def load(corpus: str, split: str, *, sample: int = 0, hosts: str = "") -> list[tuple[str, str]]:
+    """The judged queries of one split; ``sample`` keeps every k-th (at most that many),
+    ``hosts`` (comma-separated host:port) only those answered on these hosts."""
     rows = [json.loads(line) for line in (JUDGED / f"{corpus}.jsonl").read_text().splitlines()]
-    return [(r["q"], r["url"]) for r in rows if split == "both" or r["split"] == split]
+    wanted = set(filter(None, hosts.split(",")))
+    found = [
+        (r["q"], r["url"])
+        for r in rows
+        if (split == "both" or r["split"] == split)
+        and (not wanted or r["url"].split("/")[2] in wanted)
+    ]
+    if sample and len(found) > sample:
+        step = len(found) / sample
+        found = [found[int(i * step)] for i in range(sample)]
+    return found
 
 
 async def evaluate(store: IndexStore, queries: list[tuple[str, str]]) -> dict[str, float]:
@@ -95,10 +107,12 @@ async def main() -> None:
     parser.add_argument("--federated", default="", help="comma-separated node data dirs")
     parser.add_argument("--at", default="0", help="comma-separated node numbers to ask")
     parser.add_argument("--settings", default="{}", help="FederationSettings fields, JSON")
+    parser.add_argument("--sample", type=int, default=0, help="at most this many queries")
+    parser.add_argument("--hosts", default="", help="only queries answered on these hosts")
     parser.add_argument("--corpus", default="small")
     parser.add_argument("--split", default="tune", choices=("tune", "heldout", "both"))
     args = parser.parse_args()
-    queries = load(args.corpus, args.split)
+    queries = load(args.corpus, args.split, sample=args.sample, hosts=args.hosts)
     if args.federated:
         stores = [IndexStore(Path(d) / "index") for d in args.federated.split(",")]
         for s in stores:

@@ -29,6 +29,7 @@ from index.query import (
     query_units,
 )
 from index.schema import FIELD_BOOSTS, TEXT_FIELDS
+from tests.test_federated_ranking import committed_store
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -107,18 +108,6 @@ ODD_QUERIES = [
     "<script>alert(1)</script>",
 ]
 NO_WORDS = ["!!!", "---", "-", "+", '""', "   ", "", "\x00", "&& || !", "title:*"]
-
-
-async def committed_store(pages: list[IndexDoc]) -> IndexStore:
-    store = IndexStore(None, commit_interval=0.05)
-    await store.start()
-    for page in pages:
-        await store.submit(page)
-    for _ in range(200):
-        if store.num_docs == len(pages) and not store.pending:
-            return store
-        await asyncio.sleep(0.05)
-    raise AssertionError("pages were not committed")
 
 
 @pytest.fixture(scope="module")
