@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -12,6 +13,7 @@ from crawler import Crawler
 from dht import DhtNode, Identity
 from federation import Network, ShardStore, SpotChecker
 from index import Commit, IndexStore
+from index.semantic import Embedder
 
 from . import discovery, metrics, peer_routes, routes, web_ui
 from .config import NodeConfig, split_host_port
@@ -29,10 +31,12 @@ MAX_REQUEST_BYTES = 1024 * 1024  # shard pushes read their own, larger, bounded 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    embedder = await asyncio.to_thread(Embedder.load) if config.semantic == "on" else None
     store = IndexStore(
         config.data_dir / "index",
         commit_interval=config.commit_interval,
         writer_heap=config.writer_heap_mb * 1024 * 1024,
+        embedder=embedder,
     )
     await store.start()
     app[STORE] = store

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from federation import DEFAULT_SETTINGS, FederatedSearch, FederationSettings, LocalPeers
 from federation.answer import LocalOwner
 from index import IndexStore
+from index.semantic import Embedder
 
 JUDGED = Path(__file__).resolve().parent / "judged"
 
@@ -109,12 +110,16 @@ async def main() -> None:
     parser.add_argument("--settings", default="{}", help="FederationSettings fields, JSON")
     parser.add_argument("--sample", type=int, default=0, help="at most this many queries")
     parser.add_argument("--hosts", default="", help="only queries answered on these hosts")
+    parser.add_argument("--semantic", default="on", choices=("on", "off"))
     parser.add_argument("--corpus", default="small")
     parser.add_argument("--split", default="tune", choices=("tune", "heldout", "both"))
     args = parser.parse_args()
     queries = load(args.corpus, args.split, sample=args.sample, hosts=args.hosts)
+    embedder = Embedder.load() if args.semantic == "on" else None
     if args.federated:
-        stores = [IndexStore(Path(d) / "index") for d in args.federated.split(",")]
+        stores = [
+            IndexStore(Path(d) / "index", embedder=embedder) for d in args.federated.split(",")
+        ]
         for s in stores:
             await s.start()
         try:
@@ -126,7 +131,7 @@ async def main() -> None:
             for s in stores:
                 await s.stop()
         return
-    store = IndexStore(args.index)
+    store = IndexStore(args.index, embedder=embedder)
     await store.start()
     try:
         print(json.dumps({"docs": store.num_docs, **await evaluate(store, queries)}))

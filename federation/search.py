@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from index import PreparedQuery
+from index.semantic import semantic_factor
 
 from .answer import LocalOwner
 from .peers import Merged, Peers, QueryTally
@@ -134,7 +135,8 @@ def merge(
         for row in answer.results:
             url = row.url
             if url in answer.weights.weights:
-                scores[url] = scorer.score(scorer.owner_weights(answer.weights, url))
+                exact = scorer.score(scorer.owner_weights(answer.weights, url))
+                scores[url] = exact * semantic_factor(answer.weights.semantic.get(url, 0.0))
             if url in results:
                 results[url].peers.append(answer.peer)
                 continue

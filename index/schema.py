@@ -47,6 +47,8 @@ def build_schema() -> tantivy.Schema:
     b.add_text_field("url_words", stored=False, tokenizer_name=ANALYZER)
     b.add_text_field("language", stored=True, tokenizer_name="raw")
     b.add_integer_field("fetched", stored=True, indexed=True, fast=True)
+    # The page's static-embedding vector (float16), for the semantic re-rank (semantic.py).
+    b.add_bytes_field("embedding", stored=True)
     return b.build()
 
 

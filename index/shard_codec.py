@@ -10,7 +10,7 @@ counts and clamp weights and lengths, so a holder may store and serve shards as 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, NamedTuple
 
@@ -180,12 +180,15 @@ class PageWeights:
     weights: dict[str, dict[str, FieldWeights]]
     lengths: dict[str, FieldLengths]
     avgdl: tuple[float, ...]
+    # Each page's cosine similarity to the query (index.semantic), where the owner has one.
+    semantic: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "weights": {u: {k: list(w) for k, w in ws.items()} for u, ws in self.weights.items()},
             "lengths": {u: list(n) for u, n in self.lengths.items()},
             "avgdl": list(self.avgdl),
+            "semantic": {u: round(v, 4) for u, v in self.semantic.items()},
         }
 
     @classmethod
@@ -216,4 +219,9 @@ class PageWeights:
             avgdl = average_lengths(data.get("avgdl"))
         except (TypeError, ValueError):
             avgdl = (0.0,) * len(SHARD_FIELDS)
-        return cls(weights, lengths, avgdl)
+        semantic: dict[str, float] = {}
+        raw_semantic = data.get("semantic")
+        for url, value in (raw_semantic if isinstance(raw_semantic, dict) else {}).items():
+            if isinstance(value, int | float) and -1.0 <= value <= 1.0:  # NaN fails too
+                semantic[str(url)] = float(value)
+        return cls(weights, lengths, avgdl, semantic)

@@ -30,6 +30,7 @@ from .bm25 import FieldLengths
 from .errors import IndexUnavailable, QuerySyntaxError
 from .query import ParsedQuery, Unit, near_unit, parse_user_query, query_units
 from .schema import ANALYZER, build_analyzer, build_schema, site_terms, url_words
+from .semantic import RERANK_DEPTH, Embedder, page_text, semantic_factor
 from .shard_codec import PageWeights, TermShard
 from .shards import (
     DEFAULT_TOP_K,
@@ -99,6 +100,7 @@ class Hit:
     language: str
     fetched: float
     canonical: str
+    similarity: float | None = None  # cosine to the query, for the re-ranked head
 
 
 @dataclass(slots=True, frozen=True)
@@ -165,8 +167,11 @@ class IndexStore:
         writer_heap: int = DEFAULT_WRITER_HEAP,
         writer_threads: int = 1,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        embedder: Embedder | None = None,
     ) -> None:
         self.path = path
+        self.embedder = embedder
+        self._has_vectors = True  # False for an index made before the embedding field
         self.commit_interval = commit_interval
         self.commit_docs = commit_docs
         self.writer_heap = writer_heap
@@ -205,7 +210,17 @@ class IndexStore:
                 index = tantivy.Index(self.schema)
             else:
                 self.path.mkdir(parents=True, exist_ok=True)
-                index = tantivy.Index(self.schema, path=str(self.path), reuse=True)
+                try:
+                    index = tantivy.Index(self.schema, path=str(self.path), reuse=True)
+                except ValueError as exc:
+                    if "schema does not match" not in str(exc):
+                        raise
+                    # Made by a version without page vectors: served as it is; pages get
+                    # vectors (and the semantic re-rank) once the index is made anew.
+                    index = tantivy.Index.open(str(self.path))
+                    self.schema = index.schema
+                    self._has_vectors = False
+                    log.warning("index at %s has no page vectors: semantic re-rank off", self.path)
             index.register_tokenizer(ANALYZER, self.analyzer)
             self._writer = index.writer(self.writer_heap, self.writer_threads)
         except (ValueError, OSError) as exc:
@@ -326,6 +341,7 @@ class IndexStore:
         urls: list[str] = []
         upserted: list[str] = []
         removed: list[str] = []
+        vectors = self._vectors([item for item in batch if not isinstance(item, str)])
         try:
             for item in batch:
                 if isinstance(item, str):
@@ -336,7 +352,7 @@ class IndexStore:
                 writer.delete_documents_by_term("url", item.url)
                 for alias in item.aliases:
                     writer.delete_documents_by_term("url", alias)
-                writer.add_document(self._to_document(item))
+                writer.add_document(self._to_document(item, vectors.get(item.url)))
                 upserted.append(item.url)
                 urls.append(item.url)
                 urls.extend(item.aliases)
@@ -350,7 +366,14 @@ class IndexStore:
         self.generation += 1
         return Commit(urls=urls, upserted=upserted, removed=removed, opstamp=opstamp)
 
-    def _to_document(self, doc: IndexDoc) -> tantivy.Document:
+    def _vectors(self, docs: list[IndexDoc]) -> dict[str, bytes]:
+        """Page vectors for a batch, in one call to the model (on the writer thread)."""
+        if self.embedder is None or not self._has_vectors or not docs:
+            return {}
+        texts = [page_text(d.title, d.body) for d in docs]
+        return dict(zip((d.url for d in docs), self.embedder.page_vectors(texts), strict=True))
+
+    def _to_document(self, doc: IndexDoc, vector: bytes | None = None) -> tantivy.Document:
         anchor_text = " | ".join(doc.anchors)[:MAX_ANCHOR_TEXT]
         url = URL(doc.url)
         host = url.host or ""
@@ -370,6 +393,7 @@ class IndexStore:
                 "url_words": url_words(doc.url),
                 "language": doc.language,
                 "fetched": int(doc.fetched),
+                **({"embedding": vector} if vector is not None else {}),
             },
             self.schema,
         )
@@ -404,7 +428,8 @@ class IndexStore:
         # Over-fetch so de-duplication by canonical URL still fills the page.
         want = offset + limit
         try:
-            result = searcher.search(query, limit=min(want * 2, MAX_RESULTS_WINDOW * 2), count=True)
+            fetch = min(max(want, RERANK_DEPTH) * 2, MAX_RESULTS_WINDOW * 2)
+            result = searcher.search(query, limit=fetch, count=True)
         except ValueError as exc:
             # tantivy parses ``title:*`` (field has any value) but refuses to run it on a
             # field that is not a fast field or does not exist: the query's fault.
@@ -412,36 +437,62 @@ class IndexStore:
                 raise QuerySyntaxError(UNSUPPORTED_QUERY) from None
             raise
         generator = self._snippet_generator(searcher, snippet_query)
+        # Unique pages (by canonical URL) in tantivy's order, enough for the asked page
+        # and the re-ranked head.
         seen: set[str] = set()
-        hits: list[Hit] = []
+        found: list[tuple[float, tantivy.Document, str]] = []
         for score, address in result.hits:
             doc = searcher.doc(address)
             canonical = _first(doc, "canonical") or _first(doc, "url")
             if canonical in seen:
                 continue
             seen.add(canonical)
-            if len(seen) <= offset:
-                continue
+            found.append((float(score), doc, canonical))
+            if len(found) >= max(want, RERANK_DEPTH):
+                break
+        similarity = self._rerank(found, parsed)
+        hits: list[Hit] = []
+        for score, doc, canonical in found[offset : offset + limit]:
             hits.append(
                 Hit(
                     url=_first(doc, "url"),
                     title=_first(doc, "title"),
                     snippet=make_snippet(generator, doc, parsed, focus),
-                    score=float(score),
+                    score=score,
                     host=_first(doc, "host"),
                     language=_first(doc, "language"),
                     fetched=float(_first(doc, "fetched") or 0),
                     canonical=canonical,
+                    similarity=similarity.get(canonical),
                 )
             )
-            if len(hits) >= limit:
-                break
         return SearchPage(
             query=parsed.text,
             hits=hits,
             total=int(getattr(result, "count", 0) or 0),
             took_ms=(time.perf_counter() - started) * 1000.0,
         )
+
+    def _rerank(
+        self, found: list[tuple[float, tantivy.Document, str]], parsed: ParsedQuery
+    ) -> dict[str, float]:
+        """The head of ``found`` scored by meaning too (semantic.py), in place; each
+        re-scored page's similarity, by canonical URL."""
+        if self.embedder is None or not self._has_vectors or not found or not parsed.free_text:
+            return {}
+        query = self.embedder.query_vector(parsed.free_text)
+        head = found[:RERANK_DEPTH]
+        similarity: dict[str, float] = {}
+        rescored = []
+        for score, doc, canonical in head:
+            sim = self.embedder.similarity(query, _first(doc, "embedding"))
+            if sim is not None:
+                similarity[canonical] = sim
+                score *= semantic_factor(sim)
+            rescored.append((score, doc, canonical))
+        rescored.sort(key=lambda item: item[0], reverse=True)
+        found[: len(head)] = rescored
+        return similarity
 
     def _snippet_generator(self, searcher: Any, snippet_query: Any) -> Any:
         if snippet_query is None:
@@ -485,7 +536,11 @@ class IndexStore:
         def both() -> tuple[SearchPage, PageWeights]:
             page = self._search(query.parsed, limit, offset, query.focus)
             urls = [h.url for h in page.hits]
-            return page, self._term_weights(urls, query.units, query.near)
+            weights = self._term_weights(urls, query.units, query.near)
+            weights.semantic.update(
+                (h.url, h.similarity) for h in page.hits if h.similarity is not None
+            )
+            return page, weights
 
         return await self._in(self._read_pool, both)
 

@@ -1,0 +1,88 @@
+"""Meaning beside words: a static-embedding similarity of a query and a page.
+
+Description-style queries say in other words what a page is about; BM25 and proximity see
+only shared words. A static word-embedding model (``wordllama``, 256 dimensions, 16 MB,
+shipped inside its wheel: no download, works offline) gives every page a vector at index
+time (title and the body's opening, stored with the page as float16) and every query one
+at search time (well under a millisecond). The best ``RERANK_DEPTH`` pages of a search are
+then scored ``bm25_and_proximity x exp(SEMANTIC_WEIGHT x cosine)``: a multiplier that
+depends only on the query and the page, so owners can send it and a querying node can
+apply it to their pages on the network's scale.
+
+Measured on the tune half of bench/judged (re-ranking the local top 30): MRR@10 0.617 ->
+0.665 on one large-corpus site (Java), with exp(w x cos) at w = 2..4; mult(1 + w cos)
+and raw dot products did worse.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SEMANTIC_WEIGHT = 3.0
+RERANK_DEPTH = 30  # pages of a search re-scored: the first three pages
+EMBED_CHARS = 600  # of the body, after the title: what a page is about, cheaply
+DIMENSIONS = 256
+VECTOR_BYTES = DIMENSIONS * 2  # float16
+MAX_SIMILARITY = 1.0  # cosine; a peer claiming more is clamped
+
+
+def semantic_factor(similarity: float) -> float:
+    """The multiplier of a page's score for its cosine ``similarity`` to the query."""
+    if not similarity == similarity:  # NaN from a peer
+        return 1.0
+    return math.exp(SEMANTIC_WEIGHT * max(-MAX_SIMILARITY, min(MAX_SIMILARITY, similarity)))
+
+
+class Embedder:
+    """The embedding model. Thread-safe: one lock around the tokenizer and numpy work,
+    which run on the index's writer and reader threads, never on the event loop."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls) -> Embedder:
+        """The model shipped in the ``wordllama`` wheel (its own loader looks for the
+        tokenizer in ``wordllama/tokenizer/`` while the wheel has ``tokenizers/``: the
+        package's folder, given as the cache, holds both)."""
+        import wordllama
+
+        root = Path(wordllama.__file__).parent
+        model = wordllama.WordLlama.load(cache_dir=root, disable_download=True, dim=DIMENSIONS)
+        return cls(model)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            vectors = self._model.embed(texts, norm=True)
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), DIMENSIONS)
+
+    def page_vectors(self, texts: list[str]) -> list[bytes]:
+        """Stored form of each page's vector (``page_text`` of title and body)."""
+        if not texts:
+            return []
+        return [v.astype(np.float16).tobytes() for v in self._embed(texts)]
+
+    def query_vector(self, text: str) -> np.ndarray:
+        vector: np.ndarray = self._embed([text or " "])[0]
+        return vector
+
+    @staticmethod
+    def similarity(query: np.ndarray, stored: bytes | None) -> float | None:
+        """Cosine of a query's vector and a stored page vector (None: the page has none)."""
+        if not stored or len(stored) != VECTOR_BYTES:
+            return None
+        page = np.frombuffer(stored, dtype=np.float16).astype(np.float32)
+        return float(page @ query)
+
+
+def page_text(title: str, body: str) -> str:
+    return f"{title}. {body[:EMBED_CHARS]}"
