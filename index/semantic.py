@@ -58,6 +58,9 @@ class Embedder:
 
         root = Path(wordllama.__file__).parent
         model = wordllama.WordLlama.load(cache_dir=root, disable_download=True, dim=DIMENSIONS)
+        # The weights ship as float16 and load as float32 (32 MB): half is plenty for a
+        # mean of token vectors, and a home server's memory is the scarce thing.
+        model.embedding = np.asarray(model.embedding, dtype=np.float16)
         return cls(model)
 
     def _embed(self, texts: list[str]) -> np.ndarray:

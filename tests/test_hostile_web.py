@@ -53,7 +53,11 @@ from crawler.ssrf import check_address
 from crawler.urls import MAX_REPEATED_SEGMENT
 
 MB = 1024 * 1024
-RSS_LIMIT_BYTES = 400 * MB  # node + its crawl workers, at any moment of the crawl
+# Node + its crawl workers, at any moment of the crawl: 400 MB, plus the embedding model's
+# fixed cost (index/semantic.py: importing wordllama and loading its weights measured
+# +69 MB in the node; the limit is about what hostile pages can add, which is nothing).
+SEMANTIC_MODEL_BYTES = 80 * MB
+RSS_LIMIT_BYTES = 400 * MB + SEMANTIC_MODEL_BYTES
 STATUS_LATENCY_LIMIT = 2.0  # seconds for /api/status while hostile pages are processed
 IDLE_LIMIT = FETCH_TIMEOUT + 20.0  # seconds from start until the node reports idle
 REST_OF_CRAWL_LIMIT = 15.0  # seconds until everything but the drip is done
