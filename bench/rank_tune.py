@@ -72,10 +72,12 @@ async def evaluate_network(
     at: int,
     queries: list[tuple[str, str]],
     settings: FederationSettings = DEFAULT_SETTINGS,
+    down: list[int] | None = None,
 ) -> dict[str, float]:
     ids = [f"{i:040x}" for i in range(len(stores))]
     me = ids[at]
     peers = LocalPeers(dict(zip(ids, stores, strict=True)), me=me)
+    peers.down.update(ids[i] for i in down or ())
     search = FederatedSearch(
         local=LocalOwner(stores[at], me),
         peers=peers,
@@ -111,6 +113,7 @@ async def main() -> None:
     parser.add_argument("--sample", type=int, default=0, help="at most this many queries")
     parser.add_argument("--hosts", default="", help="only queries answered on these hosts")
     parser.add_argument("--semantic", default="on", choices=("on", "off"))
+    parser.add_argument("--down", default="", help="comma-separated nodes that never answer")
     parser.add_argument("--corpus", default="small")
     parser.add_argument("--split", default="tune", choices=("tune", "heldout", "both"))
     args = parser.parse_args()
@@ -125,7 +128,8 @@ async def main() -> None:
         try:
             for at in (int(a) for a in args.at.split(",")):
                 settings = FederationSettings(**json.loads(args.settings))
-                found = await evaluate_network(stores, at, queries, settings)
+                down = [int(d) for d in args.down.split(",") if d]
+                found = await evaluate_network(stores, at, queries, settings, down)
                 print(json.dumps(found), flush=True)
         finally:
             for s in stores:

@@ -262,7 +262,8 @@ class NetworkPeers:
 class LocalPeers:
     """``Peers`` served by in-process index stores, one per node id, through the wire
     codecs (a shard goes through ``to_json``/``from_json``, an answer through its JSON).
-    Nodes in ``down`` never answer. For tests and for reasoning about ranking."""
+    Nodes in ``down`` never answer; their shards are still served, as the other holders of
+    a real network keep them. For tests and for reasoning about ranking."""
 
     def __init__(self, stores: Mapping[str, IndexStore], *, me: str) -> None:
         self.stores = dict(stores)
@@ -280,19 +281,14 @@ class LocalPeers:
     async def shards(self, terms: list[str], tally: QueryTally) -> Merged:
         merged: Merged = {t: {} for t in terms}
         for node, store in self.stores.items():
-            if node != self.me and not self._answers(node, tally):
-                continue
             for shard in await store.term_shards(terms):
                 wire = orjson.loads(orjson.dumps(shard.to_json()))
                 merged[shard.term][node] = TermShard.from_json(shard.term, wire)
         return merged
 
     async def reachable(self, owners: Sequence[str], others: Sequence[str]) -> set[str]:
-        return {
-            i
-            for i in (*owners, *others)
-            if i in self.stores and i != self.me and i not in self.down
-        }
+        known = set(self.stores) - {self.me}  # a dead peer is known until it fails a request
+        return {i for i in (*owners, *others) if i in known}
 
     async def search(
         self,
