@@ -43,6 +43,7 @@ from crawler.errors import FetchError, HTTPStatusError
 from crawler.fetch import Fetcher
 from crawler.robots import RobotsCache
 from index import SHARD_FIELDS, build_analyzer
+from index.query import NEAR_PREFIX
 
 from .shard_store import ShardStore
 from .wire import PeerAnswer, ResultRow
@@ -227,9 +228,16 @@ class SpotChecker:
             attributed = url in said_urls.get(publisher, ())
             raw = said[publisher].weights.weights.get(url) if attributed else None
             claimed = raw if isinstance(raw, Mapping) else {}
-            # A phrase's key is its tokens joined by spaces: each token must be there.
+            # A phrase's key is its tokens joined by spaces: each token must be there. The
+            # proximity phrase's key is no claim of its own (its words are claimed one by
+            # one): "~" is no token, and counting it struck honest owners.
             terms = tuple(
-                dict.fromkeys(t for k, w in claimed.items() if _verifiable(w) for t in k.split())
+                dict.fromkeys(
+                    t
+                    for k, w in claimed.items()
+                    if _verifiable(w) and not k.startswith(NEAR_PREFIX)
+                    for t in k.split()
+                )
             )
             claim = Claim(
                 publisher=publisher,

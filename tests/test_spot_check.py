@@ -453,3 +453,29 @@ def test_an_owner_answering_garbage_json_leaves_the_query_whole(
     finally:
         liar.kill()
         liar.wait(10)
+
+
+def test_a_claim_never_asks_for_the_proximity_phrase_key_as_a_word(tmp_path: Path) -> None:
+    """An owner's weights carry the proximity phrase under "~ w1 w2"; a checker that took
+    "~" for a claimed word struck honest owners (seen under load in the suite)."""
+    from federation.wire import PeerAnswer, ResultRow
+    from index import PageWeights
+    from index.query import near_key
+
+    checker = SpotChecker(tmp_path, "aa" * 20)
+    url = "http://b.example/moons.html"
+    weights = PageWeights(
+        {
+            url: {
+                "titan": (0.0, 1.0, 0.0, 0.0, 0.0),
+                near_key(("titan", "lake")): (0.0, 1.0, 0.0, 0.0, 0.0),
+            }
+        },
+        {},
+        (0.0,) * 5,
+    )
+    answer = PeerAnswer("bb" * 20, [ResultRow(url=url, title="Moons", peers=["bb" * 20])], weights)
+    assert checker.offer_page(answer.results, [answer], ["titan", "lake"]) == 1
+    claim = checker._queue.get_nowait()
+    assert claim.require_all and "~" not in claim.terms
+    assert claim.terms == ("titan",)  # the words its own units claim, nothing else
