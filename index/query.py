@@ -305,8 +305,15 @@ def query_units(free_text: str, analyze: Callable[[str], list[str]]) -> list[Uni
     units, so that a network answer ranks like the local index would. Excluded clauses
     (``-word``) only filter: they score nothing. Never raises.
     """
+    return clause_units(_clauses(free_text), analyze)
+
+
+def clause_units(
+    clauses: tuple[Clause, ...] | list[Clause], analyze: Callable[[str], list[str]]
+) -> list[Unit]:
+    """``query_units`` of clauses already read (``ParsedQuery.clauses``)."""
     units: dict[Unit, None] = {}
-    for clause in _clauses(free_text):
+    for clause in clauses:
         if clause.occur is Occur.MUST_NOT:
             continue
         tokens = tuple(analyze(clause.text.translate(_QUOTE_UNSAFE)))
@@ -315,10 +322,12 @@ def query_units(free_text: str, analyze: Callable[[str], list[str]]) -> list[Uni
     return list(units)
 
 
-def near_unit(free_text: str, analyze: Callable[[str], list[str]]) -> Unit:
+def near_unit(
+    clauses: tuple[Clause, ...] | list[Clause], analyze: Callable[[str], list[str]]
+) -> Unit:
     """The tokens of the query's proximity phrase (what build()'s sloppy phrase holds, as
     the index's analyzer forms them), or () when it has fewer than two: no phrase then."""
-    tokens = tuple(analyze(_near_text(_clauses(free_text))))
+    tokens = tuple(analyze(_near_text(clauses)))
     return tokens if len(tokens) >= 2 and PROXIMITY_BOOST > 0 else ()
 
 

@@ -28,7 +28,7 @@ from yarl import URL
 
 from .bm25 import FieldLengths
 from .errors import IndexUnavailable, QuerySyntaxError
-from .query import ParsedQuery, Unit, near_unit, parse_user_query, query_units
+from .query import ParsedQuery, Unit, clause_units, near_unit, parse_user_query
 from .schema import ANALYZER, build_analyzer, build_schema, site_terms, url_words
 from .semantic import RERANK_DEPTH, Embedder, page_text, semantic_factor
 from .shard_codec import PageWeights, TermShard
@@ -366,9 +366,15 @@ class IndexStore:
         self.generation += 1
         return Commit(urls=urls, upserted=upserted, removed=removed, opstamp=opstamp)
 
+    @property
+    def _reranks(self) -> bool:
+        """Pages get vectors and searches the semantic re-rank (a model, and an index
+        with the vector field)."""
+        return self.embedder is not None and self._has_vectors
+
     def _vectors(self, docs: list[IndexDoc]) -> dict[str, bytes]:
         """Page vectors for a batch, in one call to the model (on the writer thread)."""
-        if self.embedder is None or not self._has_vectors or not docs:
+        if self.embedder is None or not self._reranks or not docs:
             return {}
         texts = [page_text(d.title, d.body) for d in docs]
         return dict(zip((d.url for d in docs), self.embedder.page_vectors(texts), strict=True))
@@ -400,15 +406,15 @@ class IndexStore:
 
     # --- reading ---------------------------------------------------------------------
     def prepare(self, text: str | PreparedQuery) -> PreparedQuery:
-        """The query parsed once (QuerySyntaxError before any thread hop), with its units
+        """The query parsed once (on the loop, before any thread hop), with its units
         and the words snippets look for: analysed here, one analyzer used on the loop only.
         Every search method takes the text or this, so a federated query parses once."""
         if isinstance(text, PreparedQuery):
             return text
         parsed = parse_user_query(text)
-        units = query_units(parsed.free_text, self.analyzer.analyze)
+        units = clause_units(parsed.clauses, self.analyzer.analyze)
         focus = list(dict.fromkeys(t for unit in units for t in unit))
-        near = near_unit(parsed.free_text, self.analyzer.analyze)
+        near = near_unit(parsed.clauses, self.analyzer.analyze)
         return PreparedQuery(parsed=parsed, units=units, focus=focus, near=near)
 
     async def search(
@@ -427,8 +433,10 @@ class IndexStore:
         searcher = self.index.searcher()
         # Over-fetch so de-duplication by canonical URL still fills the page.
         want = offset + limit
+        # Pages taken in tantivy's order: the asked page, and the re-ranked head if any.
+        depth = max(want, RERANK_DEPTH) if self._reranks else want
         try:
-            fetch = min(max(want, RERANK_DEPTH) * 2, MAX_RESULTS_WINDOW * 2)
+            fetch = min(depth * 2, MAX_RESULTS_WINDOW * 2)
             result = searcher.search(query, limit=fetch, count=True)
         except ValueError as exc:
             # tantivy parses ``title:*`` (field has any value) but refuses to run it on a
@@ -448,7 +456,7 @@ class IndexStore:
                 continue
             seen.add(canonical)
             found.append((float(score), doc, canonical))
-            if len(found) >= max(want, RERANK_DEPTH):
+            if len(found) >= depth:
                 break
         similarity = self._rerank(found, parsed)
         hits: list[Hit] = []
@@ -478,7 +486,7 @@ class IndexStore:
     ) -> dict[str, float]:
         """The head of ``found`` scored by meaning too (semantic.py), in place; each
         re-scored page's similarity, by canonical URL."""
-        if self.embedder is None or not self._has_vectors or not found or not parsed.free_text:
+        if self.embedder is None or not self._reranks or not found or not parsed.free_text:
             return {}
         query = self.embedder.query_vector(parsed.free_text)
         head = found[:RERANK_DEPTH]
@@ -601,12 +609,8 @@ class IndexStore:
         return lengths
 
     def query_units(self, text: str) -> list[Unit]:
-        """The terms and phrases a federated query scores (empty for an invalid query)."""
-        try:
-            free_text = parse_user_query(text).free_text
-        except QuerySyntaxError:
-            return []
-        return query_units(free_text, self.analyzer.analyze)
+        """The terms and phrases a federated query scores (empty for text without words)."""
+        return self.prepare(text).units
 
 
 def _first(doc: tantivy.Document, name: str) -> Any:
