@@ -14,6 +14,7 @@ are reached through the ``Peers`` seam, this node's own pages through ``LocalOwn
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -131,12 +132,16 @@ def merge(
     for answer in answers:
         snippets.update(answer.snippets)
     results: dict[str, ResultRow] = {}
+    lifts: list[float] = []
     for answer in answers:
         for row in answer.results:
             url = row.url
             if url in answer.weights.weights:
                 exact = scorer.score(scorer.owner_weights(answer.weights, url))
-                scores[url] = exact * semantic_factor(answer.weights.semantic.get(url, 0.0))
+                exact *= semantic_factor(answer.weights.semantic.get(url, 0.0))
+                if scores.get(url, 0.0) > 0:
+                    lifts.append(exact / scores[url])
+                scores[url] = exact
             if url in results:
                 results[url].peers.append(answer.peer)
                 continue
@@ -158,6 +163,12 @@ def merge(
         returned = [results[r.url].score for r in answer.results if r.url in results]
         if returned:
             floor[answer.peer] = min(returned)
+    # A publisher that did not answer (dead, late, or not asked) has only shard estimates,
+    # which lack proximity and meaning: put them on the owners' scale by the median factor
+    # the owners' exact scores had over their own estimates on this query. In-process, tune
+    # half: kill 2 of 5 MRR@10 0.524 -> 0.572; the full network unchanged (0.785; 8 large
+    # nodes 0.660) as unasked publishers' pages stay far behind.
+    lift = max(1.0, statistics.median(lifts)) if lifts else 1.0
     for url in ranking.ranked:
         if url not in results:
             snippet = snippets.get(url, {})
@@ -165,6 +176,8 @@ def merge(
             score = scores[url]
             if publisher in floor:
                 score = min(score, floor[publisher] * OWNER_VOUCHED)
+            else:
+                score *= lift
             results[url] = ResultRow(
                 url=url,
                 title=scorer.titles.get(url) or url,

@@ -103,3 +103,36 @@ async def test_a_silent_peer_is_named_and_the_others_still_answer(
     # ALICE's pages are still known from the shards other holders keep: shown, unsnipped.
     alice = [r for r in page.rows if ALICE in r.peers]
     assert alice and all(not r.content for r in alice)
+
+
+async def test_a_dead_owners_best_page_keeps_its_place_among_answered_pages() -> None:
+    """Owners' exact scores carry proximity and meaning, which shards cannot: a silent
+    owner's pages, scored from shards alone, sank below every answering owner's results
+    (after SIGKILL of 2 of 5 nodes the survivors kept 55% of MRR@10). They are put on the
+    answering owners' scale instead."""
+    tails = "the comet tail points away from the sun "
+    pages = {
+        ME: [_page("me.example", "soil", "Soil", "soil compost " * 3)],
+        ALICE: [_page("alice.example", "tails", "Comet tails", tails * 12)],
+        BOB: [
+            _page("bob.example", "log", "Observing log", tails * 2 + "telescope night sky " * 5),
+            _page("bob.example", "bread", "Sourdough bread", "flour water salt " * 10),
+        ],
+    }
+    stores = {node: await committed_store(docs) for node, docs in pages.items()}
+    try:
+        peers = LocalPeers(stores, me=ME)
+        search = _search(stores, peers)
+        plan = search.plan(stores[ME].prepare("comet tail points away"), limit=10, offset=0)
+        alive = await search.search(plan)
+        assert [r.url for r in alive.rows[:2]] == [
+            "http://alice.example/tails.html",
+            "http://bob.example/log.html",
+        ]
+        peers.down.add(ALICE)
+        page = await search.search(plan)
+        assert ALICE in page.tally.silent
+        assert page.rows[0].url == "http://alice.example/tails.html", page.rows
+    finally:
+        for store in stores.values():
+            await store.stop()
