@@ -116,6 +116,13 @@ async def _run(node: Node, params: SearchParams) -> dict[str, Any]:
             "peers_asked": len(found.tally.asked),
             "peers_answered": len(found.tally.answered),
             "partial": bool(found.tally.silent),
+            # A holder that served fewer publishers' copies of a term than another holder
+            # of it: censoring, or not yet given them. Its results were still used.
+            "replicas_disagree": [
+                {"holder": holder, "term": term, "omits": publishers}
+                for holder, terms in sorted(found.tally.omitted.items())
+                for term, publishers in sorted(terms.items())
+            ],
         }
     local = await node.store.search(query, limit=params.limit, offset=params.offset)
     rows = page_rows(local, "local")
@@ -141,6 +148,7 @@ def _envelope(params: SearchParams) -> dict[str, Any]:
         "suggestions": [],
         "unresponsive_engines": [],
         "unresponsive_peers": [],
+        "replicas_disagree": [],
         "peers_asked": 0,
         "peers_answered": 0,
         "partial": False,

@@ -115,6 +115,13 @@ def _results_html(data: dict[str, Any], params: SearchParams) -> str:
     if slow:
         names = ", ".join(E(str(p.get("peer", p)) if isinstance(p, dict) else str(p)) for p in slow)
         parts.append(f'<p class="meta" id="slow-peers">Slow or unreachable peers: {names}</p>')
+    disagree = data.get("replicas_disagree") or []
+    if disagree:
+        holders = ", ".join(sorted({E(str(d["holder"])[:12]) for d in disagree}))
+        parts.append(
+            '<p class="meta" id="replicas-disagree">Copies of the index disagree: '
+            f"{holders} left out pages other holders list (they are shown).</p>"
+        )
     if not data["results"]:
         parts.append("<p>No pages match. Try fewer or other words.</p>")
     for r in data["results"]:

@@ -1,8 +1,8 @@
 """Holding shards for the network: pushed batches verified, decoded and stored.
 
 Decoding runs on a thread: a batch is megabytes of JSON, and queries wait on the loop.
-The store (``shard_store.ShardStore``) keeps each publisher's copy apart and serves the
-lines as stored; every reader parses and bounds them.
+The store (``shard_store.ShardStore``) keeps each publisher's copy apart and serves its
+records as signed; every reader verifies them.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class ShardHolder:
         """A peer's signed batch: verify, decode within limits, store under its node id.
         Returns how many terms were stored; PushRefused says why a batch was not."""
         batch = await asyncio.to_thread(self._open, body)
-        return await self.store.put_encoded(batch.publisher, batch.rows, batch.expires_at)
+        return await self.store.put(batch.publisher, batch.records)
 
     def _open(self, body: bytes) -> PushedBatch:
         try:

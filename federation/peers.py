@@ -51,6 +51,9 @@ class QueryTally:
     asked: set[str] = field(default_factory=set)
     answered: set[str] = field(default_factory=set)
     unresponsive: set[str] = field(default_factory=set)
+    # holder -> {term: publishers whose copies other holders of the term served and it
+    # did not}: a holder that withholds (or has not yet received) what its peers hold.
+    omitted: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     @property
     def silent(self) -> list[str]:
@@ -65,7 +68,8 @@ class Peers(Protocol):
     misses ``deadline`` (``time.monotonic()``) is added to ``tally.unresponsive`` and
     counts as having said nothing (garbage that still parses as JSON counts as an empty
     answer, and in ``tally.answered``); every peer a method sends to is in ``tally.asked``.
-    Publishers this node distrusts are never in what ``shards`` returns.
+    Publishers this node distrusts are never in what ``shards`` returns, nor is any byte a
+    publisher did not sign.
     """
 
     async def shards(self, terms: list[str], tally: QueryTally) -> Merged:
@@ -115,8 +119,11 @@ class NetworkPeers:
         self.settings = settings
         self._distrusted = distrusted
         # Merged shards of recent query terms: common words recur in most queries, and a
-        # shard changes at most once a publish. {term: (fetched at, {publisher: shard})}
-        self._shard_cache: OrderedDict[str, tuple[float, dict[str, TermShard]]] = OrderedDict()
+        # shard changes at most once a publish.
+        # {term: (fetched at, {publisher: shard}, {holder: publishers it withheld})}
+        self._shard_cache: OrderedDict[
+            str, tuple[float, dict[str, TermShard], dict[str, list[str]]]
+        ] = OrderedDict()
         self._by_hex: dict[str, Peer] = {}
 
     async def _ask(
@@ -147,9 +154,11 @@ class NetworkPeers:
 
     # --- collect: shards ---------------------------------------------------------------
     async def shards(self, terms: list[str], tally: QueryTally) -> Merged:
-        """Each term is asked of its nearest responsive holder; a term that comes back
-        empty (that holder died, or is new and still being filled while shards are
-        re-placed) is asked of the next holder, up to all replicas."""
+        """Each term is read from two of its holders (``replicas_read``); only copies whose
+        publisher's signature verifies count, the newest per publisher. A term that comes
+        back empty (its holders died, or are new and still being filled while shards are
+        re-placed) is asked of the next holder, up to all replicas. A holder that lacks
+        copies another holder served is named in ``tally.omitted``."""
         merged: Merged = {t: {} for t in terms}
         now = time.monotonic()
         cache = self._shard_cache
@@ -157,13 +166,16 @@ class NetworkPeers:
             cached = cache.get(term)
             if cached is not None and now - cached[0] < self.settings.shard_cache_seconds:
                 merged[term] = dict(cached[1])
+                for holder, publishers in cached[2].items():  # still what was withheld
+                    tally.omitted.setdefault(holder, {})[term] = publishers
                 cache.move_to_end(term)
         missing = [t for t in terms if not merged[t]]
         if missing:
             await self._fetch_missing(missing, merged, tally)
             for term in missing:
                 if merged[term]:
-                    cache[term] = (now, merged[term])
+                    omitted = {h: o[term] for h, o in tally.omitted.items() if term in o}
+                    cache[term] = (now, merged[term], omitted)
                     cache.move_to_end(term)
             while len(cache) > self.settings.shard_cache_terms:
                 cache.popitem(last=False)
@@ -174,6 +186,9 @@ class NetworkPeers:
         candidates = await self.membership.query_holders(terms)
         peers = {h.node_id: h for holders in candidates.values() for h in holders}
         me = self.membership.dht.node_id
+        # term -> holder -> the publishers it served: compared once every holder answered.
+        served: dict[str, dict[str, set[str]]] = defaultdict(dict)
+        issued: dict[tuple[str, str], float] = {}
 
         async def ask(node_id: bytes, wanted: list[str]) -> None:
             if node_id == me:
@@ -184,26 +199,32 @@ class NetworkPeers:
                 )
                 if raw is None:
                     return
-                found = parse_lookup(raw, merged)
+                # Each copy's signature is checked (~70 us): off the loop.
+                found = await asyncio.to_thread(parse_lookup, raw, wanted, time.time())
             distrusted = self._distrusted()
-            for term, copies in found.items():
-                for publisher, shard in copies:
-                    if publisher not in distrusted:
-                        merged[term].setdefault(publisher, shard)
+            for term in wanted:
+                copies = [c for c in found.get(term, []) if c.publisher not in distrusted]
+                served[term][node_id.hex()] = {c.publisher for c in copies}
+                for copy in copies:  # the newest copy of a publisher wins
+                    if copy.issued_at > issued.get((term, copy.publisher), -1.0):
+                        merged[term][copy.publisher] = copy.shard
+                        issued[term, copy.publisher] = copy.issued_at
 
-        for _round in range(self.settings.replicas):
+        for round_no in range(self.settings.replicas):
             open_terms = {
                 t: [h.node_id for h in candidates[t] if self.client.usable(h)]
                 for t in terms
                 if not merged[t]
             }
             # As few requests as possible: our own copy first (no request at all), then the
-            # holder that serves the most of the remaining terms, and so on.
+            # holders that serve the most of the remaining terms; the first round reads
+            # ``replicas_read`` of them, later rounds one more where all came back empty.
             coverage = Counter(h for holders in open_terms.values() for h in set(holders))
+            width = self.settings.replicas_read if round_no == 0 else 1
             plan: dict[bytes, list[str]] = defaultdict(list)
             for term, holders in open_terms.items():
-                if holders:
-                    best = me if me in holders else max(holders, key=lambda h: coverage[h])
+                ranked = sorted(holders, key=lambda h: (h != me, -coverage[h]))
+                for best in ranked[:width]:
                     plan[best].append(term)
             if not plan:
                 break
@@ -211,6 +232,13 @@ class NetworkPeers:
                 for term in wanted:
                     candidates[term] = [h for h in candidates[term] if h.node_id != node_id]
             await asyncio.gather(*(ask(n, w) for n, w in plan.items()))
+        for term, by_holder in served.items():
+            if len(by_holder) < 2:
+                continue
+            every = set().union(*by_holder.values())
+            for holder, publishers in by_holder.items():
+                if missing := sorted(every - publishers):
+                    tally.omitted.setdefault(holder, {})[term] = missing
 
     # --- owners ------------------------------------------------------------------------
     async def reachable(self, owners: Sequence[str], others: Sequence[str]) -> set[str]:

@@ -25,7 +25,7 @@ from .errors import PublishIncomplete
 from .membership import Membership
 from .settings import FederationSettings
 from .shard_store import DEFAULT_SHARD_TTL, ShardStore
-from .wire import PATH_SHARDS, sign_batch
+from .wire import PATH_SHARDS, HeldRecord, sign_batch, sign_held
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,12 @@ class Publisher:
                 by_holder[holder.node_id].append(shard)
                 peers_by_id[holder.node_id] = holder
         expires_at = time.time() + DEFAULT_SHARD_TTL
+        # Each term is signed once (~50 us) and the same record goes to all its holders.
+        signed = await asyncio.to_thread(sign_held, self.identity, changed, expires_at)
+        records = {held.term: held for held in signed}
         results = await asyncio.gather(
             *(
-                self._push(peers_by_id[node_id], batch, expires_at)
+                self._push(peers_by_id[node_id], [records[s.term] for s in batch], expires_at)
                 for node_id, batch in by_holder.items()
             ),
             return_exceptions=True,
@@ -141,13 +144,13 @@ class Publisher:
         if failed:
             raise PublishIncomplete(f"{failed} holder(s) refused or missed {len(unplaced)} terms")
 
-    async def _push(self, holder: Peer, shards: list[TermShard], expires_at: float) -> bool:
+    async def _push(self, holder: Peer, records: list[HeldRecord], expires_at: float) -> bool:
         if holder.node_id == self.identity.node_id:
-            await self.shards.put(self.identity.node_id.hex(), shards, expires_at)
+            await self.shards.put(self.identity.node_id.hex(), records)
             return True
         size = self.settings.publish_batch_terms
-        for start in range(0, len(shards), size):
-            part = shards[start : start + size]
+        for start in range(0, len(records), size):
+            part = [r.record for r in records[start : start + size]]
             # Signing compresses megabytes: not on the loop.
             body = await asyncio.to_thread(sign_batch, self.identity, part, expires_at)
             self.client.traffic["push_sent"] += len(body)

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 class FederationSettings:
     # --- placement -------------------------------------------------------------------
     replicas: int = 3  # holders per term
+    # Holders each term is read from at once: with two, a holder that withholds a
+    # publisher's copy is outvoted and named (a lookup costs one more request a term).
+    replicas_read: int = 2
     # First self-lookup this many seconds after start, doubling up to ``neighbourhood_every``:
     # the library refreshes buckets hourly, too late for nodes that (re)started together.
     neighbourhood_first: float = 2.0

@@ -1,15 +1,14 @@
-"""Shards this node holds for the network: (term, publisher) → that publisher's shard.
+"""Shards this node holds for the network: (term, publisher) → that publisher's record.
 
 Publishers push their shards to the nodes closest to each term's key; a holder keeps every
 publisher's copy apart (no last-writer-wins between publishers), expires copies that are
 not republished, and answers lookups with all copies of a term so the asker can merge them.
 SQLite in WAL mode on its own thread, like the frontier.
 
-Shards are stored and served as their publisher encoded them (one JSON array a term, at
-most ``MAX_SHARD_BYTES``): parsing and re-encoding every shard of every push cost holders
-more CPU than everything else in placement, and every reader parses through
-``TermShard.from_json``, which holds a publisher to ``MAX_POSTINGS_PER_SHARD`` pages a term,
-bounded counts (``MAX_DOCS_PER_PUBLISHER``) and clamped weights, whatever was stored.
+A copy is its publisher's signed term record (``wire.sign_shard``), stored and served byte
+for byte: the querier verifies each one, so a holder cannot alter what it serves, and the
+holder does not parse or re-encode shards (that cost holders more CPU than everything else
+in placement). This node's own reads (``get``) verify like any querier's.
 
 Quotas, because publishers may be hostile: a publisher holds at most
 ``max_terms_per_publisher`` unexpired terms here (terms it already holds can always be
@@ -23,16 +22,19 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-import orjson
-
-from index import TermShard
-
-from .wire import MAX_LOOKUP_TERMS
+from .wire import (
+    MAX_COPIES_PER_TERM,
+    MAX_LOOKUP_TERMS,
+    HeldRecord,
+    ShardCopy,
+    encode_lookup,
+    verify_copies,
+)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -44,21 +46,20 @@ MAX_TERMS_PER_LOOKUP = MAX_LOOKUP_TERMS
 # network, and caps what one key can make us store at ~200k x 50 postings.
 MAX_TERMS_PER_PUBLISHER = 200_000
 
+# "shards" held unsigned JSON lines (shards/3): no reader accepts them now, and their
+# publishers, upgraded, push records again.
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS shards (
+DROP TABLE IF EXISTS shards;
+CREATE TABLE IF NOT EXISTS records (
     term TEXT NOT NULL,
     publisher TEXT NOT NULL,
-    body TEXT NOT NULL,
+    record BLOB NOT NULL,
     expires_at REAL NOT NULL,
     PRIMARY KEY (term, publisher)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS shards_expiry ON shards(expires_at);
-CREATE INDEX IF NOT EXISTS shards_publisher ON shards(publisher, expires_at);
+CREATE INDEX IF NOT EXISTS records_expiry ON records(expires_at);
+CREATE INDEX IF NOT EXISTS records_publisher ON records(publisher, expires_at);
 """
-
-
-def _quoted(text: str) -> str:
-    return orjson.dumps(text).decode()
 
 
 class ShardStore:
@@ -91,91 +92,77 @@ class ShardStore:
             self._db = None
         self._pool.shutdown(wait=True)
 
-    async def put(self, publisher: str, shards: Iterable[TermShard], expires_at: float) -> int:
-        """Store ``publisher``'s shards; how many were stored (the rest were over quota)."""
-        rows = [(s.term, orjson.dumps(s.to_json()).decode()) for s in shards]
-        return await self.put_encoded(publisher, rows, expires_at)
-
-    async def put_encoded(
-        self, publisher: str, rows: list[tuple[str, str]], expires_at: float
-    ) -> int:
-        """Store (term, shard JSON) rows as ``split_batch`` gave them."""
-        stored = await self._run(self._put, publisher, rows, expires_at, time.time())
-        if stored < len(rows):
-            self.over_quota += len(rows) - stored
+    async def put(self, publisher: str, records: list[HeldRecord]) -> int:
+        """Store ``publisher``'s term records; how many were stored (the rest were over
+        quota)."""
+        stored = await self._run(self._put, publisher, records, time.time())
+        if stored < len(records):
+            self.over_quota += len(records) - stored
             log.info(
                 "publisher %s is at its quota of %d terms: %d of %d terms not stored",
                 publisher,
                 self.max_terms_per_publisher,
-                len(rows) - stored,
-                len(rows),
+                len(records) - stored,
+                len(records),
             )
         return stored
 
-    def _put(
-        self, publisher: str, rows: list[tuple[str, str]], expires_at: float, now: float
-    ) -> int:
+    def _put(self, publisher: str, records: list[HeldRecord], now: float) -> int:
         assert self._db is not None
         db = self._db
         db.execute("BEGIN")
         try:
             held = db.execute(
-                "SELECT count(*) FROM shards WHERE publisher=? AND expires_at > ?",
+                "SELECT count(*) FROM records WHERE publisher=? AND expires_at > ?",
                 (publisher, now),
             ).fetchone()[0]
             room = self.max_terms_per_publisher - held
             accepted = []
-            for row in rows:
+            for held in records:
                 known = db.execute(
-                    "SELECT 1 FROM shards WHERE term=? AND publisher=? AND expires_at > ?",
-                    (row[0], publisher, now),
+                    "SELECT 1 FROM records WHERE term=? AND publisher=? AND expires_at > ?",
+                    (held.term, publisher, now),
                 ).fetchone()
                 if known is None:
                     if room <= 0:
                         continue  # a new term over the quota; refreshing held ones is fine
                     room -= 1
-                accepted.append((row[0], publisher, row[1], expires_at))
-            db.executemany("INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?)", accepted)
+                accepted.append((held.term, publisher, held.record, held.expires_at))
+            db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)", accepted)
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
         return len(accepted)
 
-    async def get(self, terms: list[str]) -> dict[str, list[tuple[str, TermShard]]]:
-        """Every unexpired copy of each term: {term: [(publisher, shard), ...]}."""
+    async def get(self, terms: list[str]) -> dict[str, list[ShardCopy]]:
+        """Every unexpired copy of each term that verifies, one per publisher."""
         return await self._run(self._get, terms[:MAX_TERMS_PER_LOOKUP], time.time())
 
-    def _get(self, terms: list[str], now: float) -> dict[str, list[tuple[str, TermShard]]]:
-        out: dict[str, list[tuple[str, TermShard]]] = {}
-        for term, rows in self._get_raw(terms, now).items():
-            out[term] = []
-            for pub, body in rows:
-                try:
-                    out[term].append((pub, TermShard.from_json(term, orjson.loads(body))))
-                except (TypeError, ValueError):
-                    # Written by an older release (another shard format): it expires
-                    # unless its publisher, upgraded, sends it again.
-                    continue
-        return out
+    def _get(self, terms: list[str], now: float) -> dict[str, list[ShardCopy]]:
+        return {
+            term: verify_copies(term, records, now)
+            for term, records in self._get_raw(terms, now).items()
+        }
 
     async def get_json(self, terms: list[str]) -> bytes:
-        """The answer to a peer's lookup, ``{term: [[publisher, shard], ...]}`` as JSON, built
-        from the stored bodies as they are: readers parse and bound them, and parsing them
-        here only to encode them again cost a holder more than the rest of a lookup."""
+        """The answer to a peer's lookup (``wire.encode_lookup``): the records as signed."""
         found = await self._run(self._get_raw, terms[:MAX_TERMS_PER_LOOKUP], time.time())
-        parts = [
-            _quoted(term) + ":[" + ",".join(f"[{_quoted(p)},{b}]" for p, b in rows) + "]"
-            for term, rows in found.items()
-        ]
-        return ("{" + ",".join(parts) + "}").encode()
+        return await asyncio.to_thread(encode_lookup, found)
 
-    def _get_raw(self, terms: list[str], now: float) -> dict[str, list[tuple[str, str]]]:
+    def _get_raw(self, terms: list[str], now: float) -> dict[str, list[bytes]]:
         assert self._db is not None
+        # Newest first, so a term with more publishers than a lookup carries keeps the
+        # ones that published last.
         return {
-            term: self._db.execute(
-                "SELECT publisher, body FROM shards WHERE term=? AND expires_at > ?", (term, now)
-            ).fetchall()
+            term: [
+                bytes(row[0])
+                for row in self._db.execute(
+                    "SELECT record FROM records WHERE term=? AND expires_at > ?"
+                    " ORDER BY expires_at DESC LIMIT ?",
+                    (term, now, MAX_COPIES_PER_TERM),
+                )
+            ]
             for term in terms
         }
 
@@ -186,7 +173,7 @@ class ShardStore:
     def _select(self, accept: Callable[[str], bool]) -> dict[str, list[str]]:
         assert self._db is not None
         out: dict[str, list[str]] = {}
-        for term, publisher in self._db.execute("SELECT term, publisher FROM shards"):
+        for term, publisher in self._db.execute("SELECT term, publisher FROM records"):
             if accept(term):
                 out.setdefault(publisher, []).append(term)
         return out
@@ -197,18 +184,18 @@ class ShardStore:
 
     def _drop_publisher(self, publisher: str) -> int:
         assert self._db is not None
-        return self._db.execute("DELETE FROM shards WHERE publisher = ?", (publisher,)).rowcount
+        return self._db.execute("DELETE FROM records WHERE publisher = ?", (publisher,)).rowcount
 
     async def expire(self) -> int:
         return await self._run(self._expire, time.time())
 
     def _expire(self, now: float) -> int:
         assert self._db is not None
-        return self._db.execute("DELETE FROM shards WHERE expires_at <= ?", (now,)).rowcount
+        return self._db.execute("DELETE FROM records WHERE expires_at <= ?", (now,)).rowcount
 
     async def count(self) -> int:
         return await self._run(self._count)
 
     def _count(self) -> int:
         assert self._db is not None
-        return int(self._db.execute("SELECT count(*) FROM shards").fetchone()[0])
+        return int(self._db.execute("SELECT count(*) FROM records").fetchone()[0])

@@ -352,10 +352,10 @@ class SpotChecker:
         terms: list[str] = []
         title: str | None = None
         for term, held in copies.items():
-            for publisher, shard in held:
-                if publisher != claim.publisher:
+            for copy in held:
+                if copy.publisher != claim.publisher:
                     continue
-                for posting in shard.postings:
+                for posting in copy.shard.postings:
                     if posting.url == claim.url and _verifiable(list(posting.weights)):
                         terms.append(term)
                         title = posting.title if title is None else title

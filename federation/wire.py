@@ -8,14 +8,18 @@ only its own malformed parts, never the whole answer.
 
 from __future__ import annotations
 
+import base64
+import itertools
+import struct
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from dht import Identity, compress, decompress, sign_record, verify_record
+from dht import DhtError, Identity, compress, decompress, sign_record, verify_record
+from dht.records import decode_record
 from index import PageWeights, SearchPage, Snippet, TermShard
 from index.shard_codec import MAX_TERM_CHARS
 
@@ -24,8 +28,6 @@ PATH_SHARDS = "/api/peer/shards"  # POST a signed batch; GET ?terms=a,b: every c
 PATH_SEARCH = "/api/peer/search"  # an owner's results, weights and named snippets
 PATH_SNIPPETS = "/api/peer/snippets"  # snippets of named pages only
 PATH_URLS = "/api/peer/urls"  # URLs forwarded to the owner of their hosts
-
-SHARD_KIND = "shards/3"  # /3: a term a line, stored as sent; older pushes are refused
 
 # --- limits --------------------------------------------------------------------------
 MAX_PUSH_BYTES = 16 * 1024 * 1024  # a signed, compressed batch as sent
@@ -39,85 +41,189 @@ MAX_FORWARDED_URLS = 1_000  # URLs one forward request may carry
 SnippetFields = dict[str, str]  # {"content": text, "content_html": marked-up text}
 
 
-# --- shard batches ---------------------------------------------------------------------
-def encode_lines(items: Iterable[tuple[str, object]]) -> bytes:
-    """A batch of shards as pushed: one ``term<TAB>json`` line per term."""
-    return "\n".join(f"{term}\t{orjson.dumps(value).decode()}" for term, value in items).encode()
+# --- shard records and batches ----------------------------------------------------------
+# Every term's shard is its own signed record (kind SHARD_RECORD_KIND, key = the term), made
+# once by its publisher and stored and served by holders byte for byte: a querier checks
+# the publisher's signature on each copy before it uses a byte of it, so a holder can
+# withhold a copy but never forge, alter or garble one without being found out.
+SHARD_RECORD_KIND = "shard/4"
+# A push is a signed record of the publisher's too (proves whose quota it uses), carrying
+# the term records zstd-compressed, each prefixed by its length (u32, big-endian).
+SHARD_KIND = "shards/4"  # /4: signed term records; /3 (unsigned lines) is refused
+_LENGTH = struct.Struct(">I")
+# A term record: the shard's JSON, the term, and the record's fixed ~130 bytes.
+MAX_SHARD_RECORD_BYTES = MAX_SHARD_BYTES + 4 * MAX_TERM_CHARS + 256
+# Copies of one term a holder serves and a querier verifies (~70 us each): a term's
+# publishers beyond this many wait for per-term summaries (the scale issue).
+MAX_COPIES_PER_TERM = 256
 
 
-def encode_batch(shards: Iterable[TermShard]) -> bytes:
-    return encode_lines((s.term, s.to_json()) for s in shards)
+def sign_shard(
+    identity: Identity, term: str, shard_json: object, issued_at: float, expires_at: float
+) -> bytes:
+    """One term's shard as its publisher signs it (``shard_json``: ``TermShard.to_json``,
+    or anything else for a test that pushes a bad shard)."""
+    return sign_record(
+        identity,
+        kind=SHARD_RECORD_KIND,
+        key=term.encode("utf-8"),
+        payload=orjson.dumps(shard_json),
+        issued_at=issued_at,
+        expires_at=expires_at,
+    )
 
 
-def split_batch(data: bytes) -> list[tuple[str, str]]:
-    """(term, shard JSON) of each well-formed line of a pushed batch. Lines with no term,
-    an over-long term or body, or a body that is no JSON array are skipped, not parsed:
-    readers parse (and bound) what they use. A batch with no usable line is refused."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("shard batch is not UTF-8") from None
-    rows = []
-    for line in text.split("\n"):
-        term, tab, body = line.partition("\t")
-        if (
-            tab
-            and 0 < len(term) <= MAX_TERM_CHARS
-            and len(body) <= MAX_SHARD_BYTES
-            and body.startswith("[")
-            and body.endswith("]")
-        ):
-            rows.append((term, body))
-    if not rows:
-        raise ValueError("no shards in the batch")
-    return rows
-
-
-def sign_batch(identity: Identity, shards: list[TermShard], expires_at: float) -> bytes:
-    """A publisher's batch as pushed: zstd-compressed lines in a signed record."""
+def sign_batch(identity: Identity, records: Sequence[bytes], expires_at: float) -> bytes:
+    """A push: the publisher's term records in one signed, compressed envelope."""
+    packed = b"".join(_LENGTH.pack(len(r)) + r for r in records)
     return sign_record(
         identity,
         kind=SHARD_KIND,
         key=b"batch",
-        payload=compress(encode_batch(shards)),
+        payload=compress(packed),
         issued_at=time.time(),
         expires_at=expires_at,
     )
 
 
 @dataclass(frozen=True, slots=True)
-class PushedBatch:
-    publisher: str  # hex node id, proven by the record's signature
-    rows: list[tuple[str, str]]
+class HeldRecord:
+    term: str
+    record: bytes  # as its publisher signed it
     expires_at: float
+
+
+def sign_held(
+    identity: Identity, shards: Iterable[TermShard], expires_at: float
+) -> list[HeldRecord]:
+    """Each shard signed once, as every one of its holders will keep it."""
+    now = time.time()
+    return [
+        HeldRecord(s.term, sign_shard(identity, s.term, s.to_json(), now, expires_at), expires_at)
+        for s in shards
+    ]
+
+
+def sign_push(identity: Identity, items: Iterable[tuple[str, object]], expires_at: float) -> bytes:
+    """A push of (term, shard JSON) pairs: each signed, then the envelope (for tests and
+    tools; the publisher signs a term once for all its holders)."""
+    now = time.time()
+    records = [sign_shard(identity, term, value, now, expires_at) for term, value in items]
+    return sign_batch(identity, records, expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class PushedBatch:
+    publisher: str  # hex node id, proven by the envelope's signature
+    records: list[HeldRecord]
+    expires_at: float
+
+
+def _term_records(packed: bytes, publisher: bytes, max_expiry: float) -> list[HeldRecord]:
+    """The well-formed term records of a batch. Not verified here (queriers verify every
+    copy they use; a bad signature hurts only the publisher that made it), but a record
+    must be laid out right, name a usable term, be the envelope signer's and fit the
+    limits; anything else is skipped. A batch with no usable record is refused."""
+    records: list[HeldRecord] = []
+    offset = 0
+    while offset + _LENGTH.size <= len(packed):
+        (size,) = _LENGTH.unpack_from(packed, offset)
+        offset += _LENGTH.size
+        raw = packed[offset : offset + size]
+        offset += size
+        if len(raw) != size or size > MAX_SHARD_RECORD_BYTES:
+            continue
+        try:
+            record = decode_record(raw)
+            term = record.key.decode("utf-8")
+        except (DhtError, UnicodeDecodeError):
+            continue
+        if (
+            record.kind == SHARD_RECORD_KIND
+            and record.publisher == publisher
+            and 0 < len(term) <= MAX_TERM_CHARS
+            and "," not in term
+        ):
+            records.append(HeldRecord(term, bytes(raw), min(record.expires_at, max_expiry)))
+    if not records:
+        raise ValueError("no shard records in the batch")
+    return records
 
 
 def open_batch(body: bytes, *, max_ttl: float) -> PushedBatch:
     """A pushed batch verified and decoded within the limits; raises ``dht.DhtError`` for
-    a bad record and ValueError for a wrong kind or no usable line."""
-    record = verify_record(body, now=time.time(), max_size=MAX_PUSH_BYTES)
-    if record.kind != SHARD_KIND:
-        raise ValueError("not a shard batch")
-    rows = split_batch(decompress(record.payload, MAX_PUSH_DECODED))
-    expires_at = min(record.expires_at, time.time() + max_ttl)
-    return PushedBatch(record.publisher_id.hex(), rows, expires_at)
+    a bad envelope and ValueError for a wrong kind or no usable record."""
+    now = time.time()
+    envelope = verify_record(body, now=now, max_size=MAX_PUSH_BYTES)
+    if envelope.kind != SHARD_KIND:
+        raise ValueError(f"not a {SHARD_KIND} batch")
+    expires_at = min(envelope.expires_at, now + max_ttl)
+    packed = decompress(envelope.payload, MAX_PUSH_DECODED)
+    records = _term_records(packed, envelope.publisher, expires_at)
+    return PushedBatch(envelope.publisher_id.hex(), records, expires_at)
 
 
-def parse_lookup(raw: Any, wanted: Mapping[str, object]) -> dict[str, list[tuple[str, TermShard]]]:
-    """A holder's answer to a lookup; copies that do not parse (a hostile or older holder)
-    are dropped one by one, never the whole answer."""
-    found: dict[str, list[tuple[str, TermShard]]] = {}
+def encode_lookup(found: Mapping[str, Sequence[bytes]]) -> bytes:
+    """A holder's answer to a lookup: ``{term: [base64 record, ...]}``, records as signed."""
+    return orjson.dumps(
+        {
+            term: [base64.b64encode(r).decode("ascii") for r in records[:MAX_COPIES_PER_TERM]]
+            for term, records in found.items()
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ShardCopy:
+    """One verified copy of a publisher's shard of a term."""
+
+    publisher: str  # hex node id, proven by the record's signature
+    shard: TermShard
+    issued_at: float
+
+
+def verify_shard(term: str, raw: bytes, now: float) -> ShardCopy:
+    """A term record checked before use: its signature, validity window, kind and term,
+    then its shard parsed within bounds. Raises ``dht.DhtError`` or ValueError."""
+    record = verify_record(raw, now=now, max_size=MAX_SHARD_RECORD_BYTES)
+    if record.kind != SHARD_RECORD_KIND or record.key != term.encode("utf-8"):
+        raise ValueError("a record of another kind or term")
+    shard = TermShard.from_json(term, orjson.loads(record.payload))
+    return ShardCopy(record.publisher_id.hex(), shard, record.issued_at)
+
+
+def verify_copies(term: str, records: Iterable[bytes], now: float) -> list[ShardCopy]:
+    """The copies that verify, one per publisher (the newest); the others are dropped one
+    by one, never the whole answer."""
+    newest: dict[str, ShardCopy] = {}
+    for raw in itertools.islice(records, MAX_COPIES_PER_TERM):
+        try:
+            copy = verify_shard(term, raw, now)
+        except (DhtError, TypeError, ValueError):
+            continue
+        known = newest.get(copy.publisher)
+        if known is None or copy.issued_at > known.issued_at:
+            newest[copy.publisher] = copy
+    return list(newest.values())
+
+
+def parse_lookup(raw: Any, wanted: Collection[str], now: float) -> dict[str, list[ShardCopy]]:
+    """A holder's answer to a lookup, every copy verified (``verify_copies``); terms not
+    asked and copies that are not base64 records are dropped."""
+    found: dict[str, list[ShardCopy]] = {}
     if not isinstance(raw, dict):
         return found
     for term, copies in raw.items():
         if term not in wanted or not isinstance(copies, list):
             continue
-        for copy in copies:
-            try:
-                publisher, body = copy
-                found.setdefault(term, []).append((str(publisher), TermShard.from_json(term, body)))
-            except (TypeError, ValueError):
-                continue
+        records = []
+        for copy in copies[:MAX_COPIES_PER_TERM]:
+            if isinstance(copy, str) and len(copy) <= 2 * MAX_SHARD_RECORD_BYTES:
+                try:
+                    records.append(base64.b64decode(copy, validate=True))
+                except ValueError:
+                    continue
+        found[term] = verify_copies(term, records, now)
     return found
 
 

@@ -8,7 +8,12 @@ exist, and answers ``/api/peer/search`` with the same lies for any query. With
 ``--stall S`` it accepts every peer request and answers it only after S seconds (a peer
 that is slow or never answers). With ``--garbage`` it answers searches with JSON that is
 not an answer: a list when the query says "list", else results that are not objects.
-It prints ``liar: http=URL id=HEX`` when ready;
+With ``--holder forge --victim-key HEX`` it answers shard lookups (as a holder of the
+terms) with copies forged under the victim's key: old-style unsigned pairs naming the
+victim's id, records signed by the liar with the victim's public key put in, and garbage
+(base64 that is no record, not base64, not a string); with ``--holder omit`` it serves
+only a copy of its own, withholding every other publisher's. It prints
+``liar: http=URL id=HEX`` when ready;
 ``GET /stats`` counts the requests it received.
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,8 +30,8 @@ import aiohttp
 from aiohttp import web
 
 from api.config import split_host_port
-from dht import DhtNode, Identity, compress, sign_record
-from federation.wire import SHARD_KIND, encode_batch
+from dht import DhtNode, Identity, node_id_for
+from federation.wire import sign_push, sign_shard
 from index import SHARD_FIELDS, Posting, TermShard, build_analyzer
 from index.bm25 import MAX_FIELD_WEIGHT
 
@@ -56,15 +62,7 @@ def signed_batch(identity: Identity, site: str, terms: list[str]) -> bytes:
         )
         for term in terms
     ]
-    now = time.time()
-    return sign_record(
-        identity,
-        kind=SHARD_KIND,
-        key=b"batch",
-        payload=compress(encode_batch(shards)),
-        issued_at=now,
-        expires_at=now + 3600,
-    )
+    return sign_push(identity, ((s.term, s.to_json()) for s in shards), time.time() + 3600)
 
 
 async def main() -> None:
@@ -75,6 +73,8 @@ async def main() -> None:
     parser.add_argument("--push", action="append", default=[])
     parser.add_argument("--stall", type=float, default=0.0)
     parser.add_argument("--garbage", action="store_true")
+    parser.add_argument("--holder", choices=("forge", "omit"), default="")
+    parser.add_argument("--victim-key", default="", help="hex Ed25519 public key")
     args = parser.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     identity = Identity.load_or_create(args.data_dir)
@@ -99,7 +99,34 @@ async def main() -> None:
     async def get_shards(request: web.Request) -> web.Response:
         hits["get_shards"] += 1
         await asyncio.sleep(args.stall)
+        terms = [t for t in request.query.get("terms", "").split(",") if t]
+        if args.holder == "forge":
+            return web.json_response({t: forged_copies(t) for t in terms})
+        if args.holder == "omit":
+            return web.json_response({t: own_copies(t) for t in terms})
         return web.json_response({})
+
+    def lie(term: str) -> TermShard:
+        postings = tuple(Posting(u, lie_title(term), tuple(TOP)) for u in lie_urls(args.site))
+        return TermShard(term, 3, 1_000, (3,) * len(SHARD_FIELDS), postings)
+
+    def forged_copies(term: str) -> list[object]:
+        victim = bytes.fromhex(args.victim_key)
+        signed = sign_shard(identity, term, lie(term).to_json(), time.time(), time.time() + 600)
+        # The victim's key in place of ours: the layout holds, the signature cannot.
+        start = signed.index(identity.public_key)
+        swapped = signed[:start] + victim + signed[start + len(victim) :]
+        return [
+            [node_id_for(victim).hex(), lie(term).to_json()],
+            base64.b64encode(swapped).decode(),
+            base64.b64encode(b"RZR1" + bytes(300)).decode(),
+            "!!! not base64 !!!",
+            17,
+        ]
+
+    def own_copies(term: str) -> list[object]:
+        signed = sign_shard(identity, term, lie(term).to_json(), time.time(), time.time() + 600)
+        return [[identity.node_id.hex(), lie(term).to_json()], base64.b64encode(signed).decode()]
 
     async def accept(request: web.Request) -> web.Response:
         hits[request.path] += 1

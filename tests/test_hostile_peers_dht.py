@@ -10,6 +10,7 @@ eviction after three explicit pings) is not repeated here.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import http.client
 import json
@@ -20,17 +21,18 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import umsgpack  # type: ignore[import-untyped]
 
-from dht import DhtNode, DhtSettings, Identity, Peer, compress, sign_record
+from dht import DhtNode, DhtSettings, Identity, Peer
 from dht.protocol import JUNK_COST, PROOF_CONTEXT, REQUEST, RESPONSE, RhizomeProtocol
 from dht.quotas import DistinctCap, RateLimiter, address_range
 from federation.shard_store import ShardStore
-from federation.wire import MAX_SHARD_BYTES, SHARD_KIND, encode_lines
+from federation.wire import MAX_SHARD_BYTES, HeldRecord, sign_held, sign_push, verify_copies
 from index import SHARD_FIELDS, TermShard
 from index.bm25 import MAX_FIELD_WEIGHT
 from index.shard_codec import MAX_DOCS_PER_PUBLISHER, MAX_POSTINGS_PER_SHARD, Posting
@@ -614,6 +616,9 @@ async def test_a_lookup_through_slow_peers_ends_at_its_deadline(tmp_path: Path) 
 # --- 5. quotas on the shard store ------------------------------------------------------------
 
 
+KEY = Identity.generate()  # a publisher's key for shards put straight into a store
+
+
 def _shard(
     term: str, weight: float = 1.0, postings: int = 1, *, df: int = 0, n_docs: int = 100
 ) -> TermShard:
@@ -638,16 +643,24 @@ async def test_shard_store_quota_per_publisher(tmp_path: Path) -> None:
     await store.open()
     try:
         far = time.time() + 3600
-        assert await store.put("p1", [_shard(f"t{i}") for i in range(80)], far) == 80
-        assert await store.put("p1", [_shard(f"u{i}") for i in range(50)], far) == 20
+
+        def held(*shards: TermShard, expires_at: float = far) -> list[HeldRecord]:
+            return [replace(h, expires_at=expires_at) for h in sign_held(KEY, shards, far)]
+
+        assert await store.put("p1", held(*(_shard(f"t{i}") for i in range(80)))) == 80
+        assert await store.put("p1", held(*(_shard(f"u{i}") for i in range(50)))) == 20
         assert store.over_quota == 30
         # Refreshing held terms is always allowed; a new one is not.
-        assert await store.put("p1", [_shard("t1", 2.0), _shard("brand-new")], far) == 1
-        assert (await store.get(["t1"]))["t1"][0][1].postings[0].weights[0] == 2.0
-        assert await store.put("p2", [_shard(f"u{i}") for i in range(50)], far) == 50
+        assert await store.put("p1", held(_shard("t1", 2.0), _shard("brand-new"))) == 1
+        assert (await store.get(["t1"]))["t1"][0].shard.postings[0].weights[0] == 2.0
+        assert await store.put("p2", held(*(_shard(f"u{i}") for i in range(50)))) == 50
         # Expired rows do not count.
-        assert await store.put("p3", [_shard(f"v{i}") for i in range(100)], time.time() - 1) == 100
-        assert await store.put("p3", [_shard(f"w{i}") for i in range(100)], far) == 100
+        gone = time.time() - 1
+        assert (
+            await store.put("p3", held(*(_shard(f"v{i}") for i in range(100)), expires_at=gone))
+            == 100
+        )
+        assert await store.put("p3", held(*(_shard(f"w{i}") for i in range(100)))) == 100
     finally:
         await store.close()
 
@@ -660,8 +673,9 @@ async def test_a_lying_shard_is_stored_within_the_bounds(tmp_path: Path) -> None
     await store.open()
     try:
         liar = _shard("python", weight=1e9, postings=500, df=10**15, n_docs=10**15)
-        await store.put("liar", [liar], time.time() + 60)
-        ((_, stored),) = (await store.get(["python"]))["python"]
+        await store.put("liar", sign_held(KEY, [liar], time.time() + 60))
+        ((copy,),) = (await store.get(["python"])).values()
+        stored = copy.shard
         assert len(stored.postings) == MAX_POSTINGS_PER_SHARD
         assert all(w <= MAX_FIELD_WEIGHT for p in stored.postings for w in p.weights)
         assert stored.n_docs == MAX_DOCS_PER_PUBLISHER and stored.df <= stored.n_docs
@@ -710,15 +724,7 @@ def call_http(
 
 
 def signed_batch(identity: Identity, shards: dict[str, Any]) -> bytes:
-    now = time.time()
-    return sign_record(
-        identity,
-        kind=SHARD_KIND,
-        key=b"batch",
-        payload=compress(encode_lines(shards.items())),
-        issued_at=now,
-        expires_at=now + 3600,
-    )
+    return sign_push(identity, shards.items(), time.time() + 3600)
 
 
 def _raw_shard(term: str, weight: float, postings: int) -> list[Any]:
@@ -822,9 +828,9 @@ def test_claimed_top_scores_count_as_the_clamp(peer_node: NodeHandle) -> None:
         peer_node, "GET", "/api/peer/shards?terms=popular,huge", source="127.0.0.15"
     )
     assert copies["huge"] == []
-    ((publisher, raw),) = copies["popular"]
-    assert publisher == liar.node_id.hex()
-    shard = TermShard.from_json("popular", raw)
+    ((copy,),) = [verify_copies("popular", map(base64.b64decode, copies["popular"]), time.time())]
+    assert copy.publisher == liar.node_id.hex()
+    shard = copy.shard
     assert len(shard.postings) == MAX_POSTINGS_PER_SHARD
     weights = {w for p in shard.postings for w in p.weights}
     assert max(weights) <= MAX_FIELD_WEIGHT and max(weights) >= MAX_FIELD_WEIGHT - 1e-3

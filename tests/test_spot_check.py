@@ -9,6 +9,7 @@ lies about pages in signed shards and in its search answers.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import socket
@@ -34,6 +35,7 @@ from federation.spot_check import (
     SpotChecker,
     Verdict,
 )
+from federation.wire import sign_held, verify_copies
 from index import SHARD_FIELDS, Posting, TermShard, build_analyzer
 from index.bm25 import MAX_FIELD_WEIGHT
 from tests.conftest import (
@@ -47,8 +49,10 @@ from tests.conftest import (
 from tests.liar_peer import lie_urls, signed_batch
 from tests.test_network import dht_address, network_search, network_status, wait_until
 
-HONEST = "b" * 40
-LIAR = "1" * 40
+# Publishers whose shards this node holds, as signed records (``federation.wire``).
+HONEST_KEY, LIAR_KEY = Identity.generate(), Identity.generate()
+HONEST = HONEST_KEY.node_id.hex()
+LIAR = LIAR_KEY.node_id.hex()
 TITLE_LIKE = [MAX_FIELD_WEIGHT / 2] + [0.0] * (len(SHARD_FIELDS) - 1)
 ANCHOR_ONLY = [0.0] * len(SHARD_FIELDS)
 ANCHOR_ONLY[SHARD_FIELDS.index("anchor")] = 1.0
@@ -175,7 +179,7 @@ async def test_verdicts_strike_lies_and_never_honest_pages_that_changed(tmp_path
                 (1,) * len(SHARD_FIELDS),
                 (Posting(site + "/eclipses.html", "Titan Lakes", tuple(TITLE_LIKE)),),
             )
-            await parts.shards.put(LIAR, [shard], time.time() + 60)
+            await parts.shards.put(LIAR, sign_held(LIAR_KEY, [shard], time.time() + 60))
             own = claim(LIAR, site + "/eclipses.html", "whatever", ("titan",), attributed=False)
             assert (await checker.check(own)).verdict is Verdict.FAILED
             assert (await checker.check(framed)).verdict is Verdict.UNATTRIBUTABLE
@@ -191,8 +195,8 @@ async def test_strikes_distrust_a_liar_persistently_and_spare_a_mostly_right_pub
         async with Checker(tmp_path) as parts:
             checker = parts.checker
             shard = TermShard("titan", 1, 10, (1,) * len(SHARD_FIELDS), ())
-            await parts.shards.put(LIAR, [shard], time.time() + 60)
-            await parts.shards.put(HONEST, [shard], time.time() + 60)
+            await parts.shards.put(LIAR, sign_held(LIAR_KEY, [shard], time.time() + 60))
+            await parts.shards.put(HONEST, sign_held(HONEST_KEY, [shard], time.time() + 60))
             gone = claim(LIAR, site + "/gone.html", "Gone", ("titan",))
             for i in range(STRIKES_TO_DISTRUST):
                 assert LIAR not in checker.distrusted
@@ -200,7 +204,7 @@ async def test_strikes_distrust_a_liar_persistently_and_spare_a_mostly_right_pub
                 assert checker.strikes()[LIAR] == i + 1
             assert LIAR in checker.distrusted
             held = await parts.shards.get(["titan"])
-            assert [p for p, _s in held["titan"]] == [HONEST]
+            assert [c.publisher for c in held["titan"]] == [HONEST]
             assert not checker.offer(claim(LIAR, site + "/moons.html", "Moons", ("titan",)))
 
             # An honest publisher with two pages gone since its crawl among many good ones.
@@ -252,7 +256,14 @@ async def test_rate_limits_cap_fetches_however_many_claims_are_offered(tmp_path:
 
 
 def start_liar(
-    tmp: Path, bootstrap: str, site: str, *push: str, stall: float = 0.0, garbage: bool = False
+    tmp: Path,
+    bootstrap: str,
+    site: str,
+    *push: str,
+    stall: float = 0.0,
+    garbage: bool = False,
+    holder: str = "",
+    victim_key: str = "",
 ) -> tuple[subprocess.Popen[str], str, str]:
     cmd = [
         sys.executable,
@@ -271,6 +282,8 @@ def start_liar(
         cmd += ["--stall", str(stall)]
     if garbage:
         cmd += ["--garbage"]
+    if holder:
+        cmd += ["--holder", holder, "--victim-key", victim_key]
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
@@ -359,7 +372,12 @@ def test_a_lying_peer_is_distrusted_purged_and_stays_so_and_an_honest_one_never(
         assert moons[0]["url"] == site + "/moons.html", moons
         assert liar_stats(liar_url).get("search", 0) == asked  # no longer asked
         held = a.get_json("/api/peer/shards", terms="titan,methan,lake")
-        assert all(pub != liar_id for copies in held.values() for pub, _s in copies), held
+        publishers = {
+            c.publisher
+            for term, copies in held.items()
+            for c in verify_copies(term, map(base64.b64decode, copies), time.time())
+        }
+        assert publishers and liar_id not in publishers, held
         refused = a.request(
             "POST",
             "/api/peer/shards",

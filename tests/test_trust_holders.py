@@ -1,0 +1,201 @@
+"""Threats from shard holders (issue #12, rows 2 and 3), with real subprocess nodes on
+loopback and a real hostile holder (``tests/liar_peer.py --holder``).
+
+Node keys are chosen before the nodes start so that, for every term of the query, the
+hostile holder is the term's closest node and the querying node is not a holder at all:
+the querier must read the term from holders over HTTP, and the hostile one is among the
+first it asks (on the old code, the only one).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import nacl.signing
+import pytest
+
+from dht import Identity, compress, sign_record
+from federation.membership import term_key
+from federation.wire import SHARD_RECORD_KIND, sign_batch, sign_shard, verify_copies
+from index import SHARD_FIELDS, Posting, TermShard, build_analyzer
+from tests.conftest import FixtureSite, NodeFactory, NodeHandle
+from tests.liar_peer import lie_urls
+from tests.test_network import dht_address, network_search, network_status, wait_until
+from tests.test_spot_check import liar_stats, start_liar
+
+QUERY = "Titan methane lakes"
+ANSWER = "/moons.html"
+TERMS = list(dict.fromkeys(build_analyzer().analyze(QUERY)))
+
+
+def _key() -> nacl.signing.SigningKey:
+    return nacl.signing.SigningKey.generate()
+
+
+def _id(key: nacl.signing.SigningKey) -> int:
+    return int.from_bytes(Identity(key).node_id, "big")
+
+
+def _distance(key: nacl.signing.SigningKey, term: str) -> int:
+    return _id(key) ^ int.from_bytes(term_key(term), "big")
+
+
+def _distances(key: nacl.signing.SigningKey) -> list[int]:
+    return [_distance(key, t) for t in TERMS]
+
+
+def ground_keys() -> dict[str, nacl.signing.SigningKey]:
+    """Keys for A (asks), B (publishes the site), C (holds) and H (hostile holder) such
+    that for every query term H is the closest node and A the farthest: with 3 replicas
+    of 4 nodes, the term's holders are H, B and C."""
+    while True:  # some B, C leave no room (one is already the closest or farthest)
+        b, c = _key(), _key()
+        near = [min(_distance(b, t), _distance(c, t)) for t in TERMS]
+        far = [max(_distance(b, t), _distance(c, t)) for t in TERMS]
+        hs = (_key() for _ in range(300))
+        h = next((k for k in hs if all(map(int.__lt__, _distances(k), near))), None)
+        as_ = (_key() for _ in range(300))
+        a = next((k for k in as_ if all(map(int.__gt__, _distances(k), far))), None)
+        if h is not None and a is not None:
+            return {"a": a, "b": b, "c": c, "h": h}
+
+
+def _place_key(data_dir: Path, key: nacl.signing.SigningKey) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "node.key"
+    path.write_bytes(bytes(key))
+    os.chmod(path, 0o600)
+
+
+@pytest.fixture
+def hostile_network(
+    request: pytest.FixtureRequest, tmp_path: Path, fixture_site: FixtureSite
+) -> Iterator[tuple[NodeHandle, str, str, str]]:
+    """A, C and the hostile holder H, then B crawling the site; returns (A, H's URL, H's id,
+    B's id) once B's shards are placed."""
+    mode: str = request.param
+    keys = ground_keys()
+    for name, key in keys.items():
+        _place_key(tmp_path / name, key)
+    factory = NodeFactory(tmp_path)
+    site = fixture_site
+    common = ("--dht", "127.0.0.1:0", "--max-depth", "0", "--pin-host", site.split("/", 3)[2])
+    liar = None
+    try:
+        a = factory.start(*common, data_dir=tmp_path / "a")
+        c = factory.start(*common, "--bootstrap", dht_address(a), data_dir=tmp_path / "c")
+        victim = bytes(keys["b"].verify_key).hex()
+        liar, liar_url, liar_id = start_liar(
+            tmp_path / "h", dht_address(a), site, holder=mode, victim_key=victim
+        )
+        b = factory.start(
+            *common,
+            "--bootstrap",
+            dht_address(a),
+            data_dir=tmp_path / "b",
+            seeds=[site + "/moons.html", site + "/planets.html", site + "/nebulae.html"],
+        )
+        dht_address(b)
+        for node in (a, b, c):
+            wait_until(lambda n=node: network_status(n)["peers"] >= 3, what="all four to meet")
+        wait_until(lambda: b.status()["idle"], what="B's crawl and placement")
+        yield a, liar_url, liar_id, Identity(keys["b"]).node_id.hex()
+    finally:
+        if liar is not None:
+            liar.kill()
+            liar.wait()
+        factory.close()
+
+
+@pytest.mark.parametrize("hostile_network", ["forge"], indirect=True)
+def test_a_holder_that_forges_copies_under_a_publishers_name_shows_no_forged_page(
+    hostile_network: tuple[NodeHandle, str, str, str], fixture_site: FixtureSite
+) -> None:
+    """H answers every lookup with copies claiming to be B's: unsigned pairs naming B's
+    id, records bearing B's key that B never signed, and garbage. The querier uses only
+    what B signed (read from another holder), shows none of H's pages, and says that H
+    left out B's copy."""
+    a, liar_url, liar_id, b_id = hostile_network
+    result = network_search(a, QUERY)
+    assert liar_stats(liar_url).get("get_shards", 0) >= 1, "the hostile holder was never asked"
+    urls = [r["url"] for r in result["results"]]
+    assert not set(urls) & set(lie_urls(fixture_site)), urls
+    assert urls and urls[0] == fixture_site + ANSWER, result
+    assert all(r["peers"] == [b_id] for r in result["results"]), result
+    named = {d["holder"] for d in result["replicas_disagree"] if b_id in d["omits"]}
+    assert named == {liar_id}, result["replicas_disagree"]
+    assert liar_id not in result["unresponsive_peers"]  # garbage is dropped, not fatal
+
+
+@pytest.mark.parametrize("hostile_network", ["omit"], indirect=True)
+def test_a_holder_that_withholds_a_publishers_copy_is_outvoted_and_named(
+    hostile_network: tuple[NodeHandle, str, str, str], fixture_site: FixtureSite
+) -> None:
+    """H serves only a copy of its own and withholds B's: B's pages are still found (from
+    the second holder read), and the answer names H as leaving B out, term by term."""
+    a, liar_url, liar_id, _ = hostile_network
+    result = network_search(a, QUERY)
+    assert liar_stats(liar_url).get("get_shards", 0) >= 1, "the hostile holder was never asked"
+    assert fixture_site + ANSWER in [r["url"] for r in result["results"]], result
+    omitted = {d["term"] for d in result["replicas_disagree"] if d["holder"] == liar_id}
+    assert omitted == set(TERMS), result["replicas_disagree"]
+    page = a.request("GET", "/?" + urlencode({"q": QUERY, "scope": "network"}))
+    assert "Copies of the index disagree" in page.text
+
+
+# --- row 3: one bad copy must not spoil a lookup -------------------------------------------
+
+
+def test_a_malformed_pushed_shard_does_not_spoil_lookups_of_its_term(
+    node_factory: NodeFactory,
+) -> None:
+    """A publisher pushes a record whose shard is not JSON (and, in the old line format,
+    a line that is not): the holder's lookup answer stays valid JSON and an honest
+    publisher's copy of the same term still verifies. On the old code the bad line was
+    spliced into the answer, so every lookup of the term failed at the querier."""
+    node = node_factory.start("--dht", "127.0.0.1:0", "--max-depth", "0")
+    dht_address(node)
+    headers = {"Content-Type": "application/octet-stream"}
+    now = time.time()
+    honest, vandal = Identity.generate(), Identity.generate()
+    honest_push = sign_batch(
+        honest, [sign_shard(honest, "titan", _honest_shard(), now, now + 600)], now + 600
+    )
+    assert node.request("POST", "/api/peer/shards", body=honest_push, headers=headers).status == 200
+    bad = sign_record(
+        vandal,
+        kind=SHARD_RECORD_KIND,
+        key=b"titan",
+        payload=b"[1,}",
+        issued_at=now,
+        expires_at=now + 600,
+    )
+    node.request(
+        "POST", "/api/peer/shards", body=sign_batch(vandal, [bad], now + 600), headers=headers
+    )
+    old_style = sign_record(  # the unsigned-line format this node's predecessor stored raw
+        vandal,
+        kind="shards/3",
+        key=b"batch",
+        payload=compress(b"titan\t[1,}]"),
+        issued_at=now,
+        expires_at=now + 600,
+    )
+    node.request("POST", "/api/peer/shards", body=old_style, headers=headers)
+    answer = node.request("GET", "/api/peer/shards?terms=titan,lake")
+    assert answer.status == 200
+    held = json.loads(answer.text)  # parses: the bad copy did not break the answer
+    copies = verify_copies("titan", map(base64.b64decode, held["titan"]), time.time())
+    assert [c.publisher for c in copies] == [honest.node_id.hex()]
+
+
+def _honest_shard() -> list[object]:
+    fields = len(SHARD_FIELDS)
+    posting = Posting("http://x.test/t", "Titan", (1.0,) * fields)
+    return TermShard("titan", 1, 10, (1,) * fields, (posting,)).to_json()
