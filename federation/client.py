@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
@@ -22,7 +23,13 @@ from dht import Peer
 
 from .errors import PeerBadAnswer, PeerError, PeerTimeout, PeerUnreachable
 from .settings import FederationSettings
-from .wire import PATH_SEARCH, PATH_SHARDS, PATH_SNIPPETS
+from .wire import (
+    MAX_LOOKUP_ANSWER_BYTES,
+    MAX_OWNER_ANSWER_BYTES,
+    PATH_SEARCH,
+    PATH_SHARDS,
+    PATH_SNIPPETS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +41,39 @@ TRAFFIC_IN = {
     PATH_SNIPPETS: "search_received",
 }
 
+# Decoded bytes read of an answer, by path: a peer's answer beyond it is refused whole.
+ANSWER_LIMIT = {
+    PATH_SHARDS: MAX_LOOKUP_ANSWER_BYTES,
+    PATH_SEARCH: MAX_OWNER_ANSWER_BYTES,
+    PATH_SNIPPETS: MAX_OWNER_ANSWER_BYTES,
+}
+READ_CHUNK = 64 * 1024
+
 Params = Mapping[str, str] | Sequence[tuple[str, str]]
+
+
+async def read_bounded(resp: aiohttp.ClientResponse, url: str, limit: int) -> bytes:
+    """The body, gunzipped here (the session does not decode) within ``limit`` decoded
+    bytes: zlib is told how much it may produce, so a bomb costs at most the limit."""
+    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise PeerBadAnswer(url, f"unexpected Content-Encoding {encoding!r}")
+    inflate = zlib.decompressobj(wbits=31) if encoding == "gzip" else None
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(READ_CHUNK):
+        data = chunk
+        while data:
+            if inflate is None:
+                out, data = data, b""
+            else:
+                out = inflate.decompress(data, limit - size + 1)
+                data = inflate.unconsumed_tail
+            size += len(out)
+            if size > limit:
+                raise PeerBadAnswer(url, f"answer over {limit} bytes")
+            parts.append(out)
+    return b"".join(parts)
 
 
 class PeerClient:
@@ -58,6 +97,8 @@ class PeerClient:
     async def open(self) -> None:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.settings.peer_timeout * 4),
+            auto_decompress=False,  # read_bounded decodes, within a limit
+            headers={"Accept-Encoding": "gzip"},
             connector=aiohttp.TCPConnector(
                 limit=MAX_CONNECTIONS,
                 socket_factory=GuardedSocketFactory(allow_private=self._allow_private),
@@ -99,10 +140,12 @@ class PeerClient:
             async with self._live.get(
                 url,
                 params=params,
+                allow_redirects=False,  # a peer answers itself, or not at all
                 timeout=aiohttp.ClientTimeout(total=within or self.settings.peer_timeout),
             ) as resp:
-                resp.raise_for_status()
-                raw = await resp.read()
+                if resp.status != 200:
+                    raise PeerBadAnswer(url, f"HTTP {resp.status}")
+                raw = await read_bounded(resp, url, ANSWER_LIMIT.get(path, MAX_OWNER_ANSWER_BYTES))
                 return raw, resp.content_length or len(raw)  # compressed size when gzipped
 
         raw, wire = await self._mapped(url, fetch())
@@ -130,6 +173,7 @@ class PeerClient:
                 json=json,
                 data=data,
                 headers={"Content-Type": "application/octet-stream"} if data is not None else {},
+                allow_redirects=False,  # never re-sent to wherever a Location points
                 timeout=aiohttp.ClientTimeout(total=within or self.settings.peer_timeout),
             ) as resp:
                 if resp.status != 200:

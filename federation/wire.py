@@ -37,6 +37,13 @@ MAX_SHARD_BYTES = 64 * 1024
 MAX_LOOKUP_TERMS = 64  # terms one shard lookup may ask for
 MAX_SNIPPET_URLS = 100  # pages named to an owner for snippets: a page's worth, with room
 MAX_FORWARDED_URLS = 1_000  # URLs one forward request may carry
+# Bytes of a peer's answer read and decoded at most (a gzip bomb stops at the cap). A
+# lookup of 8 terms from an 8-node network is ~100 KB; an owner's page of 10 results with
+# weights and snippets ~20 KB, its deepest answer (100 results) ~300 KB.
+MAX_LOOKUP_ANSWER_BYTES = 8 * 1024 * 1024
+MAX_OWNER_ANSWER_BYTES = 2 * 1024 * 1024
+
+MAX_ANSWER_ROWS = 100  # results read from one owner's answer (an owner returns <= 100)
 
 SnippetFields = dict[str, str]  # {"content": text, "content_html": marked-up text}
 
@@ -309,7 +316,7 @@ def _text(value: object) -> str:
 def parse_rows(raw: object, peer: str) -> list[ResultRow]:
     """An owner's results as rows; entries that are not objects with a URL are dropped."""
     rows: list[ResultRow] = []
-    for r in raw if isinstance(raw, list) else []:
+    for r in raw[:MAX_ANSWER_ROWS] if isinstance(raw, list) else []:
         if not isinstance(r, dict) or not isinstance(r.get("url"), str):
             continue
         fetched = r.get("fetched")

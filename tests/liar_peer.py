@@ -6,7 +6,8 @@ pushes correctly signed shard batches claiming top weights for popular terms on 
 the fixture site that do not contain them (with invented titles) and on pages that do not
 exist, and answers ``/api/peer/search`` with the same lies for any query. With
 ``--stall S`` it accepts every peer request and answers it only after S seconds (a peer
-that is slow or never answers). With ``--garbage`` it answers searches with JSON that is
+that is slow or never answers). With ``--bomb`` it answers searches with a 256 MiB gzip bomb.
+With ``--garbage`` it answers searches with JSON that is
 not an answer: a list when the query says "list", else results that are not objects.
 With ``--holder forge --victim-key HEX`` it answers shard lookups (as a holder of the
 terms) with copies forged under the victim's key: old-style unsigned pairs naming the
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gzip
 import time
 from collections import Counter
 from pathlib import Path
@@ -73,6 +75,7 @@ async def main() -> None:
     parser.add_argument("--push", action="append", default=[])
     parser.add_argument("--stall", type=float, default=0.0)
     parser.add_argument("--garbage", action="store_true")
+    parser.add_argument("--bomb", action="store_true", help="answer searches with a gzip bomb")
     parser.add_argument("--holder", choices=("forge", "omit"), default="")
     parser.add_argument("--victim-key", default="", help="hex Ed25519 public key")
     args = parser.parse_args()
@@ -80,11 +83,19 @@ async def main() -> None:
     identity = Identity.load_or_create(args.data_dir)
     analyzer = build_analyzer()
     hits: Counter[str] = Counter()
+    # 256 MiB of JSON-looking text in ~250 KB: what a reader that decodes whole would hold.
+    bomb = (
+        gzip.compress(b'{"results": [' + b" " * (256 << 20), compresslevel=9) if args.bomb else b""
+    )
 
     async def search(request: web.Request) -> web.Response:
         hits["search"] += 1
         await asyncio.sleep(args.stall)
         q = request.query.get("q", "")
+        if args.bomb:
+            return web.Response(
+                body=bomb, content_type="application/json", headers={"Content-Encoding": "gzip"}
+            )
         if args.garbage:
             junk = [1, "x", None] if "list" in q else {"results": [1, "x", None], "weights": []}
             return web.json_response(junk)

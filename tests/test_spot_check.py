@@ -264,6 +264,7 @@ def start_liar(
     garbage: bool = False,
     holder: str = "",
     victim_key: str = "",
+    bomb: bool = False,
 ) -> tuple[subprocess.Popen[str], str, str]:
     cmd = [
         sys.executable,
@@ -284,6 +285,8 @@ def start_liar(
         cmd += ["--garbage"]
     if holder:
         cmd += ["--holder", holder, "--victim-key", victim_key]
+    if bomb:
+        cmd += ["--bomb"]
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,

@@ -199,3 +199,38 @@ def _honest_shard() -> list[object]:
     fields = len(SHARD_FIELDS)
     posting = Posting("http://x.test/t", "Titan", (1.0,) * fields)
     return TermShard("titan", 1, 10, (1,) * fields, (posting,)).to_json()
+
+
+# --- row 6: peer answers are read within a byte budget -------------------------------------
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_an_owner_answering_a_gzip_bomb_costs_the_querier_no_memory(
+    node_factory: NodeFactory, fixture_site: FixtureSite, tmp_path: Path
+) -> None:
+    """An owner the shards make A ask answers with 256 MiB of gzip in ~250 KB. A reads at
+    most MAX_OWNER_ANSWER_BYTES of it, names the owner unresponsive and answers from its
+    own pages; its peak memory does not grow by the bomb (the old client decoded it all)."""
+    site = fixture_site
+    common = ("--dht", "127.0.0.1:0", "--max-depth", "0", "--pin-host", site.split("/", 3)[2])
+    a = node_factory.start(*common, seeds=[site + "/moons.html"])
+    wait_until(lambda: a.status()["idle"], what="the crawl and placement")
+    liar, liar_url, liar_id = start_liar(tmp_path / "bomb", dht_address(a), site, a.url, bomb=True)
+    try:
+        wait_until(lambda: network_status(a)["peers"] >= 1, what="A to know the bomber")
+        network_search(a, "galileo observation")  # warm (the model, caches); not a lie term
+        before = _peak_rss_mb(a.proc.pid)
+        page = network_search(a, QUERY)
+        assert liar_stats(liar_url).get("search", 0) >= 1, "the bomber was never asked"
+        assert liar_id in page["unresponsive_peers"], page
+        assert any(r["url"] == site + ANSWER for r in page["results"]), page
+        assert _peak_rss_mb(a.proc.pid) - before < 64, "the bomb was decoded"
+    finally:
+        liar.kill()
+        liar.wait(10)
