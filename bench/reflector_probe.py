@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import sys
@@ -36,9 +37,9 @@ import umsgpack  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dht.contacts import make_contact_record  # noqa: E402
-from dht.identity import Identity  # noqa: E402
-from dht.protocol import PROOF_CONTEXT  # noqa: E402
+from dht.contacts import make_contact_record
+from dht.identity import Identity
+from dht.protocol import PROOF_CONTEXT
 
 REQUEST, RESPONSE = 0x00, 0x01
 ID_BYTES = 20
@@ -46,6 +47,7 @@ REPLY_WAIT = 0.5  # seconds to wait for a reply (loopback answers in < 5 ms)
 GRACE = 0.25  # seconds after the reply for whatever else the request set off
 LARGEST_VALUE = 8137  # the largest value a store request carries under rpcudp's 8 KiB
 CHALLENGE_PAD = 144  # a padded challenge: the size of the proof it asks for
+FULL_FIND_NODE = 864  # a find_node request padded to the largest reply of 20 IPv4 contacts
 FILL_CONTACTS = 24  # more than k=20, so find_node can answer with a full list
 FILL_SETTLE = 1.5  # seconds for the node to take the filled contacts in
 
@@ -62,12 +64,14 @@ class _Socket(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.received: list[bytes] = []
         self.replies: dict[bytes, Any] = {}
+        self.arrived = asyncio.Event()  # set on every datagram
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.received.append(data)
+        self.arrived.set()
         try:
             body = umsgpack.unpackb(data[1 + ID_BYTES :])
         except Exception:
@@ -86,9 +90,11 @@ class _Socket(asyncio.DatagramProtocol):
         msg_id = os.urandom(ID_BYTES)
         assert self.transport is not None
         self.transport.sendto(datagram(name, args, msg_id), target)
-        deadline = time.monotonic() + REPLY_WAIT
-        while msg_id not in self.replies and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(REPLY_WAIT):
+                while msg_id not in self.replies:
+                    self.arrived.clear()
+                    await self.arrived.wait()
         return self.replies.pop(msg_id, None)
 
 
@@ -113,16 +119,14 @@ class Exchange:
         return self.received / self.sent
 
 
-async def _exchange(
-    sock: _Socket, target: tuple[str, int], name: str, args: list[Any]
-) -> Exchange:
+async def _exchange(sock: _Socket, target: tuple[str, int], name: str, args: list[Any]) -> Exchange:
     before = len(sock.received)
     request = datagram(name, args)
     assert sock.transport is not None
     sock.transport.sendto(request, target)
-    deadline = time.monotonic() + REPLY_WAIT
-    while len(sock.received) == before and time.monotonic() < deadline:
-        await asyncio.sleep(0.005)
+    sock.arrived.clear()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(sock.arrived.wait(), REPLY_WAIT)
     await asyncio.sleep(GRACE)
     return Exchange(name, len(request), sum(len(d) for d in sock.received[before:]))
 
@@ -156,6 +160,15 @@ async def probe(target: tuple[str, int], node_id: bytes, host: str = "127.0.0.1"
             found.append(await _exchange(sock, target, name, args))
         finally:
             transport.close()
+    transport, sock = await _open(host)
+    try:
+        # What an honest newcomer sends: padded, it gets a full list, still no more bytes.
+        me = os.urandom(ID_BYTES)
+        pad = b"\0" * (FULL_FIND_NODE - len(datagram("find_node", [me, node_id, b"\0" * 256])))
+        exchange = await _exchange(sock, target, "find_node", [me, node_id, b"\0" * 256 + pad])
+        found.append(Exchange("find_node padded", exchange.sent, exchange.received))
+    finally:
+        transport.close()
     transport, sock = await _open(host)
     try:
         me, key = os.urandom(ID_BYTES), os.urandom(ID_BYTES)
@@ -202,7 +215,7 @@ async def fill_table(
         opened.append(transport)
         nonce = os.urandom(ID_BYTES)
         base = len(datagram("challenge", [identity.node_id, nonce, b""]))
-        pad = b"\0" * max(0, CHALLENGE_PAD - base - 1)
+        pad = b"\0" * max(0, CHALLENGE_PAD - base)  # a pad under 256 B: bin8, as b""
         answer = await sock.call(target, "challenge", [identity.node_id, nonce, pad])
         if answer is None:
             answer = await sock.call(target, "challenge", [identity.node_id, nonce])

@@ -27,13 +27,14 @@ from .identity import NODE_ID_BYTES, Identity
 from .protocol import RhizomeProtocol
 from .routing_state import SavedPeer, load_peers, save_peers
 from .settings import DhtSettings
-from .storage import BoundedStorage
+from .storage import NoValues
 
 MIN_LOOKUP_WIDTH = 8  # shortlist size of a lookup at the least
 log = logging.getLogger(__name__)
 
 MAX_BOOTSTRAP_CONTACTS = 32  # saved peers pinged at restart; the lookup finds the rest
 HANDSHAKE_SETTLE = 3  # RPC timeouts start() waits for its first contacts to be proven
+NO_VALUES = "Rhizome's DHT stores no values (store/find_value are not served): use HTTP"
 
 
 class _Lookup(NodeSpiderCrawl):  # type: ignore[misc]
@@ -63,7 +64,8 @@ class _Lookup(NodeSpiderCrawl):  # type: ignore[misc]
 
 
 class _Server(Server):  # type: ignore[misc]
-    """kademlia's Server with our protocol, a refresh that keeps its interval, no pickle."""
+    """kademlia's Server with our protocol, a refresh that keeps its interval, no pickle,
+    and no values (``get``/``set`` refused: see ``storage.py``)."""
 
     protocol_class = RhizomeProtocol
 
@@ -78,7 +80,7 @@ class _Server(Server):  # type: ignore[misc]
             ksize=settings.ksize,
             alpha=settings.alpha,
             node_id=identity.node_id,
-            storage=BoundedStorage(),
+            storage=NoValues(),
         )
         self.identity = identity
         self.settings = settings
@@ -133,6 +135,15 @@ class _Server(Server):  # type: ignore[misc]
         if node_id == self.node.id:
             return None  # our own (old) address
         return Node(node_id, addr[0], addr[1])
+
+    async def get(self, key: Any) -> Any:
+        raise NotImplementedError(NO_VALUES)
+
+    async def set(self, key: Any, value: Any) -> bool:
+        raise NotImplementedError(NO_VALUES)
+
+    async def set_digest(self, dkey: bytes, value: Any) -> bool:
+        raise NotImplementedError(NO_VALUES)
 
     def save_state(self, fname: str) -> None:
         raise NotImplementedError("the routing table is saved as JSON by DhtNode")
@@ -192,7 +203,7 @@ class DhtNode:
 
     @property
     def server(self) -> Any:
-        """The underlying ``kademlia.network.Server`` (plain get/set of small values)."""
+        """The underlying ``kademlia.network.Server`` (its get/set raise: no values)."""
         return self._require_server()
 
     @property
