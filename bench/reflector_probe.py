@@ -98,7 +98,7 @@ class _Socket(asyncio.DatagramProtocol):
         return self.replies.pop(msg_id, None)
 
 
-async def _open(
+async def open_source(
     host: str, answer: Callable[[str, list[Any]], Any] | None = None
 ) -> tuple[asyncio.DatagramTransport, _Socket]:
     loop = asyncio.get_running_loop()
@@ -155,12 +155,12 @@ async def probe(target: tuple[str, int], node_id: bytes, host: str = "127.0.0.1"
     ``store`` of the largest value, and ``find_value`` of it (its ratio counted alone)."""
     found: list[Exchange] = []
     for name, args, _ in _requests(node_id):
-        transport, sock = await _open(host)
+        transport, sock = await open_source(host)
         try:
             found.append(await _exchange(sock, target, name, args))
         finally:
             transport.close()
-    transport, sock = await _open(host)
+    transport, sock = await open_source(host)
     try:
         # What an honest newcomer sends: padded, it gets a full list, still no more bytes.
         me = os.urandom(ID_BYTES)
@@ -169,7 +169,7 @@ async def probe(target: tuple[str, int], node_id: bytes, host: str = "127.0.0.1"
         found.append(Exchange("find_node padded", exchange.sent, exchange.received))
     finally:
         transport.close()
-    transport, sock = await _open(host)
+    transport, sock = await open_source(host)
     try:
         me, key = os.urandom(ID_BYTES), os.urandom(ID_BYTES)
         found.append(await _exchange(sock, target, "store", [me, key, b"v" * LARGEST_VALUE]))
@@ -211,7 +211,7 @@ async def fill_table(
     opened = []
     for i in range(count):
         identity = Identity.generate()
-        transport, sock = await _open(f"127.0.{10 + i}.1", _fake_peer(identity))
+        transport, sock = await open_source(f"127.0.{10 + i}.1", _fake_peer(identity))
         opened.append(transport)
         nonce = os.urandom(ID_BYTES)
         base = len(datagram("challenge", [identity.node_id, nonce, b""]))
@@ -228,7 +228,7 @@ async def fill_table(
 
 
 async def node_id_of(target: tuple[str, int]) -> bytes:
-    transport, sock = await _open("127.0.0.1")
+    transport, sock = await open_source("127.0.0.1")
     try:
         reply = await sock.call(target, "ping", [os.urandom(ID_BYTES)])
     finally:
