@@ -68,6 +68,7 @@ from .reflection import (
     HELLO_REPLY_BYTES,
     MSG_ID_BYTES,
     NONCE_BYTES,
+    TRIMMED,
     find_node_reply_bytes,
     reply_payload,
     request_body,
@@ -397,6 +398,11 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
             pad_to = find_node_reply_bytes(self.router.ksize, ipv6=":" in str(address[0]))
         args = (self.source_node.id, node_to_find.id)
         ok, raw = await self._call("find_node", address, args, pad_to)
+        if ok and isinstance(raw, list) and raw and raw[-1] == TRIMMED and not pad_to:
+            # We thought the peer had proven us; it has not (it restarted, or forgot us):
+            # prove ourselves again, and pad until then.
+            self._proven.pop(node_to_ask.id, None)
+            self._schedule_handshake(node_to_ask)
         nodes = self._node_list(raw) if ok else None
         return self.handle_call_response((nodes is not None, nodes), node_to_ask)
 

@@ -7,7 +7,9 @@ the request datagram, and the request sets off nothing else towards it. A reques
 wants a full reply from a node that has not proven it yet pads its request to the size of
 that reply, as QUIC clients pad their first packet: every request may carry one trailing
 bytes argument, which the server ignores. ``find_node`` is trimmed to the contacts that
-fit (nearest first); any other reply that does not fit is not sent.
+fit (nearest first) and ends with ``TRIMMED``, so a requester that believed itself proven
+(the peer restarted, or forgot it) proves itself again; any other reply that does not fit
+is not sent.
 
 Padding costs bytes only on first contact: one challenge/prove exchange proves both sides,
 and proven peers' requests are not padded.
@@ -34,6 +36,9 @@ CHALLENGE_REPLY_BYTES = HEADER_BYTES + len(
     umsgpack.packb([b"k" * PUBLIC_KEY_BYTES, b"s" * SIGNATURE_BYTES, b"n" * NONCE_BYTES])
 )
 HELLO_REPLY_BYTES = HEADER_BYTES + 3 + MAX_CONTACT_BYTES  # bin16 header + the largest record
+# Ends a trimmed contact list: "I have not proven you". Not a contact, so a list reader
+# that skips what is not [id, ip, port] (``RhizomeProtocol._node_list``) ignores it.
+TRIMMED = "trimmed"
 PAD_HEADER_BYTES = 3  # msgpack bin16 header: a pad of 256 bytes up to 64 KiB
 
 
@@ -62,8 +67,8 @@ def request_body(name: str, args: tuple[Any, ...], pad_to: int = 0) -> bytes:
 def reply_payload(response: Any, budget: int | None, trimmable: bool) -> bytes | None:
     """The packed reply if its datagram fits in ``budget`` bytes (None: no limit).
 
-    A trimmable reply (a list, nearest contacts first) loses its tail until it fits; any
-    other reply that does not fit gives None: nothing is sent.
+    A trimmable reply (a list, nearest contacts first) loses its tail until it fits, with
+    ``TRIMMED`` after it; any other reply that does not fit gives None: nothing is sent.
     """
     payload: bytes = umsgpack.packb(response)
     if budget is None or HEADER_BYTES + len(payload) <= budget:
@@ -73,9 +78,9 @@ def reply_payload(response: Any, budget: int | None, trimmable: bool) -> bytes |
     low, high = 0, len(response)  # the longest prefix that fits, by bisection
     while low < high:
         middle = (low + high + 1) // 2
-        if HEADER_BYTES + len(umsgpack.packb(response[:middle])) <= budget:
+        if HEADER_BYTES + len(umsgpack.packb([*response[:middle], TRIMMED])) <= budget:
             low = middle
         else:
             high = middle - 1
-    trimmed: bytes = umsgpack.packb(response[:low])
+    trimmed: bytes = umsgpack.packb([*response[:low], TRIMMED])
     return trimmed if HEADER_BYTES + len(trimmed) <= budget else None

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import umsgpack  # type: ignore[import-untyped]
+from kademlia.node import Node
 
 from bench.reflector_probe import datagram, fill_table, open_source, probe
 from dht import DhtNode, DhtSettings
@@ -179,3 +180,30 @@ async def test_honest_newcomer_pads_its_lookups_and_still_finds_k_contacts(
     finally:
         for node in nodes:
             await node.stop()
+
+
+async def test_a_peer_that_forgot_our_proof_says_so_and_we_prove_ourselves_again(
+    tmp_path: Path,
+) -> None:
+    """A node that forgot our proof (LRU, or a restart on the same address) trims its
+    answer to our unpadded find_node and marks it trimmed; we prove ourselves again, and
+    the next answer is whole. Catches a requester that keeps believing itself proven and
+    gets one contact per request from that peer for ever."""
+    asker = await start_node(tmp_path / "asker")
+    peer = await start_node(tmp_path / "peer", [("127.0.0.1", asker.port)])
+    filled = await fill_table(("127.0.0.1", peer.port), peer.node_id, FILLED)
+    try:
+        assert asker.protocol.proven_at(peer.node_id) == ("127.0.0.1", peer.port)
+        peer.protocol._proven.clear()  # forgotten, as after a restart
+        ask, key = Node(peer.node_id, "127.0.0.1", peer.port), Node(os.urandom(20))
+        ok, trimmed = await asker.protocol.call_find_node(ask, key)
+        assert ok and len(trimmed) == 1, trimmed
+        await asker.protocol.settle()
+        assert peer.protocol.proven_at(asker.node_id) == ("127.0.0.1", asker.port)
+        ok, whole = await asker.protocol.call_find_node(ask, key)
+        assert ok and len(whole) == FAST.ksize, whole
+    finally:
+        for transport in filled:
+            transport.close()
+        await peer.stop()
+        await asker.stop()
