@@ -27,14 +27,13 @@ from .identity import NODE_ID_BYTES, Identity
 from .protocol import RhizomeProtocol
 from .routing_state import SavedPeer, load_peers, save_peers
 from .settings import DhtSettings
-from .storage import NoValues
+from .storage import NoValues, refuse_values
 
 MIN_LOOKUP_WIDTH = 8  # shortlist size of a lookup at the least
 log = logging.getLogger(__name__)
 
 MAX_BOOTSTRAP_CONTACTS = 32  # saved peers pinged at restart; the lookup finds the rest
 HANDSHAKE_SETTLE = 3  # RPC timeouts start() waits for its first contacts to be proven
-NO_VALUES = "Rhizome's DHT stores no values (store/find_value are not served): use HTTP"
 
 
 class _Lookup(NodeSpiderCrawl):  # type: ignore[misc]
@@ -64,8 +63,7 @@ class _Lookup(NodeSpiderCrawl):  # type: ignore[misc]
 
 
 class _Server(Server):  # type: ignore[misc]
-    """kademlia's Server with our protocol, a refresh that keeps its interval, no pickle,
-    and no values (``get``/``set`` refused: see ``storage.py``)."""
+    """kademlia's Server: our protocol, a refresh keeping its interval, no pickle, no values."""
 
     protocol_class = RhizomeProtocol
 
@@ -136,14 +134,7 @@ class _Server(Server):  # type: ignore[misc]
             return None  # our own (old) address
         return Node(node_id, addr[0], addr[1])
 
-    async def get(self, key: Any) -> Any:
-        raise NotImplementedError(NO_VALUES)
-
-    async def set(self, key: Any, value: Any) -> bool:
-        raise NotImplementedError(NO_VALUES)
-
-    async def set_digest(self, dkey: bytes, value: Any) -> bool:
-        raise NotImplementedError(NO_VALUES)
+    get = set = set_digest = refuse_values  # the library's value store: see storage.py
 
     def save_state(self, fname: str) -> None:
         raise NotImplementedError("the routing table is saved as JSON by DhtNode")

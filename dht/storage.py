@@ -13,12 +13,19 @@ from typing import Any
 
 from kademlia.storage import IStorage
 
+NO_VALUES = "Rhizome's DHT stores no values (store/find_value are not served): use HTTP"
+
+
+async def refuse_values(*args: Any) -> Any:
+    """kademlia's ``Server.get``, ``set`` and ``set_digest``: refused, with the reason."""
+    raise NotImplementedError(NO_VALUES)
+
 
 class NoValues(IStorage):  # type: ignore[misc]
     """An always-empty ``IStorage``."""
 
     def __setitem__(self, key: bytes, value: Any) -> None:
-        raise NotImplementedError("Rhizome's DHT stores no values: shards travel over HTTP")
+        raise NotImplementedError(NO_VALUES)
 
     def __getitem__(self, key: bytes) -> Any:
         raise KeyError(key)
