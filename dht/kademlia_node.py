@@ -27,7 +27,7 @@ from .identity import NODE_ID_BYTES, Identity
 from .protocol import RhizomeProtocol
 from .routing_state import SavedPeer, load_peers, save_peers
 from .settings import DhtSettings
-from .storage import BoundedStorage
+from .storage import NoValues, refuse_values
 
 MIN_LOOKUP_WIDTH = 8  # shortlist size of a lookup at the least
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class _Lookup(NodeSpiderCrawl):  # type: ignore[misc]
 
 
 class _Server(Server):  # type: ignore[misc]
-    """kademlia's Server with our protocol, a refresh that keeps its interval, no pickle."""
+    """kademlia's Server: our protocol, a refresh keeping its interval, no pickle, no values."""
 
     protocol_class = RhizomeProtocol
 
@@ -78,7 +78,7 @@ class _Server(Server):  # type: ignore[misc]
             ksize=settings.ksize,
             alpha=settings.alpha,
             node_id=identity.node_id,
-            storage=BoundedStorage(),
+            storage=NoValues(),
         )
         self.identity = identity
         self.settings = settings
@@ -133,6 +133,8 @@ class _Server(Server):  # type: ignore[misc]
         if node_id == self.node.id:
             return None  # our own (old) address
         return Node(node_id, addr[0], addr[1])
+
+    get = set = set_digest = refuse_values  # the library's value store: see storage.py
 
     def save_state(self, fname: str) -> None:
         raise NotImplementedError("the routing table is saved as JSON by DhtNode")
@@ -192,7 +194,7 @@ class DhtNode:
 
     @property
     def server(self) -> Any:
-        """The underlying ``kademlia.network.Server`` (plain get/set of small values)."""
+        """The underlying ``kademlia.network.Server`` (its get/set raise: no values)."""
         return self._require_server()
 
     @property

@@ -5,8 +5,9 @@ Fixes over ``kademlia.protocol.KademliaProtocol`` / ``rpcudp.RPCProtocol``:
 * every datagram is checked (size, framing, msgpack, RPC name, arity, argument types)
   and anything wrong is dropped and counted in ``dropped``; nothing raises in the loop;
 * responses are only accepted from the address the request went to;
-* ``welcome_if_new`` uses storage keys as they are (they are already digests), so a new
-  node receives the values it is now among the k closest for;
+* no values: ``store`` and ``find_value`` (and ``stun``) are not served, as Rhizome moves
+  shards over HTTP, and a stored value was the largest reflection a spoofed source could
+  get (8 KB back for 78 bytes); kademlia's ``Server.get``/``set`` are refused too;
 * a peer leaves the routing table after ``max_failures`` consecutive timeouts, not one;
 * outgoing RPCs go through a semaphore so bursts cannot overflow the receive buffer;
 * a signed ``hello`` RPC exchanges contact records (HTTP endpoint + public key).
@@ -17,6 +18,10 @@ Hostile peers (each limit is a named constant or a ``DhtSettings`` field):
   before they are parsed and counted as ``rate_limited``. Replies to our own requests are
   not charged (we bounded them when we asked). Junk costs its source ``JUNK_COST`` tokens,
   so a misbehaving source is ignored until its debt is repaid;
+* no reflection (``reflection.py``): to a source that has not proven its id at its
+  address, a reply is never larger than the request (``find_node`` is trimmed, padded
+  requests get everything) and a request from it sets off nothing else towards it: it
+  does not enter the table until it challenges us itself;
 * a node id enters the routing table only after a challenge: we send a fresh nonce to the
   address and the answer must be signed by a key whose sha1 is the claimed id, so ids
   cannot be chosen, and another node's id (or its signed hello, replayed) cannot be
@@ -57,6 +62,17 @@ from .identity import (
     verify,
 )
 from .quotas import RateLimiter, source_key
+from .reflection import (
+    CHALLENGE_REPLY_BYTES,
+    HEADER_BYTES,
+    HELLO_REPLY_BYTES,
+    MSG_ID_BYTES,
+    NONCE_BYTES,
+    TRIMMED,
+    find_node_reply_bytes,
+    reply_payload,
+    request_body,
+)
 from .routing import RhizomeRoutingTable
 from .routing_state import valid_address
 from .settings import DhtSettings
@@ -65,15 +81,11 @@ log = logging.getLogger(__name__)
 
 REQUEST = 0x00
 RESPONSE = 0x01
-MSG_ID_BYTES = 20
-HEADER_BYTES = 1 + MSG_ID_BYTES
 MAX_PAYLOAD_BYTES = 8192  # rpcudp's limit for a request's msgpack body
 MAX_DATAGRAM_BYTES = HEADER_BYTES + MAX_PAYLOAD_BYTES
-MAX_VALUE_BYTES = 8137  # the largest value a store request can carry under that limit
 MAX_RPC_NAME = 32
 MAX_CONCURRENT_REQUESTS = 256  # requests being served at once; beyond, drop (UDP sheds load)
-MAX_TRACKED_TASKS = 4096  # background stores/hellos at once
-VALUE_TYPES = (int, float, bool, str, bytes)
+MAX_TRACKED_TASKS = 4096  # background hellos, handshakes and probes at once
 HELLO_REFRESH = 0.5  # re-sign our hello after this fraction of its lifetime
 JUNK_COST = 20.0  # tokens a malformed datagram costs its source (one is 1 token)
 # Drop reasons that only a broken or hostile peer causes (late replies and load are not).
@@ -81,7 +93,6 @@ JUNK_REASONS = frozenset(
     {"oversized", "garbage", "unknown_rpc", "bad_arity", "bad_args", "bad_hello", "bad_proof"}
 )
 PROOF_CONTEXT = b"RZP1"  # domain separation: never a valid prefix of a record ("RZR1")
-NONCE_BYTES = 20
 NONCE_TTL = 30.0  # seconds a nonce we handed out may be answered with a proof
 MAX_ISSUED_NONCES = 4096  # outstanding nonces (LRU by address)
 MAX_PROVEN = 10_000  # proven (id, address) bindings remembered (LRU)
@@ -92,17 +103,17 @@ MAX_SILENT_ADDRESSES = 10_000  # silent addresses remembered (LRU)
 Address = tuple[str, int]
 RpcResult = tuple[bool, Any]
 
-# Remote procedures a peer may call, with how many arguments each takes after the sender.
+# Remote procedures a peer may call, with how many arguments each takes after the sender
+# (and one more: a trailing bytes pad, see reflection.py). Not kademlia's store, find_value
+# or stun: Rhizome does not use them, and each answered a spoofed source with more bytes.
 RPC_ARITY = {
-    "stun": 0,
     "ping": 1,
-    "store": 3,
     "find_node": 2,
-    "find_value": 2,
     "hello": 2,
     "challenge": 2,
     "prove": 3,
 }
+TRIMMABLE_REPLIES = frozenset({"find_node"})  # contacts, nearest first: a prefix still helps
 
 
 def _proof_message(nonce: bytes, verifier: bytes) -> bytes:
@@ -205,12 +216,16 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
         name, args = body
         if not isinstance(name, str) or name not in RPC_ARITY:
             return self._drop("unknown_rpc", addr)
-        if len(args) != RPC_ARITY[name]:
+        if len(args) not in (RPC_ARITY[name], RPC_ARITY[name] + 1):
             return self._drop("bad_arity", addr)
+        if len(args) > RPC_ARITY[name] and not isinstance(args.pop(), bytes):
+            return self._drop("bad_args", addr)  # the pad is bytes, or junk
         if self._serving >= MAX_CONCURRENT_REQUESTS:
             return self._drop("overloaded", addr)
+        # An unproven source may be spoofed: it gets back at most what it sent.
+        budget = None if args and self._is_proven(args[0], addr) else len(data)
         self._serving += 1
-        self._spawn(self._serve(msg_id, name, args, addr), force=True)
+        self._spawn(self._serve(msg_id, name, args, addr, budget), force=True)
         return None
 
     def _accept_reply(self, msg_id: bytes, body: Any, addr: Address) -> None:
@@ -224,13 +239,15 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
             future.set_result((True, body))
         return None
 
-    async def _serve(self, msg_id: bytes, name: str, args: list[Any], addr: Address) -> None:
+    async def _serve(
+        self, msg_id: bytes, name: str, args: list[Any], addr: Address, budget: int | None
+    ) -> None:
         try:
             handler: Callable[..., Any] = getattr(self, f"rpc_{name}")
             response = handler(addr, *args)
             if asyncio.iscoroutine(response):
                 response = await response
-            payload = umsgpack.packb(response)
+            payload = reply_payload(response, budget, name in TRIMMABLE_REPLIES)
         except MalformedMessage as exc:
             log.debug("bad %s request from %s:%d: %s", name, addr[0], addr[1], exc)
             self._drop("bad_args", addr)
@@ -241,6 +258,11 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
             return
         finally:
             self._serving -= 1
+        if payload is None:
+            # Larger than an unproven (maybe spoofed) source's request: not a reflector.
+            log.debug("rpc_%s reply to unproven %s:%d would amplify", name, addr[0], addr[1])
+            self.dropped["would_amplify"] += 1
+            return
         if len(payload) > MAX_PAYLOAD_BYTES:
             # A lost oversized reply would only look like a timeout to the caller.
             log.warning("rpc_%s reply of %d bytes is too large; not sent", name, len(payload))
@@ -251,23 +273,16 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
 
     # --- remote procedures (what peers may call) -------------------------------------
     def rpc_ping(self, sender: Address, nodeid: object) -> bytes:
-        result: bytes = super().rpc_ping(sender, _node_id(nodeid))
-        return result
-
-    def rpc_store(self, sender: Address, nodeid: object, key: object, value: object) -> bool:
-        if type(value) not in VALUE_TYPES:
-            raise MalformedMessage("value must be int, float, bool, str or bytes")
-        if isinstance(value, str | bytes) and len(value) > MAX_VALUE_BYTES:
-            raise MalformedMessage("value too large")
-        result: bool = super().rpc_store(sender, _node_id(nodeid), _node_id(key), value)
-        return result
+        self._heard_from(Node(_node_id(nodeid), sender[0], sender[1]))
+        node_id: bytes = self.source_node.id
+        return node_id
 
     def rpc_find_node(self, sender: Address, nodeid: object, key: object) -> list[Any]:
-        result: list[Any] = super().rpc_find_node(sender, _node_id(nodeid), _node_id(key))
-        return result
-
-    def rpc_find_value(self, sender: Address, nodeid: object, key: object) -> Any:
-        return super().rpc_find_value(sender, _node_id(nodeid), _node_id(key))
+        """Our closest contacts to ``key``, nearest first (trimmed for unproven senders)."""
+        source = Node(_node_id(nodeid), sender[0], sender[1])
+        self._heard_from(source)
+        neighbors = self.router.find_neighbors(Node(_node_id(key)), exclude=source)
+        return [tuple(n) for n in neighbors]
 
     def rpc_hello(self, sender: Address, nodeid: object, record: object) -> bytes | None:
         """Accept a peer's signed contact record and answer with ours (None: refused)."""
@@ -280,7 +295,7 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
             log.info("refused hello from %s:%d: %s", sender[0], sender[1], exc)
             self._drop("bad_hello", sender)
             return None
-        self.welcome_if_new(Node(node_id, sender[0], sender[1]))
+        self._heard_from(Node(node_id, sender[0], sender[1]))
         return self.own_contact_record()
 
     def rpc_challenge(self, sender: Address, nodeid: object, nonce: object) -> list[bytes]:
@@ -313,8 +328,11 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
         return True
 
     # --- calling peers ---------------------------------------------------------------
-    async def _call(self, name: str, address: Address, args: tuple[Any, ...]) -> RpcResult:
-        payload = umsgpack.packb([name, list(args)])
+    async def _call(
+        self, name: str, address: Address, args: tuple[Any, ...], pad_to: int = 0
+    ) -> RpcResult:
+        """One request; ``pad_to``: the reply we want, from a peer that has not proven us."""
+        payload = request_body(name, args, pad_to)
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise MalformedMessage(f"{name} request of {len(payload)} bytes is too large")
         target = (str(address[0]), int(address[1]))
@@ -343,14 +361,8 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
     async def ping(self, address: Address, *args: Any) -> RpcResult:
         return await self._call("ping", address, args)
 
-    async def store(self, address: Address, *args: Any) -> RpcResult:
-        return await self._call("store", address, args)
-
     async def find_node(self, address: Address, *args: Any) -> RpcResult:
         return await self._call("find_node", address, args)
-
-    async def find_value(self, address: Address, *args: Any) -> RpcResult:
-        return await self._call("find_value", address, args)
 
     async def hello(self, address: Address, *args: Any) -> RpcResult:
         return await self._call("hello", address, args)
@@ -379,24 +391,23 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
         address = (node_to_ask.ip, node_to_ask.port)
         if self.backed_off(address):
             return (False, None)  # not asked: no failure to count
-        ok, raw = await self.find_node(address, self.source_node.id, node_to_find.id)
+        # A peer that has not proven us answers only what fits in the request: pad it to
+        # a full list (once the two are proven to each other, requests go unpadded).
+        pad_to = 0
+        if not self._is_proven(node_to_ask.id, address):
+            pad_to = find_node_reply_bytes(self.router.ksize, ipv6=":" in str(address[0]))
+        args = (self.source_node.id, node_to_find.id)
+        ok, raw = await self._call("find_node", address, args, pad_to)
+        if ok and isinstance(raw, list) and raw and raw[-1] == TRIMMED and not pad_to:
+            # We thought the peer had proven us; it has not (it restarted, or forgot us):
+            # prove ourselves again, and pad until then.
+            self._proven.pop(node_to_ask.id, None)
+            self._schedule_handshake(node_to_ask)
         nodes = self._node_list(raw) if ok else None
         return self.handle_call_response((nodes is not None, nodes), node_to_ask)
 
     async def call_find_value(self, node_to_ask: Node, node_to_find: Node) -> RpcResult:
-        address = (node_to_ask.ip, node_to_ask.port)
-        if self.backed_off(address):
-            return (False, None)
-        ok, raw = await self.find_value(address, self.source_node.id, node_to_find.id)
-        result: RpcResult = (False, None)
-        if ok and isinstance(raw, dict):
-            value = raw.get("value")
-            if type(value) in VALUE_TYPES:
-                result = (True, {"value": value})
-        elif ok:
-            nodes = self._node_list(raw)
-            result = (nodes is not None, nodes)
-        return self.handle_call_response(result, node_to_ask)
+        raise NotImplementedError("Rhizome's DHT serves no values (see the module docstring)")
 
     async def call_ping(self, node_to_ask: Node) -> RpcResult:
         address = (node_to_ask.ip, node_to_ask.port)
@@ -405,16 +416,14 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
         return self.handle_call_response((ok and raw == node_to_ask.id, raw), node_to_ask)
 
     async def call_store(self, node_to_ask: Node, key: bytes, value: Any) -> RpcResult:
-        address = (node_to_ask.ip, node_to_ask.port)
-        if self.backed_off(address):
-            return (False, None)
-        result = await self.store(address, self.source_node.id, key, value)
-        return self.handle_call_response(result, node_to_ask)
+        raise NotImplementedError("Rhizome's DHT serves no values (see the module docstring)")
 
     async def call_hello(self, node: Node) -> Contact | None:
         """Exchange contact records with ``node``; its verified contact, or None."""
-        address = (node.ip, node.port)
-        ok, raw = await self.hello(address, self.source_node.id, self.own_contact_record())
+        address = (str(node.ip), int(node.port))
+        pad_to = 0 if self._is_proven(node.id, address) else HELLO_REPLY_BYTES
+        args = (self.source_node.id, self.own_contact_record())
+        ok, raw = await self._call("hello", address, args, pad_to)
         self.handle_call_response((ok, raw), node)
         if not ok or not isinstance(raw, bytes):
             return None
@@ -436,6 +445,18 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
         """The address where ``node_id`` last proved that it holds its key."""
         return self._proven.get(node_id)
 
+    def _is_proven(self, node_id: object, address: Address) -> bool:
+        return isinstance(node_id, bytes) and self._proven.get(node_id) == address
+
+    def _heard_from(self, node: Node) -> None:
+        """A request from ``node``: refresh it if its address is proven, else nothing.
+
+        Challenging an unproven sender would send a spoofed source more than it sent us;
+        an honest one proves itself: our reply makes it challenge us (``welcome_if_new``).
+        """
+        if self._is_proven(node.id, (str(node.ip), int(node.port))):
+            self.welcome_if_new(node)
+
     def _schedule_handshake(self, node: Node) -> None:
         """Challenge ``node``'s address in the background (once at a time per address)."""
         address = (str(node.ip), int(node.port))
@@ -450,7 +471,9 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
         """Make ``node``'s address prove it holds the key of ``node.id``, then prove ours."""
         address = (str(node.ip), int(node.port))
         nonce = os.urandom(NONCE_BYTES)
-        ok, raw = await self._call("challenge", address, (self.source_node.id, nonce))
+        # Padded to the proof we ask for: we are not proven to the peer yet.
+        args = (self.source_node.id, nonce)
+        ok, raw = await self._call("challenge", address, args, CHALLENGE_REPLY_BYTES)
         if not ok:
             return False
         back = self._check_proof(node.id, raw, nonce)
@@ -546,20 +569,6 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
             self._schedule_handshake(node)
             return
         log.debug("new contact %s (%s)", node, node.id.hex())
-        for key, value in self.storage:
-            # Storage keys are already digests: the library hashed them again here.
-            keynode = Node(key)
-            neighbors = self.router.find_neighbors(keynode)
-            if neighbors:
-                new_is_close = len(neighbors) < self.router.ksize or node.distance_to(
-                    keynode
-                ) < neighbors[-1].distance_to(keynode)
-                # Only the closest holder hands the value over, not all k of them.
-                we_are_closest = self.source_node.distance_to(keynode) < neighbors[0].distance_to(
-                    keynode
-                )
-            if not neighbors or (new_is_close and we_are_closest):
-                self._spawn(self.call_store(node, key, value))
         self.router.add_contact(node)
         if self.contacts.get(node.id, now=time.time()) is None:
             self.schedule_hello(node)

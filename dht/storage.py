@@ -1,23 +1,40 @@
-"""Kademlia value storage with a bound on how many values a node keeps."""
+"""No values: the storage kademlia's Server and protocol are given, which holds nothing.
+
+Rhizome moves shards over HTTP (federation/) and never used kademlia's ``store`` and
+``find_value``; serving them let a spoofed source get an 8 KB value back for a 78-byte
+request (issue #12). With this storage the library's republish and hand-over find
+nothing to send, and a write is a bug, not a silent no-op.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from kademlia.storage import ForgetfulStorage
+from kademlia.storage import IStorage
 
-MAX_STORED_VALUES = 10_000  # peers can push values at us; this bounds the memory they cost
-VALUE_TTL = 7 * 24 * 3600  # kademlia's default: a week
+NO_VALUES = "Rhizome's DHT stores no values (store/find_value are not served): use HTTP"
 
 
-class BoundedStorage(ForgetfulStorage):  # type: ignore[misc]
-    """ForgetfulStorage that drops its oldest values beyond ``max_values``."""
+async def refuse_values(*args: Any) -> Any:
+    """kademlia's ``Server.get``, ``set`` and ``set_digest``: refused, with the reason."""
+    raise NotImplementedError(NO_VALUES)
 
-    def __init__(self, ttl: int = VALUE_TTL, max_values: int = MAX_STORED_VALUES) -> None:
-        super().__init__(ttl)
-        self.max_values = max_values
+
+class NoValues(IStorage):  # type: ignore[misc]
+    """An always-empty ``IStorage``."""
 
     def __setitem__(self, key: bytes, value: Any) -> None:
-        super().__setitem__(key, value)
-        while len(self.data) > self.max_values:
-            self.data.popitem(last=False)
+        raise NotImplementedError(NO_VALUES)
+
+    def __getitem__(self, key: bytes) -> Any:
+        raise KeyError(key)
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        return default
+
+    def iter_older_than(self, seconds_old: float) -> Iterator[tuple[bytes, Any]]:
+        return iter(())
+
+    def __iter__(self) -> Iterator[tuple[bytes, Any]]:
+        return iter(())

@@ -264,33 +264,6 @@ async def test_refresh_keeps_its_interval(tmp_path: Path) -> None:
         await node.stop()
 
 
-async def test_joining_node_receives_the_values_it_is_now_closest_to(tmp_path: Path) -> None:
-    settings = DhtSettings(ksize=2, rpc_timeout=0.3)
-    nodes = [await start_node(tmp_path / "v0", settings=settings)]
-    try:
-        for i in range(1, 5):
-            nodes.append(
-                await start_node(
-                    tmp_path / f"v{i}", [("127.0.0.1", nodes[0].port)], settings=settings
-                )
-            )
-        newcomer = Identity.generate()
-        # Keys right next to the newcomer's id: it will be the closest node to each.
-        keys = [(int.from_bytes(newcomer.node_id, "big") ^ n).to_bytes(20, "big") for n in range(5)]
-        for node in nodes:
-            for key in keys:
-                node.server.storage[key] = b"value-" + key[-1:]
-        joined = await start_node(
-            tmp_path / "v5", [("127.0.0.1", nodes[0].port)], settings=settings, identity=newcomer
-        )
-        nodes.append(joined)
-        await wait_for(lambda: all(joined.server.storage.get(k) is not None for k in keys))
-        assert joined.server.storage.get(keys[3]) == b"value-" + keys[3][-1:]
-    finally:
-        for node in nodes:
-            await node.stop()
-
-
 def test_works_under_uvloop(tmp_path: Path) -> None:
     uvloop = pytest.importorskip("uvloop")
 

@@ -27,10 +27,12 @@ from typing import Any
 
 import pytest
 import umsgpack  # type: ignore[import-untyped]
+from kademlia.node import Node
 
 from dht import DhtNode, DhtSettings, Identity, Peer
 from dht.protocol import JUNK_COST, PROOF_CONTEXT, REQUEST, RESPONSE, RhizomeProtocol
 from dht.quotas import DistinctCap, RateLimiter, address_range
+from dht.reflection import CHALLENGE_REPLY_BYTES, request_body
 from federation.shard_store import ShardStore
 from federation.wire import MAX_SHARD_BYTES, HeldRecord, sign_held, sign_push, verify_copies
 from index import SHARD_FIELDS, TermShard
@@ -65,8 +67,8 @@ async def wait_for(predicate: Callable[[], bool], limit: float = WAIT_LIMIT) -> 
     raise AssertionError(f"condition not reached in {limit} s")
 
 
-def request(name: str, args: list[Any], msg_id: bytes | None = None) -> bytes:
-    return bytes([REQUEST]) + (msg_id or os.urandom(20)) + umsgpack.packb([name, args])
+def request(name: str, args: list[Any], msg_id: bytes | None = None, pad_to: int = 0) -> bytes:
+    return bytes([REQUEST]) + (msg_id or os.urandom(20)) + request_body(name, tuple(args), pad_to)
 
 
 def table_entries(node: DhtNode) -> list[tuple[bytes, str, int]]:
@@ -107,10 +109,12 @@ class RawPeer(asyncio.DatagramProtocol):
         assert self.transport is not None
         self.transport.sendto(datagram, ("127.0.0.1", port))
 
-    async def call(self, port: int, name: str, args: list[Any], wait: float = 0.5) -> Any:
+    async def call(
+        self, port: int, name: str, args: list[Any], wait: float = 0.5, pad_to: int = 0
+    ) -> Any:
         """One request; the reply body, or raise TimeoutError after ``wait`` seconds."""
         msg_id = os.urandom(20)
-        self.send(port, request(name, args, msg_id))
+        self.send(port, request(name, args, msg_id, pad_to))
         for _ in range(int(wait / 0.005)):
             if msg_id in self.replies:
                 return self.replies.pop(msg_id)
@@ -379,7 +383,11 @@ async def test_forged_chosen_and_replayed_ids_never_enter_the_routing_table(
         alice_proofs: list[Any] = []
         # Capture a genuine proof by alice (for a nonce of mallory's choosing).
         spy = await raw_peers("127.0.0.7")
-        alice_proofs.append(await spy.call(alice.port, "challenge", [victim.node_id, b"n" * 20]))
+        alice_proofs.append(
+            await spy.call(
+                alice.port, "challenge", [victim.node_id, b"n" * 20], pad_to=CHALLENGE_REPLY_BYTES
+            )
+        )
 
         strategies: dict[str, Callable[[str, list[Any]], Any]] = {
             "own_key": lambda name, args: (
@@ -412,9 +420,18 @@ async def test_forged_chosen_and_replayed_ids_never_enter_the_routing_table(
             )
             is False
         )
-        await wait_for(
-            lambda: all(any(r[0] == "challenge" for r in a.requests) for _, a in attackers)
-        )
+        # Those requests set off nothing towards their unproven sources (no reflection): the
+        # victim challenges an address when it meets it in its own lookups, as here, once
+        # with alice's id (whose proof one of them replays) and once with the chosen id.
+        for claimed in (alice.node_id, chosen_id):
+            for _, attacker in attackers:
+                ip, port = attacker.transport.get_extra_info("sockname")[:2]
+                attacker.requests.clear()
+                victim.protocol.welcome_if_new(Node(claimed, ip, port))
+            await wait_for(
+                lambda: all(any(r[0] == "challenge" for r in a.requests) for _, a in attackers)
+            )
+            await victim.protocol.settle()
         await asyncio.sleep(3 * FAST.rpc_timeout)  # the silent one's challenge times out
         entries = table_entries(victim)
         attacker_ips = {f"127.0.0.{20 + i}" for i in range(len(strategies))}
