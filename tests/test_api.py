@@ -135,9 +135,7 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
     # Made before the node starts, which then keeps it (as on a node's second start).
     token = operator.load_or_create(config.data_dir)
     server = TestServer(create_app(config), host="127.0.0.1")
-    client: TestClient[Any, Any] = TestClient(
-        server, headers={"Authorization": f"Bearer {token}"}
-    )
+    client: TestClient[Any, Any] = TestClient(server, headers={"Authorization": f"Bearer {token}"})
     async with client:  # starts the server, and closes both at the end
         yield client
 
