@@ -41,26 +41,30 @@ REALM = 'Bearer realm="rhizome operator"'
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
+class CredentialError(ConfigError):
+    """The operator credential cannot be read or made (the node does not start without)."""
+
+
 def token_path(data_dir: Path) -> Path:
     return Path(data_dir) / TOKEN_FILE
 
 
 def read_token(data_dir: Path) -> str:
-    """The token in ``data_dir``; ConfigError if there is none or it is damaged."""
+    """The token in ``data_dir``; CredentialError if there is none or it is damaged."""
     path = token_path(data_dir)
     try:
         token = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
-        raise ConfigError(
+        raise CredentialError(
             f"no operator credential at {path}: a node makes it at its first start "
             "(pass the node's --data-dir)"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the operator credential {path}: {exc}") from None
+        raise CredentialError(f"cannot read the operator credential {path}: {exc}") from None
     if not _TOKEN_SHAPE.fullmatch(token):
         # Never replace it silently: scripts holding the old token would stop working
         # without a word. Deleting the file makes a new one at the next start.
-        raise ConfigError(
+        raise CredentialError(
             f"{path} is not an operator token (32+ letters, digits, - or _); "
             "delete it to have the node make a new one"
         )
@@ -91,7 +95,7 @@ def load_or_create(data_dir: Path) -> str:
     except FileExistsError:
         return read_token(data_dir)
     except OSError as exc:
-        raise ConfigError(f"cannot create the operator credential {path}: {exc}") from None
+        raise CredentialError(f"cannot create the operator credential {path}: {exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
     log.info("created the operator credential %s", path)
