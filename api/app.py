@@ -15,9 +15,9 @@ from federation import Network, ShardStore, SpotChecker
 from index import Commit, IndexStore
 from index.semantic import Embedder
 
-from . import discovery, metrics, peer_routes, routes, web_ui
+from . import discovery, metrics, operator, peer_routes, routes, web_ui
 from .config import NodeConfig, split_host_port
-from .keys import CONFIG, HTTP_URL, NETWORK, NODE, STORE
+from .keys import CONFIG, HTTP_URL, NETWORK, NODE, OPERATOR_TOKEN, STORE
 from .node import IndexSink, Node, committed_before_crash
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,12 @@ MAX_REQUEST_BYTES = 1024 * 1024  # shard pushes read their own, larger, bounded 
 # One cleanup context per resource, in data-flow order; aiohttp stops them in reverse, so
 # spot checks end before the crawler whose Fetcher they use, the crawler before the network
 # it forwards URLs through, and everything before the index.
+async def _operator_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The operator credential exists before the socket serves (operator routes need it)."""
+    app[OPERATOR_TOKEN] = await asyncio.to_thread(operator.load_or_create, app[CONFIG].data_dir)
+    yield
+
+
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +134,7 @@ def create_app(config: NodeConfig, *, http_url: str = "") -> web.Application:
     )
     app[CONFIG] = config
     app[HTTP_URL] = http_url
-    app.cleanup_ctx.extend([_store_ctx, _network_ctx, _crawler_ctx, _spot_check_ctx])
+    app.cleanup_ctx.extend([_operator_ctx, _store_ctx, _network_ctx, _crawler_ctx, _spot_check_ctx])
     metrics.setup(app)
     routes.setup(app)
     discovery.setup(app)

@@ -1,4 +1,4 @@
-"""The ``rhizome`` command: node, search, status."""
+"""The ``rhizome`` command: node, demo, search, status, wait, seed."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_HTTP, ConfigError, add_node_flags, load_config
+from .config import DEFAULT_HTTP, ConfigError, NodeConfig, add_node_flags, load_config
 from .demo import run_demo
+from .operator import read_token
 from .runner import event_loop_runner, serve
 
 log = logging.getLogger("rhizome")
@@ -65,7 +66,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _get_json(url: str) -> Any:
-    req = urllib.request.Request(url, headers={"Accept": "application/json"})
+    return _call(urllib.request.Request(url, headers={"Accept": "application/json"}))
+
+
+def _call(req: urllib.request.Request, *, refused_hint: str = "") -> Any:
     try:
         with urllib.request.urlopen(req, timeout=CLIENT_TIMEOUT) as resp:
             return json.load(resp)
@@ -74,10 +78,11 @@ def _get_json(url: str) -> Any:
             message = json.load(exc).get("error", exc.reason)
         except (ValueError, AttributeError):
             message = exc.reason
-        raise SystemExit(f"rhizome: the node refused: {message}") from None
+        hint = refused_hint if exc.code == 401 else ""
+        raise SystemExit(f"rhizome: the node refused: {message}{hint}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise SystemExit(
-            f"rhizome: cannot reach a node at {url.split('/api/')[0]} ({exc}).\n"
+            f"rhizome: cannot reach a node at {req.full_url.split('/api/')[0]} ({exc}).\n"
             "Start one with `rhizome node` or pass --node URL."
         ) from None
 
@@ -132,6 +137,47 @@ def cmd_wait(args: argparse.Namespace) -> int:
     return 1
 
 
+def _local_url(config: NodeConfig) -> str:
+    """Where this machine reaches the node configured by ``config`` (its --http)."""
+    host, port = config.http.rsplit(":", 1)
+    host = host.strip("[]")
+    # A node bound to every address is reached on loopback.
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    """Add seeds to a running node, as its operator (the token in its data dir)."""
+    # The same settings `rhizome node` reads (file, RHIZOME_*, flags) name the data dir and
+    # the HTTP address, so on the node's machine no flag is needed.
+    config = load_config(file=args.config, flags={"data_dir": args.data_dir})
+    token = read_token(config.data_dir)
+    node = (args.node or _local_url(config)).rstrip("/")
+    req = urllib.request.Request(
+        f"{node}/api/seeds",
+        data=json.dumps({"urls": args.urls}).encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "Authorization": f"Bearer {token}",
+        },
+    )
+    hint = (
+        f"\nThe credential was read from {config.data_dir}: "
+        f"is {node} the node that uses that data dir?"
+    )
+    data = _call(req, refused_hint=hint)
+    accepted, rejected = data["accepted"], data["rejected"]
+    print(f"accepted {len(accepted)} of {len(args.urls)} URLs")
+    for url in accepted:
+        print(f"  {url}")
+    if rejected:
+        print(f"rhizome: {rejected} refused (not http or https URLs)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rhizome", description="Rhizome: a decentralized web search engine."
@@ -167,6 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("--node", default=DEFAULT_NODE_URL)
     wait.add_argument("--timeout", type=float, default=600.0)
     wait.set_defaults(func=cmd_wait)
+
+    seed = sub.add_parser(
+        "seed", help="add seed URLs to a running node (reads its credential from the data dir)"
+    )
+    seed.add_argument("urls", nargs="+", metavar="URL")
+    seed.add_argument("--node", default=None, help="node URL (default: the node's --http)")
+    seed.add_argument("--data-dir", default=None, help="the node's data directory")
+    seed.add_argument("--config", type=Path, help="the node's TOML config file")
+    seed.set_defaults(func=cmd_seed)
     return parser
 
 

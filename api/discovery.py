@@ -102,12 +102,19 @@ OPENAPI: dict[str, Any] = {
         "/api/status": {
             "get": {
                 "summary": "Node health and crawl progress",
-                "responses": {"200": _json({"$ref": "#/components/schemas/Status"}, "Status")},
+                # Counts for anyone; the full state (errors, peers, traffic) with the credential.
+                "security": [{}, {"operator": []}],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Status"}, "Status"),
+                    "401": _json(_ERROR, "A credential was sent and it is wrong"),
+                    "403": _json(_ERROR, "Sent from another site's page (Origin)"),
+                },
             }
         },
         "/api/seeds": {
             "post": {
-                "summary": "Add seed URLs to crawl",
+                "summary": "Add seed URLs to crawl (the operator's)",
+                "security": [{"operator": []}],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -139,6 +146,10 @@ OPENAPI: dict[str, Any] = {
                         "Seeds queued",
                     ),
                     "400": _json(_ERROR, "Malformed body"),
+                    "401": _json(_ERROR, "No operator credential, or a wrong one"),
+                    "403": _json(_ERROR, "Sent from another site's page (Origin)"),
+                    "413": _json(_ERROR, "Body over 1 MiB"),
+                    "415": _json(_ERROR, "Body not sent as application/json"),
                 },
             }
         },
@@ -151,6 +162,10 @@ OPENAPI: dict[str, Any] = {
         },
     },
     "components": {
+        "securitySchemes": {
+            # The token in <data_dir>/operator.token (api/operator.py).
+            "operator": {"type": "http", "scheme": "bearer"},
+        },
         "schemas": {
             "Error": {
                 "type": "object",
@@ -210,7 +225,7 @@ OPENAPI: dict[str, Any] = {
                     },
                 },
             },
-        }
+        },
     },
 }
 

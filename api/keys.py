@@ -15,3 +15,4 @@ HTTP_URL = web.AppKey("http_url", str)
 STORE = web.AppKey("store", IndexStore)
 NETWORK: web.AppKey[Network | None] = web.AppKey("network")
 NODE = web.AppKey("node", Node)
+OPERATOR_TOKEN = web.AppKey("operator_token", str)  # api/operator.py

@@ -37,6 +37,32 @@ def disk_full_hint(data_dir: Path) -> str:
     return f"; the disk holding {data_dir} is full ({free} bytes free): free space and start again"
 
 
+# What /api/status, /status and /metrics show anyone: health and counts. Error texts (they
+# name paths), free space, the DHT address, traffic per peer and which peers were asked or
+# distrusted (they follow what was searched) are for the operator's credential only.
+PUBLIC_STATUS: dict[str, tuple[str, ...] | None] = {
+    "idle": None,
+    "documents": None,
+    "crawl": None,  # counts only: queued, in flight, fetched, failed, known URLs, hosts
+    "index": ("documents", "pending", "last_commit_at"),
+    "storage": ("disk_full", "ok"),
+    "network": ("node_id", "peers", "shards_held", "published_generation"),
+    "uptime_s": None,
+    "version": None,
+}
+
+
+def public_status(status: dict[str, Any]) -> dict[str, Any]:
+    """The part of ``Node.status()`` that anyone may read (see PUBLIC_STATUS)."""
+    public: dict[str, Any] = {}
+    for key, keep in PUBLIC_STATUS.items():
+        value = status.get(key)
+        if keep is not None and isinstance(value, dict):
+            value = {k: value[k] for k in keep if k in value}
+        public[key] = value
+    return public
+
+
 def committed_before_crash(
     store: IndexStore,
 ) -> Callable[[list[tuple[str, float | None]]], set[str]]:

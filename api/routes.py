@@ -1,4 +1,8 @@
-"""The JSON API: /api/status, /api/search, /api/seeds."""
+"""The JSON API: /api/status, /api/search, /api/seeds.
+
+/api/seeds is the operator's (api/operator.py); /api/status shows counts to anyone and the
+full state to the operator.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from index import QuerySyntaxError
 
 from .keys import NODE
 from .metrics import METRICS
+from .node import public_status
+from .operator import asks_as_operator, operator_only, refusal
 from .search import BadRequest, SearchParams, run_search
 
 log = logging.getLogger(__name__)
@@ -49,7 +55,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[NODE].status())
+    full = await request.app[NODE].status()
+    if not asks_as_operator(request):
+        return web.json_response(public_status(full))
+    # A credential that is sent must be right: a typo must not quietly show less.
+    refused = refusal(request)
+    return refused or web.json_response(full)
 
 
 async def search(request: web.Request) -> web.Response:
@@ -69,6 +80,7 @@ async def search(request: web.Request) -> web.Response:
     return response
 
 
+@operator_only
 async def add_seeds(request: web.Request) -> web.Response:
     try:
         payload: Any = await request.json(loads=json.loads)

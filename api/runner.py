@@ -25,6 +25,7 @@ from .app import create_app
 from .config import NodeConfig
 from .keys import NETWORK
 from .node import disk_full_hint
+from .operator import CredentialError
 
 log = logging.getLogger("rhizome")
 
@@ -77,7 +78,7 @@ async def start_node(config: NodeConfig) -> tuple[web.AppRunner, web.Application
         with contextlib.suppress(Exception):
             await runner.cleanup()
         listener.close()
-        if isinstance(exc, IndexUnavailable | FrontierError):
+        if isinstance(exc, IndexUnavailable | FrontierError | CredentialError):
             # The data cannot be opened (full disk, damaged files): one clear line.
             hint = disk_full_hint(config.data_dir)
             raise SystemExit(f"rhizome: cannot start: {exc}{hint}") from None

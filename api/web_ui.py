@@ -16,6 +16,7 @@ from aiohttp import web
 from index import QuerySyntaxError
 
 from .keys import NODE
+from .node import public_status
 from .search import DEFAULT_LIMIT, MAX_OFFSET, BadRequest, SearchParams, run_search
 
 E = html.escape
@@ -171,7 +172,8 @@ def _row(name: str, value: Any) -> str:
 
 
 async def status_page(request: web.Request) -> web.Response:
-    st = await request.app[NODE].status()
+    # A browser carries no bearer token: the page shows what anyone may see (PUBLIC_STATUS).
+    st = public_status(await request.app[NODE].status())
     crawl = st["crawl"]
     rows = [
         _row("State", "idle" if st["idle"] else "crawling"),
@@ -191,7 +193,6 @@ async def status_page(request: web.Request) -> web.Response:
             _row("Node id", net.get("node_id", "")),
             _row("Peers", net.get("peers", 0)),
             _row("Shards held", net.get("shards_held", 0)),
-            _row("Unresponsive peers", ", ".join(net.get("unresponsive_peers", [])) or "none"),
         ]
     body = f'<h2>About this node</h2><table id="status">{"".join(rows)}</table>'
     return page("About this node – Rhizome", body)

@@ -29,10 +29,22 @@ def ensure_corpus() -> None:
         time.sleep(0.5)
 
 
+def operator_headers(data_dir: Path) -> dict[str, str]:
+    """The node's operator credential (``<data_dir>/operator.token``), as `rhizome seed`
+    sends it; none for a checkout older than the credential (it has no token file)."""
+    try:
+        token = (data_dir / "operator.token").read_text().strip()
+    except FileNotFoundError:
+        return {}
+    return {"Authorization": f"Bearer {token}"}
+
+
 class NodeProcess:
-    """A ``rhizome node`` subprocess on a free loopback port."""
+    """A ``rhizome node`` subprocess on a free loopback port; its requests are the
+    operator's (seeds and the full /api/status need the credential)."""
 
     def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -77,7 +89,8 @@ class NodeProcess:
                 self.log.append(line)
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=30) as resp:
+        req = urllib.request.Request(self.url + path, headers=operator_headers(self.data_dir))
+        with urllib.request.urlopen(req, timeout=30) as resp:
             return json.load(resp)
 
     def post(self, path: str, body: Any) -> Any:
@@ -85,7 +98,7 @@ class NodeProcess:
             self.url + path,
             data=json.dumps(body).encode(),
             method="POST",
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **operator_headers(self.data_dir)},
         )
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.load(resp)

@@ -78,7 +78,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import ensure_corpus  # noqa: E402
+from bench.common import ensure_corpus, operator_headers  # noqa: E402
 
 SERVE = Path("/work/shared/corpus/serve.sh")
 if not SERVE.exists():
@@ -152,7 +152,8 @@ class Node:
                 self.log.append(line)
 
     def get(self, path: str, timeout: float = 60) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
+        req = urllib.request.Request(self.url + path, headers=operator_headers(self.data_dir))
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.load(resp)
 
     def post(self, path: str, body: Any) -> Any:
@@ -160,7 +161,7 @@ class Node:
             self.url + path,
             data=json.dumps(body).encode(),
             method="POST",
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **operator_headers(self.data_dir)},
         )
         with urllib.request.urlopen(req, timeout=60) as resp:
             return json.load(resp)

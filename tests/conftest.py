@@ -8,6 +8,8 @@ Everything listens on 127.0.0.1 with port 0, so tests run in parallel and offlin
 * ``node_factory``: ``node_factory.start(*flags, data_dir=..., seeds=...)`` starts
   ``python -m api.cli node`` and returns a :class:`NodeHandle` (``get_json``, ``post_json``,
   ``request``, ``search``, ``wait_idle``, ``kill``, ``stop``). Every node is killed on teardown.
+  ``status``, ``seed`` and ``post_json`` act as the node's operator (the token in its data
+  dir, ``operator_headers``); ``get``, ``get_json`` and ``request`` are anyone's.
 * ``crawled_node``: one session-wide node that has crawled the fixture site and is idle
   (read-only tests share it; its site is ``crawled_node.site``).
 """
@@ -255,18 +257,26 @@ class NodeHandle:
         assert resp.content_type == "application/json", resp.headers
         return resp.json()
 
+    def operator_headers(self) -> dict[str, str]:
+        """The operator's credential, read from the node's data dir as `rhizome seed` does."""
+        token = (self.data_dir / "operator.token").read_text().strip()
+        return {"Authorization": f"Bearer {token}"}
+
     def post_json(self, path: str, payload: Any, *, expect: int = 202) -> Any:
         resp = self.request(
             "POST",
             path,
             body=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **self.operator_headers()},
         )
         assert resp.status == expect, f"POST {path}: {resp.status} {resp.text[:500]}"
         return resp.json()
 
     def status(self) -> dict[str, Any]:
-        data: dict[str, Any] = self.get_json("/api/status")
+        """The full status, as the operator sees it."""
+        resp = self.request("GET", "/api/status", headers=self.operator_headers())
+        assert resp.status == 200, f"GET /api/status: {resp.status} {resp.text[:500]}"
+        data: dict[str, Any] = resp.json()
         return data
 
     def search(self, q: str, **params: Any) -> dict[str, Any]:

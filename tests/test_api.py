@@ -1,7 +1,8 @@
 """Bad input gets a clear 4xx (JSON on /api/, HTML on the web UI), never a 5xx.
 
 GET tests share the session's crawled node (a subprocess); POST /api/seeds tests run the app
-in-process on a loopback TestServer, so each gets a fresh, empty node.
+in-process on a loopback TestServer, so each gets a fresh, empty node, and send the operator
+credential (who may post seeds is tests/test_operator.py's subject).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import SCRIPT_PAYLOAD, NodeHandle
 
+from api import operator
 from api.app import create_app
 from api.config import load_config
 from api.routes import MAX_SEEDS_PER_REQUEST
@@ -130,8 +132,10 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
         env={},
         flags={"data_dir": str(tmp_path / "data"), "http": "127.0.0.1:0", "parse_workers": 1},
     )
+    # Made before the node starts, which then keeps it (as on a node's second start).
+    token = operator.load_or_create(config.data_dir)
     server = TestServer(create_app(config), host="127.0.0.1")
-    client: TestClient[Any, Any] = TestClient(server)
+    client: TestClient[Any, Any] = TestClient(server, headers={"Authorization": f"Bearer {token}"})
     async with client:  # starts the server, and closes both at the end
         yield client
 
@@ -173,7 +177,9 @@ async def test_bad_seed_bodies_get_400_json(
 
 
 async def test_oversized_seed_body_gets_413_json(client: TestClient[Any, Any]) -> None:
-    resp = await client.post("/api/seeds", data=b" " * (2 * 1024 * 1024))
+    resp = await client.post(
+        "/api/seeds", data=b" " * (2 * 1024 * 1024), headers={"Content-Type": "application/json"}
+    )
     assert_json_error(resp.status, resp.content_type, await resp.json(), 413)
 
 

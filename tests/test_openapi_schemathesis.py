@@ -6,7 +6,8 @@ must be documented, and every body must match its documented schema.
 
 POST /api/seeds is left out of the generated run: a generated URL that happened to name a
 real host would make the node resolve or fetch it. Its responses are checked against the same
-document with hand-picked bodies on a fresh node that only knows the fixture site.
+document with hand-picked bodies on a fresh node that only knows the fixture site, sent with
+the operator credential (and once without, which the document must also describe).
 """
 
 from __future__ import annotations
@@ -158,7 +159,12 @@ def test_seeds_conform_to_openapi(node_factory: NodeFactory, fixture_site: Fixtu
     operation = load_schema(node)["/api/seeds"]["POST"]
     for body, expected in _seed_bodies(fixture_site.url):
         case = operation.Case(body=body, media_type="application/json")
-        response = case.call_and_validate(base_url=node.url, checks=CHECKS, timeout=15)
+        response = case.call_and_validate(
+            base_url=node.url, checks=CHECKS, timeout=15, headers=node.operator_headers()
+        )
         assert response.status_code == expected, (body, response.text)
+    stranger = operation.Case(body={"urls": [f"{fixture_site}/"]}, media_type="application/json")
+    response = stranger.call_and_validate(base_url=node.url, checks=CHECKS, timeout=15)
+    assert response.status_code == 401, response.text
     out = node.output()
     assert "unhandled error" not in out and "Traceback" not in out, out
