@@ -29,9 +29,24 @@ ALL_TERMS_FACTOR = 1.0 + LOCAL_ALL_TERMS_BOOST
 # with the phrase's exact weights.
 PHRASE_GUESS = 0.5
 RESCORED = 100  # candidates scored exactly: twice the owners' and the first pages' need
+# No publisher's claims count for more than this many times all the others' together in
+# the network's N, df and average lengths: one liar claiming df = N = 10^8 for a word once
+# drove its IDF to ~0 for everyone; now it moves the statistics as far as a node twice the
+# rest of the network's size could, and no further. Binding only for a publisher with over
+# 2/3 of the network's pages (the small corpus's largest of 5 has 35%).
+STAT_SHARE_CAP = 2.0
 
 UnitWeights = Mapping[str, Sequence[float]]  # unit_key -> boost x tf-norm per field
 Merged = Mapping[str, Mapping[str, TermShard]]  # term -> publisher -> shard
+
+
+def bounded_counts(n_by_publisher: Mapping[str, int]) -> dict[str, float]:
+    """Each publisher's N as the network's statistics count it: at most STAT_SHARE_CAP
+    times the others' together (a lone publisher counts in full)."""
+    total = sum(n_by_publisher.values())
+    if len(n_by_publisher) < 2:
+        return {p: float(n) for p, n in n_by_publisher.items()}
+    return {p: float(min(n, STAT_SHARE_CAP * (total - n))) for p, n in n_by_publisher.items()}
 
 
 @dataclass(slots=True)
@@ -58,7 +73,9 @@ class GlobalScorer:
         for copies in self.merged.values():
             for publisher, shard in copies.items():
                 n_by_publisher[publisher] = max(n_by_publisher.get(publisher, 0), shard.n_docs)
-        n_total = max(1, sum(n_by_publisher.values()))
+        counted = bounded_counts(n_by_publisher)
+        scale = {p: counted[p] / n if n else 1.0 for p, n in n_by_publisher.items()}
+        n_total = max(1, round(sum(counted.values())))
         # The network's average field lengths: every publisher's, weighted by its N. A
         # publisher re-sends only shards whose pages changed, so its copies may carry older
         # N and averages: the copy with the largest N is its newest word on both.
@@ -68,13 +85,15 @@ class GlobalScorer:
                 if shard.n_docs == n_by_publisher[publisher] or publisher not in publisher_avgdl:
                     publisher_avgdl[publisher] = shard.avgdl
         for i in FIELD_RANGE:
-            known = [(a[i], n_by_publisher[p]) for p, a in publisher_avgdl.items() if a[i] > 0]
+            known = [(a[i], counted[p]) for p, a in publisher_avgdl.items() if a[i] > 0]
             weight = sum(n for _a, n in known)
             self.avgdl.append(sum(a * n for a, n in known) / weight if weight else 0.0)
         token_idf: dict[str, list[float]] = {}
         for term, copies in self.merged.items():
             if copies:
-                field_df = [sum(s.field_df[i] for s in copies.values()) for i in FIELD_RANGE]
+                field_df = [
+                    sum(s.field_df[i] * scale[p] for p, s in copies.items()) for i in FIELD_RANGE
+                ]
                 token_idf[term] = [bm25_idf(d, n_total) if d else 0.0 for d in field_df]
         for unit in self.units:
             idf = _phrase_idf(unit, token_idf)

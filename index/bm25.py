@@ -26,7 +26,7 @@ MAX_FIELD_WEIGHT = max(FIELD_BOOSTS.values()) * 2.2 + 1e-6
 MAX_TF_NORM = tuple(FIELD_BOOSTS[f] * (K1 + 1.0) for f in SHARD_FIELDS)  # boost x (k1 + 1)
 
 
-def bm25_idf(df: int, n_docs: int) -> float:
+def bm25_idf(df: float, n_docs: float) -> float:
     """tantivy's (Lucene's) BM25 IDF."""
     return math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
 

@@ -11,8 +11,10 @@ import pytest
 from federation import DEFAULT_SETTINGS, FederatedSearch, LocalPeers
 from federation.answer import LocalOwner
 from federation.peers import QueryTally
+from federation.ranking import STAT_SHARE_CAP
 from federation.search import choose, rank
-from index import IndexDoc, IndexStore
+from index import SHARD_FIELDS, IndexDoc, IndexStore, TermShard, bm25_idf
+from index.query import unit_key
 from tests.test_federated_ranking import committed_store
 
 ME, ALICE, BOB = "aa" * 20, "bb" * 20, "cc" * 20
@@ -136,3 +138,29 @@ async def test_a_dead_owners_best_page_keeps_its_place_among_answered_pages() ->
     finally:
         for store in stores.values():
             await store.stop()
+
+
+async def test_one_publisher_claiming_every_page_has_a_word_cannot_erase_it(
+    stores: dict[str, IndexStore],
+) -> None:
+    """A liar's shard says "comet" is on all of its 10^8 pages: counted in full, the word's
+    IDF fell to ~0 for the whole network and comet pages ranked like any other. Now no
+    publisher counts for more than STAT_SHARE_CAP times the others together."""
+    peers = LocalPeers(stores, me=ME)
+    search = _search(stores, peers)
+    plan = search.plan(stores[ME].prepare("comet"), limit=10, offset=0)
+    merged = await peers.shards(plan.terms, QueryTally())
+    honest = rank(plan, merged, DEFAULT_SETTINGS).scorer.idfs[unit_key(("comet",))]
+    fields = len(SHARD_FIELDS)
+    liar = TermShard("comet", 10**8, 10**8, (10**8,) * fields, ())
+    lied = rank(plan, {"comet": {**merged["comet"], "dd" * 20: liar}}, DEFAULT_SETTINGS)
+    idf = lied.scorer.idfs[unit_key(("comet",))]
+    n = sum(c.n_docs for c in merged["comet"].values())
+    # The most a node with STAT_SHARE_CAP times the network's pages, all with the word,
+    # could honestly do to each field's IDF:
+    for i, lowered in enumerate(idf):
+        if honest[i]:
+            df = sum(c.field_df[i] for c in merged["comet"].values())
+            bound = bm25_idf(df + STAT_SHARE_CAP * n, (1 + STAT_SHARE_CAP) * n)
+            assert lowered >= bound - 1e-9, (idf, honest)
+    assert max(idf) > 0.1 and max(honest) > max(idf)
