@@ -195,7 +195,7 @@ class NetworkPeers:
                 found = await self.shard_store.get(wanted)
             else:
                 raw = await self._ask(
-                    peers[node_id], PATH_SHARDS, {"terms": ",".join(wanted)}, tally
+                    peers[node_id], PATH_SHARDS, {"terms": ",".join(sorted(wanted))}, tally
                 )
                 if raw is None:
                     return
