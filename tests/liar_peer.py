@@ -13,7 +13,7 @@ With ``--holder forge --victim-key HEX`` it answers shard lookups (as a holder o
 terms) with copies forged under the victim's key: old-style unsigned pairs naming the
 victim's id, records signed by the liar with the victim's public key put in, and garbage
 (base64 that is no record, not base64, not a string); with ``--holder omit`` it serves
-only a copy of its own, withholding every other publisher's. It prints
+only a weak copy of its own, withholding every other publisher's. It prints
 ``liar: http=URL id=HEX`` when ready;
 ``GET /stats`` counts the requests it received.
 """
@@ -117,8 +117,9 @@ async def main() -> None:
             return web.json_response({t: own_copies(t) for t in terms})
         return web.json_response({})
 
-    def lie(term: str) -> TermShard:
-        postings = tuple(Posting(u, lie_title(term), tuple(TOP)) for u in lie_urls(args.site))
+    def lie(term: str, weight: float = TOP[0]) -> TermShard:
+        weights = (weight,) * len(SHARD_FIELDS)
+        postings = tuple(Posting(u, lie_title(term), weights) for u in lie_urls(args.site))
         return TermShard(term, 3, 1_000, (3,) * len(SHARD_FIELDS), postings)
 
     def forged_copies(term: str) -> list[object]:
@@ -136,8 +137,10 @@ async def main() -> None:
         ]
 
     def own_copies(term: str) -> list[object]:
-        signed = sign_shard(identity, term, lie(term).to_json(), time.time(), time.time() + 600)
-        return [[identity.node_id.hex(), lie(term).to_json()], base64.b64encode(signed).decode()]
+        # A weak copy of its own: withholding is the attack here, not outranking.
+        mine = lie(term, weight=0.01).to_json()
+        signed = sign_shard(identity, term, mine, time.time(), time.time() + 600)
+        return [[identity.node_id.hex(), mine], base64.b64encode(signed).decode()]
 
     async def accept(request: web.Request) -> web.Response:
         hits[request.path] += 1
