@@ -1,4 +1,4 @@
-"""Endpoints other nodes call: shard pushes and shard lookups.
+"""Endpoints other nodes call: shard pushes and lookups, searches, forwarded URLs, whoami.
 
 Every endpoint has a per-address quota (a token bucket per IPv4 address or IPv6 /64, see
 ``dht.quotas``): beyond it the answer is 429 with Retry-After, before any work is done.
@@ -28,6 +28,7 @@ from dht.quotas import DistinctCap, RateLimiter, source_key
 from dht.records import decode_record
 from federation import Network, PushRefused
 from federation.answer import answer_locally
+from federation.proof import answer_whoami
 from federation.shard_store import DEFAULT_SHARD_TTL
 from federation.wire import (
     MAX_FORWARDED_URLS,
@@ -38,6 +39,7 @@ from federation.wire import (
     PATH_SHARDS,
     PATH_SNIPPETS,
     PATH_URLS,
+    PATH_WHOAMI,
     encode_owner_answer,
     snippet_fields,
 )
@@ -59,6 +61,9 @@ SEARCH_RATE = 50.0  # /api/peer/search: one per asked owner per federated query
 SEARCH_BURST = 250.0
 URLS_RATE = 5.0  # /api/peer/urls batches (each up to MAX_FORWARDED_URLS)
 URLS_BURST = 60.0
+# One signature (~50 us) per request; an honest peer asks once an hour per URL it uses.
+WHOAMI_RATE = 20.0
+WHOAMI_BURST = 100.0
 # A refused batch (forged, garbage, distrusted) costs this many tokens: an address that
 # keeps sending them is held off ten times sooner than one pushing valid batches.
 BAD_PUSH_COST = 10.0
@@ -74,6 +79,7 @@ class PeerQuotas:
     lookups: RateLimiter = field(default_factory=lambda: RateLimiter(LOOKUP_RATE, LOOKUP_BURST))
     searches: RateLimiter = field(default_factory=lambda: RateLimiter(SEARCH_RATE, SEARCH_BURST))
     urls: RateLimiter = field(default_factory=lambda: RateLimiter(URLS_RATE, URLS_BURST))
+    whoami: RateLimiter = field(default_factory=lambda: RateLimiter(WHOAMI_RATE, WHOAMI_BURST))
     publishers: DistinctCap = field(
         default_factory=lambda: DistinctCap(MAX_PUBLISHERS_PER_ADDRESS, PUBLISHER_WINDOW)
     )
@@ -239,6 +245,21 @@ async def accept_urls(request: web.Request) -> web.Response:
     return web.json_response({"accepted": accepted})
 
 
+async def whoami(request: web.Request) -> web.Response:
+    """Proof that this node serves the URL the asker used (``federation.proof``): before a
+    peer sends us anything else it wants our key's signature over its nonce and URL."""
+    network = _network(request)
+    if (refused := _over_rate(request, request.app[PEER_QUOTAS].whoami)) is not None:
+        return refused
+    try:
+        answer = answer_whoami(
+            network.identity, request.query.get("nonce", ""), request.query.get("url", "")
+        )
+    except ValueError as exc:
+        raise BadRequest(f"pass ?nonce=HEX&url=URL: {exc}") from None
+    return web.json_response(answer)
+
+
 def setup(app: web.Application) -> None:
     app[PEER_QUOTAS] = PeerQuotas()
     app.router.add_post(PATH_URLS, accept_urls)
@@ -246,3 +267,4 @@ def setup(app: web.Application) -> None:
     app.router.add_get(PATH_SNIPPETS, peer_snippets)
     app.router.add_post(PATH_SHARDS, push_shards)
     app.router.add_get(PATH_SHARDS, get_shards)
+    app.router.add_get(PATH_WHOAMI, whoami)

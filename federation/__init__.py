@@ -1,12 +1,12 @@
 """Rhizome's federation: shards published to holders, host slices, and federated search.
 
 Data flow (each a module): ``wire`` (what peers say, bounded) ← ``client`` (HTTP to peers,
-errors mapped once) ← ``membership`` (who is on the network, who holds a term) ←
-``slices`` (who crawls a host), ``publisher`` (our shards to their holders), ``holding``
-(others' shards, in ``shard_store``), ``peers`` (the ``Peers`` seam a query uses:
-network and in-process) ← ``search`` (the query as phases, scored by ``ranking``, claims
-sampled by ``spot_check``) ← ``network`` (all of it composed). Imports crawler/, index/,
-dht/; never api/.
+errors mapped once, URLs proven by ``proof``) ← ``membership`` (who is on the network, who
+holds a term) ← ``slices`` (who crawls a host), ``publisher`` (our shards to their
+holders), ``holding`` (others' shards, in ``shard_store``), ``peers`` (the ``Peers``
+seam a query uses: network and in-process) ← ``search`` (the query as phases, scored by
+``ranking``, claims sampled by ``spot_check``) ← ``network`` (all of it composed). Imports
+crawler/, index/, dht/; never api/.
 """
 
 from .errors import (
@@ -14,6 +14,7 @@ from .errors import (
     PeerBadAnswer,
     PeerError,
     PeerTimeout,
+    PeerUnproven,
     PeerUnreachable,
     PublishIncomplete,
     PushRefused,
@@ -39,6 +40,7 @@ __all__ = [
     "PeerBadAnswer",
     "PeerError",
     "PeerTimeout",
+    "PeerUnproven",
     "PeerUnreachable",
     "Peers",
     "PublishIncomplete",

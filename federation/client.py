@@ -1,13 +1,16 @@
-"""HTTP to peers: one session, the SSRF guard, byte counts, back-off, and the one place
-where aiohttp's, the socket's and JSON's errors become ``PeerError``.
+"""HTTP to peers: one session, the SSRF guard, byte counts, back-off, URL proofs, and the
+one place where aiohttp's, the socket's and JSON's errors become ``PeerError``.
 
 Peers advertise their own URLs: without the guard in the connector a stranger could point
-this node's requests at the volunteer's router or NAS.
+this node's requests at the volunteer's router or NAS, and without a proof (``proof.py``)
+at anyone's web server. Every request but the proof itself waits for the URL's proof.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 import zlib
 from collections import Counter
@@ -21,7 +24,8 @@ from crawler import CrawlerError
 from crawler.ssrf import GuardedSocketFactory
 from dht import Peer
 
-from .errors import PeerBadAnswer, PeerError, PeerTimeout, PeerUnreachable
+from . import proof
+from .errors import PeerBadAnswer, PeerError, PeerTimeout, PeerUnproven, PeerUnreachable
 from .settings import FederationSettings
 from .wire import (
     MAX_LOOKUP_ANSWER_BYTES,
@@ -29,6 +33,7 @@ from .wire import (
     PATH_SEARCH,
     PATH_SHARDS,
     PATH_SNIPPETS,
+    PATH_WHOAMI,
 )
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,7 @@ ANSWER_LIMIT = {
     PATH_SHARDS: MAX_LOOKUP_ANSWER_BYTES,
     PATH_SEARCH: MAX_OWNER_ANSWER_BYTES,
     PATH_SNIPPETS: MAX_OWNER_ANSWER_BYTES,
+    PATH_WHOAMI: proof.MAX_ANSWER_BYTES,
 }
 READ_CHUNK = 64 * 1024
 
@@ -91,6 +97,9 @@ class PeerClient:
         self._distrusted = distrusted
         self._session: aiohttp.ClientSession | None = None
         self._backoff: dict[str, float] = {}
+        self._proofs = proof.ProofCache()
+        # One proof in flight per (node id, URL): a query's parallel requests share it.
+        self._proving: dict[tuple[bytes, str], asyncio.Task[None]] = {}
         # Bytes of peer traffic by kind (HTTP bodies): what a query or a publication costs.
         self.traffic: Counter[str] = Counter()
 
@@ -106,6 +115,9 @@ class PeerClient:
         )
 
     async def close(self) -> None:
+        for task in list(self._proving.values()):
+            task.cancel()
+        await asyncio.gather(*self._proving.values(), return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -124,17 +136,60 @@ class PeerClient:
         now = time.monotonic()
         return [p for p, until in self._backoff.items() if until > now]
 
+    # --- proofs --------------------------------------------------------------------------
+    async def prove(self, peer: Peer) -> None:
+        """Return once ``peer``'s URL is proven to serve its node id; PeerUnproven (or
+        another PeerError) if it is not. Cached both ways (``proof.ProofCache``)."""
+        base = self._base(peer)
+        key = (peer.node_id, base)
+        if self._proofs.proven(*key):
+            return
+        if self._proofs.failed_recently(*key):
+            raise PeerUnproven(base, "did not prove it serves this node id")
+        task = self._proving.get(key)
+        if task is None:
+            task = asyncio.create_task(self._prove(peer, base), name="peer-proof")
+            self._proving[key] = task
+            task.add_done_callback(lambda t: self._proof_done(key, t))
+        # Shielded: a request given up on (a query's deadline) leaves the proof to finish.
+        await asyncio.shield(task)
+
+    def forget_proof(self, peer: Peer) -> None:
+        self._proofs.forget(peer.node_id)
+
+    def _proof_done(self, key: tuple[bytes, str], task: asyncio.Task[None]) -> None:
+        self._proving.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone
+
+    async def _prove(self, peer: Peer, base: str) -> None:
+        nonce = os.urandom(proof.NONCE_BYTES)
+        ok = False
+        try:
+            answer = await self._get(base, PATH_WHOAMI, {"nonce": nonce.hex(), "url": base}, None)
+            ok = proof.proves(answer, peer.node_id, nonce, base)
+        finally:  # a timeout or a refusal fails the proof as a wrong key does
+            self._proofs.record(peer.node_id, base, ok)
+        if not ok:
+            log.info("%s does not prove it serves %s", base, peer.node_id.hex()[:12])
+            raise PeerUnproven(base, "did not prove it serves this node id")
+
     # --- requests ----------------------------------------------------------------------
-    def _url(self, peer: Peer, path: str) -> str:
+    @staticmethod
+    def _base(peer: Peer) -> str:
         if not peer.http_url:
             raise PeerUnreachable(peer.node_id.hex(), "no HTTP URL known")
-        return peer.http_url.rstrip("/") + path
+        return peer.http_url.rstrip("/")
 
     async def get_json(
         self, peer: Peer, path: str, params: Params, *, within: float | None = None
     ) -> Any:
         """A peer's JSON answer to GET ``path``; PeerError when there is none."""
-        url = self._url(peer, path)
+        await self.prove(peer)
+        return await self._get(self._base(peer), path, params, within)
+
+    async def _get(self, base: str, path: str, params: Params, within: float | None) -> Any:
+        url = base + path
 
         async def fetch() -> tuple[bytes, int]:
             async with self._live.get(
@@ -165,7 +220,8 @@ class PeerClient:
         within: float | None = None,
     ) -> None:
         """POST to a peer; PeerError unless it answers 2xx."""
-        url = self._url(peer, path)
+        await self.prove(peer)
+        url = self._base(peer) + path
 
         async def send() -> None:
             async with self._live.post(

@@ -7,7 +7,8 @@
      │    ├── PeerUnreachable   no connection (refused, reset, DNS, an address the SSRF
      │    │                     guard refuses: a peer advertising a private address)
      │    ├── PeerTimeout       no answer within the request's time
-     │    └── PeerBadAnswer     an HTTP error status, a body over its cap, or not JSON
+     │    ├── PeerBadAnswer     an HTTP error status, a body over its cap, or not JSON
+     │    └── PeerUnproven      its URL did not prove it serves the peer's node id
      ├── PushRefused          a shard batch this node was sent is not taken (bad
      │                        signature, wrong kind, distrusted publisher, no usable line)
      └── PublishIncomplete    some holders did not take their shards; tried again later
@@ -42,6 +43,10 @@ class PeerTimeout(PeerError):
 
 class PeerBadAnswer(PeerError):
     pass
+
+
+class PeerUnproven(PeerError):
+    """The URL a peer's hello names did not answer its whoami with that node's key."""
 
 
 class PushRefused(FederationError):

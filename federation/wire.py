@@ -28,6 +28,7 @@ PATH_SHARDS = "/api/peer/shards"  # POST a signed batch; GET ?terms=a,b: every c
 PATH_SEARCH = "/api/peer/search"  # an owner's results, weights and named snippets
 PATH_SNIPPETS = "/api/peer/snippets"  # snippets of named pages only
 PATH_URLS = "/api/peer/urls"  # URLs forwarded to the owner of their hosts
+PATH_WHOAMI = "/api/peer/whoami"  # ?nonce=HEX&url=URL: proof that a URL serves a node id
 
 # --- limits --------------------------------------------------------------------------
 MAX_PUSH_BYTES = 16 * 1024 * 1024  # a signed, compressed batch as sent

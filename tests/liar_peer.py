@@ -13,7 +13,9 @@ With ``--holder forge --victim-key HEX`` it answers shard lookups (as a holder o
 terms) with copies forged under the victim's key: old-style unsigned pairs naming the
 victim's id, records signed by the liar with the victim's public key put in, and garbage
 (base64 that is no record, not base64, not a string); with ``--holder omit`` it serves
-only a weak copy of its own, withholding every other publisher's. It prints
+only a weak copy of its own, withholding every other publisher's. It answers whoami proofs
+(``federation.proof``) as a member must; with ``--hello-url URL`` its hello advertises
+that URL (someone else's server) instead of its own. It prints
 ``liar: http=URL id=HEX`` when ready;
 ``GET /stats`` counts the requests it received.
 """
@@ -33,6 +35,7 @@ from aiohttp import web
 
 from api.config import split_host_port
 from dht import DhtNode, Identity, node_id_for
+from federation.proof import answer_whoami
 from federation.wire import sign_push, sign_shard
 from index import SHARD_FIELDS, Posting, TermShard, build_analyzer
 from index.bm25 import MAX_FIELD_WEIGHT
@@ -78,6 +81,7 @@ async def main() -> None:
     parser.add_argument("--bomb", action="store_true", help="answer searches with a gzip bomb")
     parser.add_argument("--holder", choices=("forge", "omit"), default="")
     parser.add_argument("--victim-key", default="", help="hex Ed25519 public key")
+    parser.add_argument("--hello-url", default="", help="advertise this URL, not our own")
     args = parser.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     identity = Identity.load_or_create(args.data_dir)
@@ -147,6 +151,11 @@ async def main() -> None:
         await request.read()
         return web.json_response({"stored": 0, "accepted": 0})
 
+    async def whoami(request: web.Request) -> web.Response:
+        hits["whoami"] += 1
+        query = request.query
+        return web.json_response(answer_whoami(identity, query["nonce"], query["url"]))
+
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(dict(hits))
 
@@ -155,6 +164,7 @@ async def main() -> None:
     app.router.add_get("/api/peer/shards", get_shards)
     app.router.add_post("/api/peer/shards", accept)
     app.router.add_post("/api/peer/urls", accept)
+    app.router.add_get("/api/peer/whoami", whoami)
     app.router.add_get("/stats", stats)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -162,7 +172,7 @@ async def main() -> None:
     await site.start()
     port = runner.addresses[0][1]
     http_url = f"http://127.0.0.1:{port}/"
-    dht = DhtNode(args.data_dir, http_url=http_url, identity=identity)
+    dht = DhtNode(args.data_dir, http_url=args.hello_url or http_url, identity=identity)
     await dht.start("127.0.0.1", 0, [split_host_port(args.bootstrap, "bootstrap")])
     body = signed_batch(identity, args.site, list(dict.fromkeys(analyzer.analyze(POPULAR))))
     async with aiohttp.ClientSession() as session:

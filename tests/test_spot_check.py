@@ -265,6 +265,7 @@ def start_liar(
     holder: str = "",
     victim_key: str = "",
     bomb: bool = False,
+    hello_url: str = "",
 ) -> tuple[subprocess.Popen[str], str, str]:
     cmd = [
         sys.executable,
@@ -287,6 +288,8 @@ def start_liar(
         cmd += ["--holder", holder, "--victim-key", victim_key]
     if bomb:
         cmd += ["--bomb"]
+    if hello_url:
+        cmd += ["--hello-url", hello_url]
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
