@@ -132,6 +132,7 @@ class Network:
             "traffic_bytes": dict(self.client.traffic),
             "holder_lookups": self.membership.placement.lookups,
             "distrusted_peers": sorted(self.spot_checker.distrusted),
+            "dropped_holders": sorted(n.hex() for n in self.publisher.dropped),
             "spot_checks": self.spot_checker.stats(),
             "dht_dropped": self.dht.dropped,  # datagrams refused, by reason
         }

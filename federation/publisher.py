@@ -4,7 +4,10 @@ A shard is re-sent only when its *content key* changed (df, pages, lengths, term
 frequencies; not the averages, which move with every commit), to the ``replicas`` nodes
 closest to sha1(term), as signed zstd batches over HTTP. Membership changes re-place
 everything (holders that already have a copy just overwrite it). A holder that misses its
-batch gets just those terms again, after a growing pause.
+batch gets just those terms again, after a growing pause; one that misses
+``HOLDER_FAILURES_TO_DROP`` in a row (dead, refusing, or a URL that does not prove itself)
+is treated as gone: its terms go to the next closest nodes instead, until, after
+``DROPPED_HOLDER_SECONDS``, it proves its URL again.
 """
 
 from __future__ import annotations
@@ -13,15 +16,16 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 from dht import Identity, Peer
+from dht.placement import LOOKUP_WIDTH
 from index import IndexStore, TermShard
 from index.shard_codec import content_key
 
 from .client import PeerClient
-from .errors import PublishIncomplete
+from .errors import PeerError, PublishIncomplete
 from .membership import Membership
 from .settings import FederationSettings
 from .shard_store import DEFAULT_SHARD_TTL, ShardStore
@@ -30,6 +34,12 @@ from .wire import PATH_SHARDS, HeldRecord, sign_batch, sign_held
 log = logging.getLogger(__name__)
 
 LOOP_TICK = 0.25  # seconds between looks at the index's generation and the members
+# Consecutive missed batches after which a holder is taken for gone: with the growing pause
+# (2, 4, 8 s) about 15 s, long enough for a restart, short enough that the terms are placed.
+HOLDER_FAILURES_TO_DROP = 3
+# A dropped holder is not pushed to for this long; then it must prove its URL afresh.
+DROPPED_HOLDER_SECONDS = 600.0
+MAX_DROPPED_HOLDERS = 256  # the oldest is forgotten first (it may simply be asked again)
 
 
 class Publisher:
@@ -54,6 +64,9 @@ class Publisher:
         self._published_members: frozenset[bytes] = frozenset()
         self._publishing = False
         self.last_publish: dict[str, Any] = {}
+        self._failures: Counter[bytes] = Counter()  # consecutive missed batches, by holder
+        # Holders taken for gone: node id -> (the peer, monotonic time it was dropped).
+        self.dropped: dict[bytes, tuple[Peer, float]] = {}
 
     @property
     def idle(self) -> bool:
@@ -108,7 +121,7 @@ class Publisher:
         changed = [s for s in shards if self._published_hash.get(s.term) != hashes[s.term]]
         by_holder: dict[bytes, list[TermShard]] = defaultdict(list)
         peers_by_id: dict[bytes, Peer] = {}
-        placement = await self.membership.holders_of([shard.term for shard in changed])
+        placement = await self._placement([shard.term for shard in changed])
         for shard in changed:
             for holder in placement[shard.term]:
                 by_holder[holder.node_id].append(shard)
@@ -126,10 +139,15 @@ class Publisher:
         )
         unplaced: set[str] = set()
         for (node_id, batch), result in zip(by_holder.items(), results, strict=True):
-            if result is not True:
-                log.info("shards not placed on %s: %r", peers_by_id[node_id].http_url, result)
-                self.client.mark_slow(peers_by_id[node_id])
-                unplaced.update(shard.term for shard in batch)
+            if result is True:
+                self._failures.pop(node_id, None)
+                continue
+            log.info("shards not placed on %s: %r", peers_by_id[node_id].http_url, result)
+            self.client.mark_slow(peers_by_id[node_id])
+            unplaced.update(shard.term for shard in batch)
+            self._failures[node_id] += 1
+            if self._failures[node_id] >= HOLDER_FAILURES_TO_DROP:
+                self._drop(peers_by_id[node_id])
         failed = sum(1 for r in results if r is not True)
         # A term counts as published once every one of its holders has it.
         self._published_hash = {t: h for t, h in hashes.items() if t not in unplaced}
@@ -143,6 +161,46 @@ class Publisher:
         log.info("published shards: %s", self.last_publish)
         if failed:
             raise PublishIncomplete(f"{failed} holder(s) refused or missed {len(unplaced)} terms")
+
+    async def _placement(self, terms: list[str]) -> dict[str, list[Peer]]:
+        """Each term's holders: its ``replicas`` closest nodes, but for dropped ones."""
+        await self._readmit()
+        replicas = self.settings.replicas
+        if not self.dropped:
+            return await self.membership.holders_of(terms)
+        width = min(replicas + len(self.dropped), LOOKUP_WIDTH)
+        wider = await self.membership.holders_of(terms, width)
+        return {
+            t: [p for p in peers if p.node_id not in self.dropped][:replicas]
+            for t, peers in wider.items()
+        }
+
+    def _drop(self, holder: Peer) -> None:
+        self._failures.pop(holder.node_id, None)
+        self.dropped[holder.node_id] = (holder, time.monotonic())
+        while len(self.dropped) > MAX_DROPPED_HOLDERS:
+            del self.dropped[next(iter(self.dropped))]
+        self.client.forget_proof(holder)  # it must prove itself afresh to come back
+        log.warning(
+            "holder %s (%s) missed %d batches in a row: placing its terms elsewhere",
+            holder.node_id.hex()[:12],
+            holder.http_url,
+            HOLDER_FAILURES_TO_DROP,
+        )
+
+    async def _readmit(self) -> None:
+        """Dropped holders whose time is up come back if their URL proves itself now."""
+        now = time.monotonic()
+        for node_id, (holder, since) in list(self.dropped.items()):
+            if now - since < DROPPED_HOLDER_SECONDS:
+                continue
+            try:
+                await self.client.prove(holder)
+            except PeerError:
+                self.dropped[node_id] = (holder, now)  # still gone: another period
+                continue
+            del self.dropped[node_id]
+            log.info("holder %s proves itself again: placing on it", node_id.hex()[:12])
 
     async def _push(self, holder: Peer, records: list[HeldRecord], expires_at: float) -> bool:
         if holder.node_id == self.identity.node_id:

@@ -4,15 +4,19 @@ A publisher's shards and its ``/api/peer/search`` answers are claims: "this URL 
 titled so, and contains these terms". Nothing in a signature makes them true. A federated
 query offers a few claims of remote publishers that made the page it returned; one
 background task fetches those pages through the crawler's own Fetcher (SSRF guard, size
-caps, robots.txt) at a small, fixed rate and compares. A claim fails when the page is gone,
-or when neither its title nor its terms are the page's. Enough failures, and the publisher
-is distrusted: remembered in the data directory, its shards purged and ignored, its answers
-no longer asked for.
+caps, robots.txt) at a small, fixed rate and compares. A claim fails only when the page is
+fetched and neither its title nor its terms are the page's. Enough failures, and the
+publisher is distrusted: remembered in the data directory, its shards purged and ignored,
+its answers no longer asked for.
 
 Honest publishers must never pay for a page that merely changed: titles are compared as
 analysed token runs (case, punctuation and a site-name suffix do not matter), a claim passes
-on its title OR its terms, unreachable pages prove nothing, and a publisher is distrusted
-only when failures are a large share of its checks.
+on its title OR its terms, and a publisher is distrusted only when failures are a large
+share of its checks. Nor for a site that frames them: a 404 or 410, like an unreachable
+page, is what the site told this one address, and a site can tell each address something
+else (answer 404 to the checkers only). So a page that is not fetched proves nothing; a
+liar is caught by its claims on pages that exist, and its claims on pages that exist for
+nobody cost a user a dead link, not anyone their trust.
 
 Claims are attributed carefully: a holder serves other publishers' shards unsigned, so a
 claim seen only in a remote holder's copy could be a holder framing an honest publisher. It
@@ -73,7 +77,6 @@ MAX_HISTORY_PER_PUBLISHER = 64  # checks remembered per publisher (within the wi
 MAX_RECENT_URLS = 10_000
 MAX_DISTRUSTED = 10_000
 MAX_STRIKES_SHOWN = 20
-GONE_STATUSES = frozenset({404, 410})
 DISTRUST_FILE = "distrusted.json"
 # Anchor text is what other pages say about a page: a claim about it cannot be checked
 # against the page itself.
@@ -83,7 +86,7 @@ _UNVERIFIABLE_FIELDS = frozenset({SHARD_FIELDS.index("anchor")})
 class Verdict(enum.StrEnum):
     PASSED = "passed"
     FAILED = "failed"
-    INCONCLUSIVE = "inconclusive"  # unreachable, robots, not HTML, 5xx: proves nothing
+    INCONCLUSIVE = "inconclusive"  # unreachable, robots, not HTML, 404, 5xx: proves nothing
     UNATTRIBUTABLE = "unattributable"  # only a remote holder says the publisher claimed it
 
 
@@ -316,9 +319,8 @@ class SpotChecker:
                 return Outcome(Verdict.INCONCLUSIVE, "robots.txt disallows the page")
             fetched = await self._fetcher.fetch(claim.url, allowed=robots.allowed)
         except HTTPStatusError as exc:
-            if exc.status in GONE_STATUSES:
-                return Outcome(Verdict.FAILED, f"page is gone (HTTP {exc.status})")
-            return Outcome(Verdict.INCONCLUSIVE, f"HTTP {exc.status}")
+            # 404 and 410 included: one address's 404 may be the site framing the publisher.
+            return Outcome(Verdict.INCONCLUSIVE, f"HTTP {exc.status} to this address")
         except (FetchError, ValueError) as exc:
             return Outcome(Verdict.INCONCLUSIVE, f"unreachable: {exc}"[:200])
         title_ok, terms_ok = await asyncio.to_thread(

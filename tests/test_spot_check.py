@@ -20,7 +20,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from aiohttp import web
+
 from crawler import CrawlerConfig
+from crawler.config import DEFAULT_USER_AGENT_NAME
 from crawler.fetch import Fetcher
 from crawler.robots import RobotsCache
 from dht import Identity
@@ -43,6 +46,7 @@ from tests.conftest import (
     SITE_DIR,
     FixtureSite,
     NodeFactory,
+    SiteServer,
     load_site,
     serve_site,
 )
@@ -117,8 +121,9 @@ class Checker:
 
 async def test_verdicts_strike_lies_and_never_honest_pages_that_changed(tmp_path: Path) -> None:
     """Would catch: a checker that compares titles with == (case, suffix), needs the title
-    AND the terms, strikes on unreachable or robots-forbidden pages, believes a holder's
-    unsigned copy (framing), or lets a gone page or an invented title through."""
+    AND the terms, strikes on unreachable, robots-forbidden or gone (404, seen from one
+    address) pages, believes a holder's unsigned copy (framing), or lets an invented title
+    through."""
     with serve_site(changed_site()) as site:
         async with Checker(tmp_path) as parts:
             checker = parts.checker
@@ -146,7 +151,6 @@ async def test_verdicts_strike_lies_and_never_honest_pages_that_changed(tmp_path
                 "one true term is not enough": claim(
                     LIAR, moons, "Titan Tours", ("titan", "perseid", "nebula")
                 ),
-                "gone": claim(LIAR, site + "/titan-lakes.html", "Titan Lakes", ("titan",)),
             }
             for what, c in lies.items():
                 outcome = await checker.check(c)
@@ -158,6 +162,8 @@ async def test_verdicts_strike_lies_and_never_honest_pages_that_changed(tmp_path
                     LIAR, site + "/private/dome-access.html", "Lies", ("titan",)
                 ),
                 "not http": claim(LIAR, "file:///etc/passwd", "Lies", ("root",)),
+                # To this address only, perhaps: the site may be framing the publisher.
+                "gone": claim(LIAR, site + "/titan-lakes.html", "Titan Lakes", ("titan",)),
             }
             for what, c in proves_nothing.items():
                 outcome = await checker.check(c)
@@ -188,30 +194,33 @@ async def test_verdicts_strike_lies_and_never_honest_pages_that_changed(tmp_path
 async def test_strikes_distrust_a_liar_persistently_and_spare_a_mostly_right_publisher(
     tmp_path: Path,
 ) -> None:
-    """Would catch: distrust after a single failure, distrust of a publisher whose few gone
-    pages are a small share of its checks, distrust kept only in memory, or shards of the
-    distrusted publisher left in the store."""
+    """Would catch: distrust after a single failure, distrust of a publisher whose few
+    rewritten pages are a small share of its checks, distrust kept only in memory, or shards
+    of the distrusted publisher left in the store."""
     with serve_site(changed_site()) as site:
         async with Checker(tmp_path) as parts:
             checker = parts.checker
             shard = TermShard("titan", 1, 10, (1,) * len(SHARD_FIELDS), ())
             await parts.shards.put(LIAR, sign_held(LIAR_KEY, [shard], time.time() + 60))
             await parts.shards.put(HONEST, sign_held(HONEST_KEY, [shard], time.time() + 60))
-            gone = claim(LIAR, site + "/gone.html", "Gone", ("titan",))
-            for i in range(STRIKES_TO_DISTRUST):
+            lies = [
+                claim(LIAR, site + page, "Titan Methane Lakes", ("titan", "methan"))
+                for page in ("/eclipses.html", "/telescopes.html")
+            ]
+            for i, lie in enumerate(lies[:STRIKES_TO_DISTRUST]):
                 assert LIAR not in checker.distrusted
-                await checker.record(gone, await checker.check(gone))
+                await checker.record(lie, await checker.check(lie))
                 assert checker.strikes()[LIAR] == i + 1
             assert LIAR in checker.distrusted
             held = await parts.shards.get(["titan"])
             assert [c.publisher for c in held["titan"]] == [HONEST]
             assert not checker.offer(claim(LIAR, site + "/moons.html", "Moons", ("titan",)))
 
-            # An honest publisher with two pages gone since its crawl among many good ones.
+            # An honest publisher with two pages rewritten since its crawl among many good ones.
             good = claim(HONEST, site + "/moons.html", "Moons of the Solar System", ("titan",))
             for _ in range(4):
                 await checker.record(good, await checker.check(good))
-            for page in ("/gone-1.html", "/gone-2.html"):
+            for page in ("/eclipses.html", "/telescopes.html"):
                 stale = claim(HONEST, site + page, "Old page", ("titan",))
                 await checker.record(stale, await checker.check(stale))
             assert checker.strikes()[HONEST] == 2
@@ -219,6 +228,61 @@ async def test_strikes_distrust_a_liar_persistently_and_spare_a_mostly_right_pub
 
     reloaded = SpotChecker(tmp_path, "0" * 40)
     assert set(reloaded.distrusted) == {LIAR}
+
+
+GONE_TO_CHECKER = {"/moons.html": 404, "/nebulae.html": 410, "/comets.html": 404}
+
+
+def plain_status(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return int(resp.status)
+
+
+class FramingSite(SiteServer):
+    """A site that frames publishers: its pages answer 404 (or 410) to the checker's
+    User-Agent only, as a site could to the checkers' addresses; everyone else gets them."""
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        status = GONE_TO_CHECKER.get(request.path)
+        if status and DEFAULT_USER_AGENT_NAME in request.headers.get("User-Agent", ""):
+            with self._lock:
+                self.requests[request.path] += 1
+            return web.Response(status=status, text="not found")
+        return await super()._handle(request)
+
+
+async def test_a_site_that_404s_only_to_the_checker_cannot_frame_an_honest_publisher(
+    tmp_path: Path,
+) -> None:
+    """Threat row 7 (issue #12): on the old code a gone page was a failed check, so two
+    checks of pages the site 404s to the checker alone distrusted an honest publisher and
+    purged its shards. One address's 404 proves nothing: no strike, no distrust."""
+    server = FramingSite(load_site(SITE_DIR)).start()
+    try:
+        site = FixtureSite(server)
+        for path in GONE_TO_CHECKER:  # the pages are there for everyone else
+            assert await asyncio.to_thread(plain_status, site + path) == 200
+        async with Checker(tmp_path) as parts:
+            checker = parts.checker
+            shard = TermShard("titan", 1, 10, (1,) * len(SHARD_FIELDS), ())
+            await parts.shards.put(HONEST, sign_held(HONEST_KEY, [shard], time.time() + 60))
+            true_claims = [
+                claim(HONEST, site + "/moons.html", "Moons of the Solar System", ("titan",)),
+                claim(HONEST, site + "/nebulae.html", "Nebulae and Star Clusters", ("nebula",)),
+                claim(HONEST, site + "/comets.html", "Comets and Meteor Showers", ("comet",)),
+            ]
+            assert len(true_claims) > STRIKES_TO_DISTRUST
+            for c in true_claims:
+                outcome = await checker.check(c)
+                assert outcome.verdict is Verdict.INCONCLUSIVE, (c.url, outcome)
+                await checker.record(c, outcome)
+            assert all(site.hits(p) >= 1 for p in GONE_TO_CHECKER)  # checked
+            assert HONEST not in checker.distrusted
+            assert HONEST not in checker.strikes()
+            held = await parts.shards.get(["titan"])
+            assert [c.publisher for c in held["titan"]] == [HONEST]
+    finally:
+        server.stop()
 
 
 async def test_rate_limits_cap_fetches_however_many_claims_are_offered(tmp_path: Path) -> None:
