@@ -75,6 +75,8 @@ def test_a_hello_pointing_at_someone_elses_server_gets_no_pushes(
         started = time.monotonic()
 
         def replaced() -> bool:
+            requests, _received = victim.seen()
+            assert set(requests) <= {("GET", PATH_WHOAMI)}, requests  # fail now, not at timeout
             network_search(a, "Titan methane lakes")
             network_search(b, "nebula star clusters")
             return all(
