@@ -20,6 +20,8 @@ from index.bm25 import renormalize
 from index.query import ALL_TERMS_BOOST as LOCAL_ALL_TERMS_BOOST
 from index.query import PROXIMITY_BOOST, Unit, near_key, unit_key
 
+from .wire import speaks_for
+
 FIELD_RANGE = range(len(SHARD_FIELDS))
 # The local ranker adds a conjunctive clause boosted by ALL_TERMS_BOOST on top of the
 # disjunctive one, so a page with every unit scores (1 + boost) times its plain score.
@@ -107,11 +109,11 @@ class GlobalScorer:
                 avgdl = shard.avgdl
                 for url, title, weights, dl in shard.postings:
                     # As published; re-normalised to the network's averages only for the
-                    # candidates that can make the first pages (see shard_scores). The
-                    # first publisher to name a page speaks for it (two may, for a while,
-                    # after a host changed hands).
+                    # candidates that can make the first pages (see shard_scores). Of two
+                    # publishers naming a page (for a while after a host changed hands, or
+                    # a liar), the one nearer its host's key speaks for it.
                     first = owner.get(url)
-                    if first is None:
+                    if first is None or (first != publisher and speaks_for(publisher, first, url)):
                         owner[url], titles[url] = publisher, title
                         postings[url] = {term: weights}
                         lengths[url] = {term: (dl, avgdl)}

@@ -28,7 +28,7 @@ from .peers import Merged, Peers, QueryTally
 from .ranking import GlobalScorer, title_bonus
 from .settings import FederationSettings
 from .spot_check import SpotChecker
-from .wire import PeerAnswer, ResultRow, SnippetFields
+from .wire import PeerAnswer, ResultRow, SnippetFields, speaks_for
 
 MIN_SHARD_WAIT = 0.1  # seconds the shard phase always gets, even past the deadline
 OWNER_VOUCHED = 0.999  # a page its owner did not return ranks just below its last one
@@ -143,7 +143,12 @@ def merge(
                     lifts.append(exact / scores[url])
                 scores[url] = exact
             if url in results:
-                results[url].peers.append(answer.peer)
+                known = results[url]
+                known.peers.append(answer.peer)
+                if speaks_for(answer.peer, known.peers[0], url):  # its title, not a liar's
+                    known.title, known.content = row.title, row.content
+                    known.content_html = row.content_html
+                    known.peers.insert(0, known.peers.pop())
                 continue
             results[url] = ResultRow(
                 url=url,

@@ -9,7 +9,6 @@ yet) every host is ours.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -19,11 +18,7 @@ from dht.placement import distance
 from .client import PeerClient
 from .errors import PeerError
 from .membership import Membership
-from .wire import PATH_URLS
-
-
-def host_key(host: str) -> bytes:
-    return hashlib.sha1(f"host:{host}".encode()).digest()
+from .wire import PATH_URLS, host_key
 
 
 class HostSlices:

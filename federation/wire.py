@@ -9,6 +9,7 @@ only its own malformed parts, never the whole answer.
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import struct
 import time
@@ -47,6 +48,23 @@ MAX_OWNER_ANSWER_BYTES = 2 * 1024 * 1024
 MAX_ANSWER_ROWS = 100  # results read from one owner's answer (an owner returns <= 100)
 
 SnippetFields = dict[str, str]  # {"content": text, "content_html": marked-up text}
+
+
+def host_key(host: str) -> bytes:
+    """A host's place in the id space: its crawler is the member closest to it."""
+    return hashlib.sha1(f"host:{host}".encode()).digest()
+
+
+def speaks_for(publisher: str, other: str, url: str) -> bool:
+    """Whether ``publisher`` (hex id) rather than ``other`` speaks for ``url`` (its title,
+    snippet and weights) when both name it: the one closer to the URL's host key, as the
+    host's crawler is; a stranger naming someone else's page cannot take it over."""
+    host = url.split("/", 3)[2] if "://" in url else url
+    key = int.from_bytes(host_key(host), "big")
+    try:
+        return int(publisher, 16) ^ key < int(other, 16) ^ key
+    except ValueError:
+        return False
 
 
 # --- shard records and batches ----------------------------------------------------------

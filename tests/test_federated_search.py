@@ -13,7 +13,8 @@ from federation.answer import LocalOwner
 from federation.peers import QueryTally
 from federation.ranking import STAT_SHARE_CAP
 from federation.search import choose, rank
-from index import SHARD_FIELDS, IndexDoc, IndexStore, TermShard, bm25_idf
+from federation.wire import speaks_for
+from index import SHARD_FIELDS, IndexDoc, IndexStore, Posting, TermShard, bm25_idf
 from index.query import unit_key
 from tests.test_federated_ranking import committed_store
 
@@ -164,3 +165,21 @@ async def test_one_publisher_claiming_every_page_has_a_word_cannot_erase_it(
             bound = bm25_idf(df + STAT_SHARE_CAP * n, (1 + STAT_SHARE_CAP) * n)
             assert lowered >= bound - 1e-9, (idf, honest)
     assert max(idf) > 0.1 and max(honest) > max(idf)
+
+
+async def test_a_stranger_naming_someone_elses_page_cannot_retitle_it(
+    stores: dict[str, IndexStore],
+) -> None:
+    """A liar's shard names ALICE's page with a title of its own and comes first: the
+    first publisher to name a page used to supply its title. Now the one nearer the page's
+    host key (the host's crawler) speaks for it."""
+    url = "http://alice.example/comets.html"
+    liar = next(f"{i:040x}" for i in range(1, 10_000) if speaks_for(ALICE, f"{i:040x}", url))
+    peers = LocalPeers(stores, me=ME)
+    plan = _search(stores, peers).plan(stores[ME].prepare("comet"), limit=10, offset=0)
+    merged = await peers.shards(plan.terms, QueryTally())
+    fields = len(SHARD_FIELDS)
+    lie = TermShard("comet", 1, 5, (1,) * fields, (Posting(url, "Cheap pills", (9.0,) * fields),))
+    ranking = rank(plan, {"comet": {liar: lie, **merged["comet"]}}, DEFAULT_SETTINGS)
+    assert ranking.scorer.titles[url] == "Comets and their tails"
+    assert ranking.scorer.owner[url] == ALICE
