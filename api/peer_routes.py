@@ -172,7 +172,9 @@ async def push_shards(request: web.Request) -> web.Response:
         or quotas.pushing.get(source, 0) >= MAX_PUSHES_PER_ADDRESS_AT_ONCE
     ):
         quotas.busy += 1
-        log.info("503 for a push from %s: %d pushes in flight", request.remote, quotas.busy)
+        log.info(
+            "503 for a push from %s: %d pushes in flight", request.remote, quotas.pushes_in_flight()
+        )
         busy = web.json_response(
             {"error": "busy with other pushes; push again later", "status": 503},
             status=503,
@@ -202,6 +204,10 @@ async def _take_push(
                 if size > MAX_PUSH_BYTES:
                     raise web.HTTPRequestEntityTooLarge(max_size=MAX_PUSH_BYTES, actual_size=size)
                 parts.append(chunk)
+    except ConnectionResetError:
+        # The sender went away mid-body (its slot is freed by the caller): no one to answer.
+        log.info("a push from %s ended after %d bytes", request.remote, size)
+        raise web.HTTPBadRequest(reason="push body not complete") from None
     except TimeoutError:
         raise web.HTTPRequestTimeout(
             reason=f"push body not sent within {PUSH_READ_SECONDS:.0f} s"
