@@ -15,9 +15,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
+from api.client_quotas import SearchQuota
 from dht import Identity
 from federation.search import MAX_QUERY_TERMS, QueryPlan
 from federation.shard_store import OVER_HOLDER_BYTES, OVER_PUBLISHER_BYTES, WAL_LIMIT
@@ -264,3 +268,26 @@ def test_concurrent_push_flood_is_answered_503_not_buffered(factory: NodeFactory
     out = node.output()
     assert "unhandled error" not in out and "Traceback" not in out, out[-3000:]
     print(f"peak RSS grew {grew / MIB:.1f} MiB under {len(flood)} refused uploads")
+
+
+def _request_from(remote: str, forwarded: str | None = None) -> web.Request:
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (
+        (remote, 40000) if name == "peername" else default
+    )
+    headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
+    return make_mocked_request("GET", "/api/search?q=x", headers=headers, transport=transport)
+
+
+def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
+    """A client names itself in X-Forwarded-For: ignored unless the request comes from a
+    trusted proxy, whose own rightmost entry then is the client (entries further left are
+    the client's words). Catches a limit any client escapes by sending the header."""
+    plain = SearchQuota(2.0)
+    assert plain.client(_request_from("203.0.113.9", "198.51.100.1")) == "203.0.113.9/32"
+    behind = SearchQuota(2.0, ("127.0.0.1",))
+    spoofed = "198.51.100.1, 203.0.113.9"  # the client wrote the first, the proxy the last
+    assert behind.client(_request_from("127.0.0.1", spoofed)) == "203.0.113.9/32"
+    assert behind.client(_request_from("127.0.0.1", "2001:db8::1")) == "2001:db8::/64"
+    assert behind.client(_request_from("127.0.0.1")) == "127.0.0.1/32"
+    assert behind.client(_request_from("192.0.2.7", "203.0.113.9")) == "192.0.2.7/32"
