@@ -180,7 +180,8 @@ async def push_shards(request: web.Request) -> web.Response:
             status=503,
             headers={"Retry-After": str(BUSY_RETRY_AFTER)},
         )
-        busy.force_close()  # the unread body is not drained (aiohttp lingers up to 10 s)
+        # Not force_close(): aiohttp then reads and discards the unread body (lingering,
+        # at most 10 s, nothing kept), so the sender sees this answer instead of a reset.
         return busy
     quotas.pushing[source] = quotas.pushing.get(source, 0) + 1
     try:

@@ -240,7 +240,8 @@ def _peak_rss(node: NodeHandle) -> int:
 def test_concurrent_push_flood_is_answered_503_not_buffered(factory: NodeFactory) -> None:
     """Two slow 15 MB uploads hold the push slots; then 24 more uploads from 4 addresses
     (and a second one from a slot holder's address) are answered 503 with Retry-After at
-    once, before their bodies are sent, and the node's peak RSS barely moves; once the slow
+    once, before their bodies are sent, a sender of a whole body reads the 503 too, and
+    the node's peak RSS barely moves; once the slow
     uploads give up, an honest push is stored. Catches a holder that buffers every upload
     side by side (the old code waited for each 15 MB body)."""
     node = _holder(factory)
@@ -254,6 +255,12 @@ def test_concurrent_push_flood_is_answered_503_not_buffered(factory: NodeFactory
     took = time.monotonic() - started
     assert all(status == 503 and "retry-after:" in head for status, head in answers), answers
     assert took < 3.0, took
+    # A publisher sending its whole body meanwhile reads the 503 (not a reset), so it
+    # knows the holder is up and only busy.
+    status, headers, _ = call_http(
+        node, "POST", "/api/peer/shards", source="127.0.0.58", body=b"\0" * (2 * MIB)
+    )
+    assert status == 503 and int(headers["retry-after"]) >= 1
     grew = _peak_rss(node) - before
     assert grew < 40 * MIB, grew
     for sock in [*holding, *flood]:
