@@ -77,9 +77,10 @@ WHOAMI_BURST = 100.0
 BAD_PUSH_COST = 10.0
 MAX_PUBLISHERS_PER_ADDRESS = 8  # a home with a few nodes behind one NAT fits
 PUBLISHER_WINDOW = DEFAULT_SHARD_TTL  # a publisher's slot frees once its shards expire
-# Pushes in flight (body read, decoded, stored): each may hold a 16 MB body and its 64 MB
-# decoded form, so this bounds push memory to ~200 MB. Stores run one at a time on the
-# shard store's thread anyway, so more in flight would only queue bytes in memory.
+# Pushes in flight (body read, decoded, stored): at worst each holds a 16 MB body, its
+# 64 MB decoded form and the records cut from it (~150 MB), so this bounds push memory
+# to ~300 MB. Stores run one at a time on the shard store's thread anyway, so more in
+# flight would only queue bytes in memory.
 MAX_PUSHES_AT_ONCE = 2
 MAX_PUSHES_PER_ADDRESS_AT_ONCE = 1  # a publisher pushes to one holder one batch at a time
 # A pushed body must arrive within this: 16 MB at 4.4 Mbit/s (an honest 5,000-term batch
@@ -102,7 +103,6 @@ class PeerQuotas:
     )
     refused: int = 0
     pushing: dict[str, int] = field(default_factory=dict)  # address -> pushes in flight
-    busy: int = 0  # pushes answered 503: too many at once
 
     def pushes_in_flight(self) -> int:
         return sum(self.pushing.values())
@@ -171,7 +171,6 @@ async def push_shards(request: web.Request) -> web.Response:
         quotas.pushes_in_flight() >= MAX_PUSHES_AT_ONCE
         or quotas.pushing.get(source, 0) >= MAX_PUSHES_PER_ADDRESS_AT_ONCE
     ):
-        quotas.busy += 1
         log.info(
             "503 for a push from %s: %d pushes in flight", request.remote, quotas.pushes_in_flight()
         )

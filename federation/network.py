@@ -143,6 +143,7 @@ class Network:
             "shards_held": await self.shards.count(),
             "shards_held_bytes": self.shards.held_bytes,  # others' copies, as budgeted
             "shards_refused": self.shards.over_quota,
+            "shards_expired": self.shards.expired,
             "published_generation": self.publisher.published_generation,
             "last_publish": self.publisher.last_publish,
             "unresponsive_peers": self.client.backed_off(),
