@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from crawler import Crawler
 from dht import DhtNode, Identity
-from federation import Network, ShardStore, SpotChecker
+from federation import DEFAULT_SETTINGS, Network, ShardStore, SpotChecker
 from index import Commit, IndexStore
 from index.semantic import Embedder
 
-from . import discovery, metrics, operator, peer_routes, routes, web_ui
+from . import client_quotas, discovery, metrics, operator, peer_routes, routes, web_ui
 from .config import NodeConfig, split_host_port
 from .keys import CONFIG, HTTP_URL, NETWORK, NODE, OPERATOR_TOKEN, STORE
 from .node import IndexSink, Node, committed_before_crash
@@ -64,12 +65,17 @@ async def _network_ctx(app: web.Application) -> AsyncIterator[None]:
         store=app[STORE],
         identity=identity,
         dht=DhtNode(config.data_dir, http_url=http_url, identity=identity),
-        shard_store=ShardStore(config.data_dir / "shards.sqlite3"),
+        shard_store=ShardStore(
+            config.data_dir / "shards.sqlite3",
+            max_bytes=config.held_shards_mb * 1024 * 1024,
+            own=identity.node_id.hex(),
+        ),
         spot_checker=SpotChecker(config.data_dir, identity.node_id.hex()),
         bootstrap=[split_host_port(b, "bootstrap") for b in config.bootstrap],
         listen=split_host_port(config.dht, "dht"),
         allow_private_peers=config.allow_private_peers,
         pinned=config.pin_host,
+        settings=replace(DEFAULT_SETTINGS, expire_every=config.shard_expiry_interval),
     )
     await network.start()
     app[NETWORK] = network
@@ -136,6 +142,7 @@ def create_app(config: NodeConfig, *, http_url: str = "") -> web.Application:
     app[HTTP_URL] = http_url
     app.cleanup_ctx.extend([_operator_ctx, _store_ctx, _network_ctx, _crawler_ctx, _spot_check_ctx])
     metrics.setup(app)
+    client_quotas.setup(app, config)
     routes.setup(app)
     discovery.setup(app)
     peer_routes.setup(app)

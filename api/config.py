@@ -7,6 +7,7 @@ Every setting has one name used everywhere: ``crawl_delay`` is the TOML key, the
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,12 @@ DEFAULT_HTTP = "127.0.0.1:8700"
 DEFAULT_DHT = "127.0.0.1:8701"
 DEFAULT_COMMIT_INTERVAL = 1.0
 DEFAULT_WRITER_HEAP_MB = 64
+# Disk for the shard copies this node holds for others (federation/shard_store.py).
+DEFAULT_HELD_SHARDS_MB = 1024
+DEFAULT_SHARD_EXPIRY_INTERVAL = 600.0  # seconds; a copy lives 24 h unless republished
+# Federated searches a second one client (IPv4 address, IPv6 /64) may start, sustained;
+# see api/client_quotas.py for the burst and what a local search costs.
+DEFAULT_SEARCH_RATE = 2.0
 ENV_PREFIX = "RHIZOME_"
 
 
@@ -60,6 +67,12 @@ class NodeConfig:
     # The static-embedding re-rank (index/semantic.py): +40 MB and ~2 s at start for
     # MRR@10 +4..8% on description-style queries. "off" for the smallest machines.
     semantic: str = "on"
+    held_shards_mb: int = DEFAULT_HELD_SHARDS_MB
+    shard_expiry_interval: float = DEFAULT_SHARD_EXPIRY_INTERVAL
+    search_rate: float = DEFAULT_SEARCH_RATE
+    # Addresses of reverse proxies whose X-Forwarded-For names the client (rate limits are
+    # per client). Empty: the header is ignored, as anyone can send it.
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def http_host(self) -> str:
@@ -109,6 +122,10 @@ HELP: dict[str, str] = {
     "log_level": "debug, info, warning or error",
     "log_format": "text or json",
     "semantic": "on or off: re-rank by meaning with a static embedding model (+40 MB)",
+    "held_shards_mb": "MiB of disk for the shards held for other nodes (each publisher 1/16)",
+    "shard_expiry_interval": "seconds between removals of expired shards held for others",
+    "search_rate": "network searches a second per client address (local ones cost 1/5)",
+    "trusted_proxies": "reverse proxy address whose X-Forwarded-For is believed (repeatable)",
 }
 
 
@@ -214,6 +231,16 @@ def validate(config: NodeConfig) -> None:
             raise ConfigError(f"{name}: must be at least 1")
     if config.max_depth < 0:  # 0: fetch the seeds themselves and follow nothing
         raise ConfigError("max_depth: must not be negative")
+    if config.held_shards_mb < 1:
+        raise ConfigError("held_shards_mb: must be at least 1")
+    for name in ("shard_expiry_interval", "search_rate"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name}: must be positive")
+    for proxy in config.trusted_proxies:
+        try:
+            ipaddress.ip_address(proxy)
+        except ValueError:
+            raise ConfigError(f"trusted_proxies: {proxy!r} is not an IP address") from None
     if config.writer_heap_mb < 16:
         raise ConfigError("writer_heap_mb: tantivy needs at least 16 MiB")
     if config.log_format not in ("text", "json"):

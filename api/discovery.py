@@ -9,6 +9,8 @@ from aiohttp import web
 
 from index import QuerySyntaxError
 
+from . import client_quotas
+from .client_quotas import SEARCH_QUOTA
 from .keys import NODE
 from .version import VERSION
 
@@ -42,6 +44,8 @@ async def suggest(request: web.Request) -> web.Response:
     q = request.query.get("q", "").strip()
     titles: list[str] = []
     if q:
+        if (wait := request.app[SEARCH_QUOTA].refuse(request, network=False)) is not None:
+            return client_quotas.refusal(wait)
         try:
             page = await request.app[NODE].search_local(q, limit=MAX_SUGGESTIONS, offset=0)
         except QuerySyntaxError:
@@ -96,6 +100,7 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/SearchResponse"}, "Results"),
                     "400": _json(_ERROR, "Invalid parameters (limit, offset, scope, no q)"),
+                    "429": _json(_ERROR, "Too many searches from this address (Retry-After)"),
                 },
             }
         },
@@ -157,7 +162,10 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "summary": "OpenSearch suggestions",
                 "parameters": [{"name": "q", "in": "query", "schema": {"type": "string"}}],
-                "responses": {"200": _json({"type": "array"}, "[query, [suggestions]]")},
+                "responses": {
+                    "200": _json({"type": "array"}, "[query, [suggestions]]"),
+                    "429": _json(_ERROR, "Too many searches from this address (Retry-After)"),
+                },
             }
         },
     },

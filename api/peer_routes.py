@@ -7,6 +7,13 @@ holder after each crawl round; a federated query asks each owner once) and far b
 what would keep the node from serving everyone else. Behind a reverse proxy every peer
 would share the proxy's address: run peer endpoints directly.
 
+Pushes being read, decoded and stored at once are bounded (``MAX_PUSHES_AT_ONCE``, one per
+address): beyond that the answer is 503 with Retry-After before the body is read, so a
+burst of 16 MB uploads is never buffered side by side; a body must arrive within
+``PUSH_READ_SECONDS``, so a slow sender holds its slot only that long. A push stores what
+fits the holder's budgets (federation/shard_store.py) and says how many records it refused
+and why.
+
 Publishers with many keys: node ids are free to make, so one address may push shards
 for at most ``MAX_PUBLISHERS_PER_ADDRESS`` distinct publishers within a shard lifetime.
 An attacker then needs as many addresses as voices; with the per-publisher caps of the
@@ -16,6 +23,7 @@ most that many publishers' worth.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 from dataclasses import dataclass, field
@@ -69,6 +77,16 @@ WHOAMI_BURST = 100.0
 BAD_PUSH_COST = 10.0
 MAX_PUBLISHERS_PER_ADDRESS = 8  # a home with a few nodes behind one NAT fits
 PUBLISHER_WINDOW = DEFAULT_SHARD_TTL  # a publisher's slot frees once its shards expire
+# Pushes in flight (body read, decoded, stored): at worst each holds a 16 MB body, its
+# 64 MB decoded form and the records cut from it (~150 MB), so this bounds push memory
+# to ~300 MB. Stores run one at a time on the shard store's thread anyway, so more in
+# flight would only queue bytes in memory.
+MAX_PUSHES_AT_ONCE = 2
+MAX_PUSHES_PER_ADDRESS_AT_ONCE = 1  # a publisher pushes to one holder one batch at a time
+# A pushed body must arrive within this: 16 MB at 4.4 Mbit/s (an honest 5,000-term batch
+# is ~2 MB), while a sender trickling bytes holds its slot no longer.
+PUSH_READ_SECONDS = 30.0
+BUSY_RETRY_AFTER = 2  # seconds: the publisher's first retry pause is the same
 
 
 @dataclass(slots=True)
@@ -84,6 +102,10 @@ class PeerQuotas:
         default_factory=lambda: DistinctCap(MAX_PUBLISHERS_PER_ADDRESS, PUBLISHER_WINDOW)
     )
     refused: int = 0
+    pushing: dict[str, int] = field(default_factory=dict)  # address -> pushes in flight
+
+    def pushes_in_flight(self) -> int:
+        return sum(self.pushing.values())
 
 
 PEER_QUOTAS = web.AppKey("peer_quotas", PeerQuotas)
@@ -144,21 +166,60 @@ async def push_shards(request: web.Request) -> web.Response:
         raise web.HTTPRequestEntityTooLarge(
             max_size=MAX_PUSH_BYTES, actual_size=request.content_length
         )
+    source = _source(request)
+    if (
+        quotas.pushes_in_flight() >= MAX_PUSHES_AT_ONCE
+        or quotas.pushing.get(source, 0) >= MAX_PUSHES_PER_ADDRESS_AT_ONCE
+    ):
+        log.info(
+            "503 for a push from %s: %d pushes in flight", request.remote, quotas.pushes_in_flight()
+        )
+        busy = web.json_response(
+            {"error": "busy with other pushes; push again later", "status": 503},
+            status=503,
+            headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+        )
+        # Not force_close(): aiohttp then reads and discards the unread body (lingering,
+        # at most 10 s, nothing kept), so the sender sees this answer instead of a reset.
+        return busy
+    quotas.pushing[source] = quotas.pushing.get(source, 0) + 1
+    try:
+        return await _take_push(request, network, quotas, source)
+    finally:
+        if (left := quotas.pushing[source] - 1) > 0:
+            quotas.pushing[source] = left
+        else:
+            del quotas.pushing[source]
+
+
+async def _take_push(
+    request: web.Request, network: Network, quotas: PeerQuotas, source: str
+) -> web.Response:
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > MAX_PUSH_BYTES:
-            raise web.HTTPRequestEntityTooLarge(max_size=MAX_PUSH_BYTES, actual_size=size)
-        parts.append(chunk)
+    try:
+        async with asyncio.timeout(PUSH_READ_SECONDS):
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > MAX_PUSH_BYTES:
+                    raise web.HTTPRequestEntityTooLarge(max_size=MAX_PUSH_BYTES, actual_size=size)
+                parts.append(chunk)
+    except ConnectionResetError:
+        # The sender went away mid-body (its slot is freed by the caller): no one to answer.
+        log.info("a push from %s ended after %d bytes", request.remote, size)
+        raise web.HTTPBadRequest(reason="push body not complete") from None
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(
+            reason=f"push body not sent within {PUSH_READ_SECONDS:.0f} s"
+        ) from None
     body = b"".join(parts)
+    del parts
     try:
         # Unverified here (accept_push verifies): only to see whose slot this would use.
         publisher = decode_record(body).publisher_id.hex()
     except InvalidRecord as exc:
-        quotas.pushes.charge(_source(request), BAD_PUSH_COST)
+        quotas.pushes.charge(source, BAD_PUSH_COST)
         raise BadRequest(f"shard batch refused: {exc}") from None
-    source = _source(request)
     if not quotas.publishers.allows(source, publisher):
         return _too_many(
             request,
@@ -166,14 +227,18 @@ async def push_shards(request: web.Request) -> web.Response:
             quotas.publishers.retry_after(source),
         )
     try:
-        stored = await network.holder.accept_push(body)
+        done = await network.holder.accept_push(body)
     except PushRefused as exc:
         log.info("refused a shard push from %s: %s", request.remote, exc)
-        quotas.pushes.charge(_source(request), BAD_PUSH_COST)
+        quotas.pushes.charge(source, BAD_PUSH_COST)
         raise BadRequest(f"shard batch refused: {exc}") from None
     quotas.publishers.admit(source, publisher)
     network.traffic["push_received"] += len(body)
-    return web.json_response({"stored": stored})
+    answer: dict[str, object] = {"stored": done.stored}
+    if done.refused:
+        # Over a quota or budget: pushing the same again will not help until copies expire.
+        answer |= {"refused": done.refused_count, "why": done.refused}
+    return web.json_response(answer)
 
 
 async def get_shards(request: web.Request) -> web.Response:

@@ -17,11 +17,13 @@ from aiohttp.typedefs import Handler
 
 from index import QuerySyntaxError
 
+from . import client_quotas
+from .client_quotas import SEARCH_QUOTA
 from .keys import NODE
 from .metrics import METRICS
 from .node import public_status
 from .operator import asks_as_operator, operator_only, refusal
-from .search import BadRequest, SearchParams, run_search
+from .search import BadRequest, SearchParams, asks_network, run_search
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,11 @@ async def status(request: web.Request) -> web.Response:
 async def search(request: web.Request) -> web.Response:
     started = time.perf_counter()
     params = SearchParams.from_query(request.query)
-    body = await run_search(request.app[NODE], params)
+    node = request.app[NODE]
+    wait = request.app[SEARCH_QUOTA].refuse(request, network=asks_network(node, params))
+    if wait is not None:
+        return client_quotas.refusal(wait)
+    body = await run_search(node, params)
     took = time.perf_counter() - started
     request.app[METRICS].query_seconds.labels(scope=params.scope).observe(took)
     body["took_ms"] = round(took * 1000, 2)

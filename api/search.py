@@ -94,6 +94,11 @@ def searx_result(row: ResultRow, position: int) -> dict[str, Any]:
     }
 
 
+def asks_network(node: Node, params: SearchParams) -> bool:
+    """Whether this search goes to other nodes (the costly kind, for the client quota)."""
+    return params.scope == "network" and node.network is not None and node.network.started
+
+
 async def run_search(node: Node, params: SearchParams) -> dict[str, Any]:
     started = time.perf_counter()
     body = await _run(node, params)
@@ -104,7 +109,7 @@ async def run_search(node: Node, params: SearchParams) -> dict[str, Any]:
 async def _run(node: Node, params: SearchParams) -> dict[str, Any]:
     query = node.store.prepare(params.q)  # the one parse of this query's text
     first = params.offset + 1
-    if params.scope == "network" and node.network is not None and node.network.started:
+    if asks_network(node, params) and node.network is not None:
         found = await node.network.search(query, limit=params.limit, offset=params.offset)
         page = found.rows[params.offset : params.offset + params.limit]
         return {

@@ -15,9 +15,10 @@ from aiohttp import web
 
 from index import QuerySyntaxError
 
+from .client_quotas import SEARCH_QUOTA
 from .keys import NODE
 from .node import public_status
-from .search import DEFAULT_LIMIT, MAX_OFFSET, BadRequest, SearchParams, run_search
+from .search import DEFAULT_LIMIT, MAX_OFFSET, BadRequest, SearchParams, asks_network, run_search
 
 E = html.escape
 
@@ -158,13 +159,28 @@ async def index(request: web.Request) -> web.Response:
         params = SearchParams.from_query(
             {**request.query, "limit": request.query.get("limit") or str(DEFAULT_LIMIT)}
         )
-        data = await run_search(request.app[NODE], params)
+        node = request.app[NODE]
+        wait = request.app[SEARCH_QUOTA].refuse(request, network=asks_network(node, params))
+        if wait is not None:
+            return _too_many(q, wait)
+        data = await run_search(node, params)
     except (BadRequest, QuerySyntaxError) as exc:
         body = f'<p class="error" role="alert">Cannot search: {E(str(exc))}</p>'
         resp = page(f"{q} – Rhizome", body, query=q)
         resp.set_status(400)
         return resp
     return page(f"{q} – Rhizome", _results_html(data, params), query=q)
+
+
+def _too_many(q: str, wait: int) -> web.Response:
+    body = (
+        '<p class="error" role="alert">Too many searches from your address in a short time. '
+        f"Please wait {wait} seconds, then search again.</p>"
+    )
+    resp = page(f"{q} – Rhizome", body, query=q)
+    resp.set_status(429)
+    resp.headers["Retry-After"] = str(wait)
+    return resp
 
 
 def _row(name: str, value: Any) -> str:

@@ -12,6 +12,7 @@ crawler/, index/, dht/; never api/.
 from .errors import (
     FederationError,
     PeerBadAnswer,
+    PeerBusy,
     PeerError,
     PeerTimeout,
     PeerUnproven,
@@ -38,6 +39,7 @@ __all__ = [
     "NetworkPeers",
     "PeerAnswer",
     "PeerBadAnswer",
+    "PeerBusy",
     "PeerError",
     "PeerTimeout",
     "PeerUnproven",

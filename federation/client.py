@@ -25,7 +25,14 @@ from crawler.ssrf import GuardedSocketFactory
 from dht import Peer
 
 from . import proof
-from .errors import PeerBadAnswer, PeerError, PeerTimeout, PeerUnproven, PeerUnreachable
+from .errors import (
+    PeerBadAnswer,
+    PeerBusy,
+    PeerError,
+    PeerTimeout,
+    PeerUnproven,
+    PeerUnreachable,
+)
 from .settings import FederationSettings
 from .wire import (
     MAX_LOOKUP_ANSWER_BYTES,
@@ -39,6 +46,8 @@ from .wire import (
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 64
+# A peer that answers these is up and limiting us (a quota, pushes in flight): PeerBusy.
+BUSY_STATUSES = (429, 503)
 # Bytes received, by the kind of request they answered (traffic_bytes in the status).
 TRAFFIC_IN = {
     PATH_SHARDS: "lookup_received",
@@ -232,6 +241,8 @@ class PeerClient:
                 allow_redirects=False,  # never re-sent to wherever a Location points
                 timeout=aiohttp.ClientTimeout(total=within or self.settings.peer_timeout),
             ) as resp:
+                if resp.status in BUSY_STATUSES:
+                    raise PeerBusy(url, f"busy: HTTP {resp.status}")
                 if resp.status != 200:
                     raise PeerBadAnswer(url, f"refused: HTTP {resp.status}")
 

@@ -8,6 +8,7 @@
      │    │                     guard refuses: a peer advertising a private address)
      │    ├── PeerTimeout       no answer within the request's time
      │    ├── PeerBadAnswer     an HTTP error status, a body over its cap, or not JSON
+     │    │    └── PeerBusy       429 or 503: alive, over a quota or busy with others
      │    └── PeerUnproven      its URL did not prove it serves the peer's node id
      ├── PushRefused          a shard batch this node was sent is not taken (bad
      │                        signature, wrong kind, distrusted publisher, no usable line)
@@ -43,6 +44,10 @@ class PeerTimeout(PeerError):
 
 class PeerBadAnswer(PeerError):
     pass
+
+
+class PeerBusy(PeerBadAnswer):
+    """The peer answered 429 or 503: it is up, and says to come back later."""
 
 
 class PeerUnproven(PeerError):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 from dht import DhtError
 
 from .errors import PushRefused
-from .shard_store import DEFAULT_SHARD_TTL, ShardStore
+from .shard_store import DEFAULT_SHARD_TTL, ShardStore, Stored
 from .wire import PushedBatch, open_batch
 
 
@@ -22,9 +22,10 @@ class ShardHolder:
         self.store = store
         self._distrusted = distrusted
 
-    async def accept_push(self, body: bytes) -> int:
+    async def accept_push(self, body: bytes) -> Stored:
         """A peer's signed batch: verify, decode within limits, store under its node id.
-        Returns how many terms were stored; PushRefused says why a batch was not."""
+        Returns how many terms were stored and why others were not (quota, budgets);
+        PushRefused says why a whole batch was not."""
         batch = await asyncio.to_thread(self._open, body)
         return await self.store.put(batch.publisher, batch.records)
 

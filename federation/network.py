@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from typing import Any
 
 from dht import DhtNode, Identity
@@ -103,6 +104,7 @@ class Network:
         self._tasks = [
             asyncio.create_task(self.publisher.run(), name="shard-publisher"),
             asyncio.create_task(self.membership.neighbourhood_loop(), name="dht-neighbourhood"),
+            asyncio.create_task(self._expire_loop(), name="shard-expiry"),
         ]
         self.started = True
 
@@ -116,6 +118,19 @@ class Network:
         await self.dht.stop()
         await self.shards.close()
 
+    async def _expire_loop(self) -> None:
+        """Expired copies deleted and their space given back: now, then every
+        ``expire_every`` seconds (without it they stayed on disk for ever)."""
+        while True:
+            try:
+                removed = await self.shards.expire()
+            except sqlite3.Error as exc:  # a full or failing disk: next round
+                log.warning("expiring held shards failed: %s", exc)
+            else:
+                if removed:
+                    log.info("expired %d held shard copies", removed)
+            await asyncio.sleep(self.settings.expire_every)
+
     async def search(self, query: PreparedQuery, *, limit: int, offset: int) -> FederatedPage:
         return await self.searcher.search(self.searcher.plan(query, limit=limit, offset=offset))
 
@@ -126,6 +141,9 @@ class Network:
             "dht": f"{self.dht.host}:{self.dht.port}",
             "peers": len(peers),
             "shards_held": await self.shards.count(),
+            "shards_held_bytes": self.shards.held_bytes,  # others' copies, as budgeted
+            "shards_refused": self.shards.over_quota,
+            "shards_expired": self.shards.expired,
             "published_generation": self.publisher.published_generation,
             "last_publish": self.publisher.last_publish,
             "unresponsive_peers": self.client.backed_off(),

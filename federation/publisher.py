@@ -16,7 +16,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Any
 
 from dht import Identity, Peer
@@ -25,7 +25,7 @@ from index import IndexStore, TermShard
 from index.shard_codec import content_key
 
 from .client import PeerClient
-from .errors import PeerError, PublishIncomplete
+from .errors import PeerBusy, PeerError, PublishIncomplete
 from .membership import Membership
 from .settings import FederationSettings
 from .shard_store import DEFAULT_SHARD_TTL, ShardStore
@@ -37,6 +37,10 @@ LOOP_TICK = 0.25  # seconds between looks at the index's generation and the memb
 # Consecutive missed batches after which a holder is taken for gone: with the growing pause
 # (2, 4, 8 s) about 15 s, long enough for a restart, short enough that the terms are placed.
 HOLDER_FAILURES_TO_DROP = 3
+# A busy answer (429/503: pushes in flight, a quota) counts as this much of a miss: the
+# holder is up, and a burst of publishers must not drop it, but one that is busy for ever
+# (12 answers in a row, ~8 min with the pauses) is as good as refusing.
+BUSY_MISS = 0.25
 # A dropped holder is not pushed to for this long; then it must prove its URL afresh.
 DROPPED_HOLDER_SECONDS = 600.0
 MAX_DROPPED_HOLDERS = 256  # the oldest is forgotten first (it may simply be asked again)
@@ -64,7 +68,8 @@ class Publisher:
         self._published_members: frozenset[bytes] = frozenset()
         self._publishing = False
         self.last_publish: dict[str, Any] = {}
-        self._failures: Counter[bytes] = Counter()  # consecutive missed batches, by holder
+        # Consecutive missed batches, by holder (a busy answer a fraction of one).
+        self._failures: defaultdict[bytes, float] = defaultdict(float)
         # Holders taken for gone: node id -> (the peer, monotonic time it was dropped).
         self.dropped: dict[bytes, tuple[Peer, float]] = {}
 
@@ -143,9 +148,11 @@ class Publisher:
                 self._failures.pop(node_id, None)
                 continue
             log.info("shards not placed on %s: %r", peers_by_id[node_id].http_url, result)
-            self.client.mark_slow(peers_by_id[node_id])
+            busy = isinstance(result, PeerBusy)
+            if not busy:  # a busy holder still answers lookups and searches
+                self.client.mark_slow(peers_by_id[node_id])
             unplaced.update(shard.term for shard in batch)
-            self._failures[node_id] += 1
+            self._failures[node_id] += BUSY_MISS if busy else 1
             if self._failures[node_id] >= HOLDER_FAILURES_TO_DROP:
                 self._drop(peers_by_id[node_id])
         failed = sum(1 for r in results if r is not True)

@@ -32,6 +32,11 @@ from .wire import PeerAnswer, ResultRow, SnippetFields, speaks_for
 
 MIN_SHARD_WAIT = 0.1  # seconds the shard phase always gets, even past the deadline
 OWNER_VOUCHED = 0.999  # a page its owner did not return ranks just below its last one
+# Terms whose shards one query looks up (each a DHT lookup, ~20 KB of datagrams, and a
+# share of the holder requests). A query of 512 chars had up to 171 distinct terms; of the
+# 6,863 judged description-style queries (bench/judged) 97% have at most 20, none over 27,
+# so none is cut. Owners still rank by the whole text.
+MAX_QUERY_TERMS = 32
 
 
 class PhaseTimer:
@@ -60,8 +65,8 @@ class QueryPlan:
 
     @property
     def terms(self) -> list[str]:
-        """The distinct tokens: the DHT's term keys."""
-        return self.query.focus
+        """The distinct tokens, the first ``MAX_QUERY_TERMS``: the DHT's term keys."""
+        return self.query.focus[:MAX_QUERY_TERMS]
 
     @property
     def tokens(self) -> list[str]:

@@ -24,6 +24,10 @@ class FederationSettings:
     push_timeout: float = 60.0
     publish_retry: float = 2.0  # seconds before shards a holder missed go again; doubles
     max_publish_retry: float = 60.0
+    # --- holding ---------------------------------------------------------------------
+    # Seconds between deletions of expired copies (and once at start): a copy lives 24 h,
+    # so this keeps at most ~1% of the budget dead, for one indexed DELETE a run.
+    expire_every: float = 600.0
     # --- host slices -----------------------------------------------------------------
     forward_batch: int = 1_000  # URLs a request when forwarding to a host's owner
     # --- querying --------------------------------------------------------------------

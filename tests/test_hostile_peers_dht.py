@@ -664,20 +664,20 @@ async def test_shard_store_quota_per_publisher(tmp_path: Path) -> None:
         def held(*shards: TermShard, expires_at: float = far) -> list[HeldRecord]:
             return [replace(h, expires_at=expires_at) for h in sign_held(KEY, shards, far)]
 
-        assert await store.put("p1", held(*(_shard(f"t{i}") for i in range(80)))) == 80
-        assert await store.put("p1", held(*(_shard(f"u{i}") for i in range(50)))) == 20
+        async def put(publisher: str, records: list[HeldRecord]) -> int:
+            return (await store.put(publisher, records)).stored
+
+        assert await put("p1", held(*(_shard(f"t{i}") for i in range(80)))) == 80
+        assert await put("p1", held(*(_shard(f"u{i}") for i in range(50)))) == 20
         assert store.over_quota == 30
         # Refreshing held terms is always allowed; a new one is not.
-        assert await store.put("p1", held(_shard("t1", 2.0), _shard("brand-new"))) == 1
+        assert await put("p1", held(_shard("t1", 2.0), _shard("brand-new"))) == 1
         assert (await store.get(["t1"]))["t1"][0].shard.postings[0].weights[0] == 2.0
-        assert await store.put("p2", held(*(_shard(f"u{i}") for i in range(50)))) == 50
+        assert await put("p2", held(*(_shard(f"u{i}") for i in range(50)))) == 50
         # Expired rows do not count.
         gone = time.time() - 1
-        assert (
-            await store.put("p3", held(*(_shard(f"v{i}") for i in range(100)), expires_at=gone))
-            == 100
-        )
-        assert await store.put("p3", held(*(_shard(f"w{i}") for i in range(100)))) == 100
+        assert await put("p3", held(*(_shard(f"v{i}") for i in range(100)), expires_at=gone)) == 100
+        assert await put("p3", held(*(_shard(f"w{i}") for i in range(100)))) == 100
     finally:
         await store.close()
 

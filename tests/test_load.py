@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import NodeFactory, serve_site
+from conftest import MACHINE_SEARCH_RATE, NodeFactory, serve_site
 from crash_site import generated_pages
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,12 @@ def test_searches_from_another_process_stay_fast_while_crawling(
 ) -> None:
     with serve_site(generated_pages(3_000)) as site:
         node = node_factory.start(
-            "--host-concurrency", "2", seeds=[site + "/index.html"], crawl_delay=0.01
+            "--host-concurrency",
+            "2",
+            "--search-rate",
+            str(MACHINE_SEARCH_RATE),
+            seeds=[site + "/index.html"],
+            crawl_delay=0.01,
         )
         deadline = time.monotonic() + 30
         while node.status()["documents"] < 50:  # something to search for

@@ -18,7 +18,7 @@ from federation.membership import term_key
 from federation.proof import RETRY_SECONDS
 from federation.wire import PATH_WHOAMI, verify_copies
 from index import build_analyzer
-from tests.conftest import SITE_DIR, FixtureSite, NodeFactory, SiteServer
+from tests.conftest import MACHINE_SEARCH_RATE, SITE_DIR, FixtureSite, NodeFactory, SiteServer
 from tests.test_network import dht_address, network_search, network_status, wait_until
 from tests.test_spot_check import closed_port, start_liar
 
@@ -53,7 +53,11 @@ def test_a_hello_pointing_at_someone_elses_server_gets_no_pushes(
     member's node id first: the victim gets the proof requests, nothing else, and the
     publishers place the terms on the nodes that remain."""
     site = fixture_site
-    common = ("--dht", "127.0.0.1:0", "--max-depth", "0", "--pin-host", site.split("/", 3)[2])
+    common = (
+        *("--dht", "127.0.0.1:0", "--max-depth", "0", "--pin-host", site.split("/", 3)[2]),
+        # The test polls network searches until the liar is dropped: a machine's rate.
+        *("--search-rate", str(MACHINE_SEARCH_RATE)),
+    )
     a = node_factory.start(*common, seeds=[site + "/moons.html", site + "/planets.html"])
     b = node_factory.start(
         *common,
