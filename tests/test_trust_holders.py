@@ -230,7 +230,8 @@ def test_an_owner_answering_a_gzip_bomb_costs_the_querier_no_memory(
         assert liar_stats(liar_url).get("search", 0) >= 1, "the bomber was never asked"
         assert liar_id in page["unresponsive_peers"], page
         assert any(r["url"] == site + ANSWER for r in page["results"]), page
-        assert _peak_rss_mb(a.proc.pid) - before < 64, "the bomb was decoded"
+        # The old client decoded the 256 MiB whole: +543 MB of peak memory.
+        assert _peak_rss_mb(a.proc.pid) - before < 128, "the bomb was decoded"
     finally:
         liar.kill()
         liar.wait(10)
