@@ -6,7 +6,8 @@ pushes correctly signed shard batches claiming top weights for popular terms on 
 the fixture site that do not contain them (with invented titles) and on pages that do not
 exist, and answers ``/api/peer/search`` with the same lies for any query. With
 ``--stall S`` it accepts every peer request and answers it only after S seconds (a peer
-that is slow or never answers). With ``--bomb`` it answers searches with a 256 MiB gzip bomb.
+that is slow or never answers). With ``--bomb`` it answers searches with a 256 MiB gzip
+bomb; with ``--inflate`` its shards claim each term is on all of 10^8 pages.
 With ``--garbage`` it answers searches with JSON that is
 not an answer: a list when the query says "list", else results that are not objects.
 With ``--holder forge --victim-key HEX`` it answers shard lookups (as a holder of the
@@ -39,6 +40,7 @@ from federation.proof import answer_whoami
 from federation.wire import sign_push, sign_shard
 from index import SHARD_FIELDS, Posting, TermShard, build_analyzer
 from index.bm25 import MAX_FIELD_WEIGHT
+from index.shard_codec import MAX_DOCS_PER_PUBLISHER
 
 # Terms the honest nodes' pages are searched for, claimed on pages without them.
 POPULAR = "titan methane lakes perseid meteor shower nebula star clusters"
@@ -56,13 +58,17 @@ def lie_title(query: str) -> str:
     return f"{query.title()} - The Definitive Guide"
 
 
-def signed_batch(identity: Identity, site: str, terms: list[str]) -> bytes:
+def signed_batch(
+    identity: Identity, site: str, terms: list[str], *, inflate: bool = False
+) -> bytes:
+    """The lies as a push; ``inflate`` claims every term is on all of 10^8 pages."""
+    df, n = (MAX_DOCS_PER_PUBLISHER,) * 2 if inflate else (len(lie_urls(site)), 1_000)
     shards = [
         TermShard(
             term=term,
-            df=len(lie_urls(site)),
-            n_docs=1_000,
-            field_df=tuple([len(lie_urls(site))] * len(SHARD_FIELDS)),
+            df=df,
+            n_docs=n,
+            field_df=tuple([df] * len(SHARD_FIELDS)),
             postings=tuple(Posting(u, lie_title(term), tuple(TOP)) for u in lie_urls(site)),
         )
         for term in terms
@@ -79,6 +85,7 @@ async def main() -> None:
     parser.add_argument("--stall", type=float, default=0.0)
     parser.add_argument("--garbage", action="store_true")
     parser.add_argument("--bomb", action="store_true", help="answer searches with a gzip bomb")
+    parser.add_argument("--inflate", action="store_true", help="claim df = N = 10^8")
     parser.add_argument("--holder", choices=("forge", "omit"), default="")
     parser.add_argument("--victim-key", default="", help="hex Ed25519 public key")
     parser.add_argument("--hello-url", default="", help="advertise this URL, not our own")
@@ -174,7 +181,8 @@ async def main() -> None:
     http_url = f"http://127.0.0.1:{port}/"
     dht = DhtNode(args.data_dir, http_url=args.hello_url or http_url, identity=identity)
     await dht.start("127.0.0.1", 0, [split_host_port(args.bootstrap, "bootstrap")])
-    body = signed_batch(identity, args.site, list(dict.fromkeys(analyzer.analyze(POPULAR))))
+    terms = list(dict.fromkeys(analyzer.analyze(POPULAR)))
+    body = signed_batch(identity, args.site, terms, inflate=args.inflate)
     async with aiohttp.ClientSession() as session:
         for target in args.push:
             async with session.post(

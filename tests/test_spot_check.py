@@ -330,6 +330,7 @@ def start_liar(
     victim_key: str = "",
     bomb: bool = False,
     hello_url: str = "",
+    inflate: bool = False,
 ) -> tuple[subprocess.Popen[str], str, str]:
     cmd = [
         sys.executable,
@@ -352,6 +353,8 @@ def start_liar(
         cmd += ["--holder", holder, "--victim-key", victim_key]
     if bomb:
         cmd += ["--bomb"]
+    if inflate:
+        cmd += ["--inflate"]
     if hello_url:
         cmd += ["--hello-url", hello_url]
     proc = subprocess.Popen(

@@ -1,5 +1,5 @@
-"""Threats from shard holders (issue #12, rows 2 and 3), with real subprocess nodes on
-loopback and a real hostile holder (``tests/liar_peer.py --holder``).
+"""Threats from shard holders and publishers (issue #12, rows 2, 3, 6 and 8), with real
+subprocess nodes on loopback and real hostile peers (``tests/liar_peer.py``).
 
 Node keys are chosen before the nodes start so that, for every term of the query, the
 hostile holder is the term's closest node and the querying node is not a holder at all:
@@ -22,7 +22,7 @@ import pytest
 
 from dht import Identity, compress, sign_record
 from federation.membership import term_key
-from federation.wire import SHARD_RECORD_KIND, sign_batch, sign_shard, verify_copies
+from federation.wire import SHARD_RECORD_KIND, sign_batch, sign_shard, speaks_for, verify_copies
 from index import SHARD_FIELDS, Posting, TermShard, build_analyzer
 from tests.conftest import FixtureSite, NodeFactory, NodeHandle
 from tests.liar_peer import lie_urls
@@ -232,6 +232,49 @@ def test_an_owner_answering_a_gzip_bomb_costs_the_querier_no_memory(
         assert any(r["url"] == site + ANSWER for r in page["results"]), page
         # The old client decoded the 256 MiB whole: +543 MB of peak memory.
         assert _peak_rss_mb(a.proc.pid) - before < 128, "the bomb was decoded"
+    finally:
+        liar.kill()
+        liar.wait(10)
+
+
+# --- row 8: statistics one liar cannot bend, titles from the host's crawler -------------------
+
+
+def test_a_publisher_inflating_a_words_counts_or_retitling_a_page_changes_little(
+    node_factory: NodeFactory, fixture_site: FixtureSite, tmp_path: Path
+) -> None:
+    """A stranger's shards claim "methane" (and its other lie words) is on all of 10^8
+    pages, and name A's eclipses page under a title of their own. The old node counted the
+    claim in full (the word's IDF, and with it every methane page's score, fell to ~0) and
+    let the first publisher to name a page title it. Now the stranger counts at most twice
+    the rest of the network, and A, the page's crawler, titles its own page."""
+    site = fixture_site
+    host = site.split("/", 3)[2]
+    seeds = [site + p for p in ("/moons.html", "/eclipses.html", "/planets.html")]
+    a = node_factory.start(
+        "--dht", "127.0.0.1:0", "--max-depth", "0", "--pin-host", host, seeds=seeds
+    )
+    wait_until(lambda: a.status()["idle"], what="the crawl and placement")
+    a_id = network_status(a)["node_id"]
+    eclipses = site + "/eclipses.html"
+    while True:  # a stranger farther than A from the page's host key
+        key = _key()
+        if speaks_for(a_id, Identity(key).node_id.hex(), eclipses):
+            break
+    _place_key(tmp_path / "stranger", key)
+    honest = network_search(a, "methane")["results"]
+    assert honest and honest[0]["url"] == site + ANSWER, honest
+    title = next(
+        r["title"] for r in network_search(a, "eclipses")["results"] if r["url"] == eclipses
+    )
+    liar, _url, _id = start_liar(tmp_path / "stranger", dht_address(a), site, a.url, inflate=True)
+    try:
+        time.sleep(31)  # the 30 s shard cache: the next searches read the stranger's copies
+        lied = network_search(a, "methane")["results"]
+        moons = next(r for r in lied if r["url"] == site + ANSWER)
+        assert moons["score"] >= 0.1 * honest[0]["score"], (moons, honest[0])
+        both = network_search(a, "methane eclipses")["results"]
+        assert next(r["title"] for r in both if r["url"] == eclipses) == title, both
     finally:
         liar.kill()
         liar.wait(10)
