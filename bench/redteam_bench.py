@@ -151,6 +151,7 @@ def flood(node: Node, seconds: float) -> dict[str, Any]:
     fields = len(SHARD_FIELDS)
     before = {"db_mb": _db_mb(node.data_dir), "rss_mb": _rss_mb(node.proc.pid)}
     statuses: dict[int, int] = {}
+    terms = {"stored": 0, "refused": 0}
     deadline = time.monotonic() + seconds
     batch_no = 0
     keys = [Identity.generate() for _ in range(FLOOD_KEYS)]
@@ -179,15 +180,26 @@ def flood(node: Node, seconds: float) -> dict[str, Any]:
                 body=body,
                 headers={"Content-Type": "application/octet-stream"},
             )
-            status = conn.getresponse().status
-        except OSError:
+            resp = conn.getresponse()
+            status = resp.status
+            answer = json.loads(resp.read() or b"{}")
+            for k in terms:
+                terms[k] += int(answer.get(k, 0)) if isinstance(answer, dict) else 0
+        except (OSError, ValueError):
             status = 0
         finally:
             conn.close()
         statuses[status] = statuses.get(status, 0) + 1
         batch_no += 1
     after = {"db_mb": _db_mb(node.data_dir), "rss_mb": _rss_mb(node.proc.pid)}
-    return {"batches": batch_no, "statuses": statuses, "before": before, "after": after}
+    return {
+        "batches": batch_no,
+        "terms_pushed": batch_no * FLOOD_TERMS,
+        "terms": terms,
+        "statuses": statuses,
+        "before": before,
+        "after": after,
+    }
 
 
 def main() -> None:
