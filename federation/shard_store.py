@@ -64,11 +64,18 @@ MAX_BYTES_PER_PUBLISHER = 64 * MIB
 # ...and never more than this share of the holder's budget, so a small budget is not
 # filled by a single key (at least 16 publishers are needed to fill a holder).
 MIN_PUBLISHERS_TO_FILL = 16
-# What a row costs on disk beyond its record and term: the publisher id three times (key
-# and both indexes), expiry twice, b-tree cells, and records over ~1 KB spill into
-# overflow pages that are half empty on average. Measured on the same file: 26.0 MB for
-# 16.6 MB of records and terms in 10,665 rows, 885 bytes a row.
+# What a row costs on disk. A row of up to LOCAL_PAYLOAD bytes lives in its b-tree page:
+# its record and term plus the publisher id three times (key and both indexes), expiry
+# twice and cell headers — measured 885 bytes a row over 10,665 rows of one site's
+# shards (26.0 MB for 16.6 MB of records and terms). A larger row (a 50-posting shard is
+# ~6 KB) keeps ~LOCAL_PART bytes there and the rest in whole overflow pages: counting
+# those pages whole is what the file grows by (the red-team flood's 7 KB rows took 8.5 KB
+# each on disk against 8 KB counted as len + 1,024).
 ROW_OVERHEAD = 1024
+LOCAL_PAYLOAD = 1004  # SQLite's largest local payload in an index b-tree page of 4 KiB
+LOCAL_PART = 489  # what an overflowing row keeps in its b-tree page
+OVERFLOW_PAGE = 4092  # usable bytes of an overflow page (4 KiB pages)
+PAGE_BYTES = 4096
 # The WAL is truncated to this after each checkpoint (without it, it stays as large as the
 # largest push ever was, up to MAX_PUSH_DECODED).
 WAL_LIMIT = 4 * MIB
@@ -77,10 +84,19 @@ AUTO_VACUUM_INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
 
 def row_bytes(term: str, record: bytes) -> int:
     """What a held copy counts against the budgets (SQL's twin in ``_ROW_BYTES``)."""
-    return len(record) + len(term) + ROW_OVERHEAD
+    size = len(record) + len(term.encode("utf-8"))
+    if size <= LOCAL_PAYLOAD:
+        return size + ROW_OVERHEAD
+    pages = (size - LOCAL_PART + OVERFLOW_PAGE - 1) // OVERFLOW_PAGE
+    return LOCAL_PART + pages * PAGE_BYTES + ROW_OVERHEAD
 
 
-_ROW_BYTES = f"(length(record) + length(term) + {ROW_OVERHEAD})"
+_SIZE = "(length(record) + length(CAST(term AS BLOB)))"
+_ROW_BYTES = (
+    f"(CASE WHEN {_SIZE} <= {LOCAL_PAYLOAD} THEN {_SIZE} + {ROW_OVERHEAD} ELSE "
+    f"{LOCAL_PART} + (({_SIZE} - {LOCAL_PART} + {OVERFLOW_PAGE - 1}) / {OVERFLOW_PAGE})"
+    f" * {PAGE_BYTES} + {ROW_OVERHEAD} END)"
+)
 
 # Why records of a push were not stored (keys of ``Stored.refused`` and of the holder's
 # JSON answer).
