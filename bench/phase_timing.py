@@ -21,7 +21,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import operator_headers  # noqa: E402
-from bench.quality_bench import CRAWL, Node, load_queries, serve, sites_and_seeds, wait_idle  # noqa: E402
+from bench.quality_bench import (  # noqa: E402
+    Node,
+    load_queries,
+    serve,
+    sites_and_seeds,
+    start_one_site_each,
+    wait_idle,
+)
 
 
 def timed(node: Node, q: str) -> tuple[float, dict[str, float]]:
@@ -51,12 +58,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="phases-"))
     nodes: list[Node] = []
     try:
-        for i, seed in enumerate(seeds):
-            host = urllib.parse.urlsplit(seed).netloc
-            extra = ["--dht", "127.0.0.1:0", "--seed", seed, "--pin-host", host]
-            if nodes:
-                extra += ["--bootstrap", nodes[0].dht_address()]
-            nodes.append(Node(ROOT, work / f"n{i}", *CRAWL, *extra))
+        start_one_site_each(ROOT, work, seeds, nodes)
         wait_idle(nodes, 900, "network")
         for label in ("first pass", "again (cached terms)"):
             took: list[float] = []

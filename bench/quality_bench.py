@@ -192,6 +192,17 @@ class Node:
             self.proc.wait()
 
 
+def start_one_site_each(code: Path, work: Path, seeds: list[str], nodes: list[Node]) -> None:
+    """A DHT network of one node per seed, each pinning its seed's host, joined through
+    the first; appended to ``nodes`` as they start, so the caller stops what did start."""
+    for i, seed in enumerate(seeds):
+        host = urllib.parse.urlsplit(seed).netloc
+        extra = ["--dht", "127.0.0.1:0", "--seed", seed, "--pin-host", host]
+        if nodes:
+            extra += ["--bootstrap", nodes[0].dht_address()]
+        nodes.append(Node(code, work / f"n{i}", *CRAWL, *extra))
+
+
 def wait_idle(nodes: list[Node], timeout: float, label: str) -> float:
     """Wait until every node reports idle (crawl done, index committed, shards placed)."""
     started = time.monotonic()

@@ -29,12 +29,9 @@ import asyncio
 import http.client
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -43,60 +40,25 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.quality_bench import (  # noqa: E402
-    CRAWL,
     Node,
     load_queries,
     log,
     rank_of,
     serve,
     sites_and_seeds,
+    start_one_site_each,
     wait_idle,
 )
 from bench.reflector_probe import measure  # noqa: E402
 from dht import Identity  # noqa: E402
 from federation.wire import sign_push  # noqa: E402
 from index import SHARD_FIELDS, Posting, TermShard  # noqa: E402
+from tests.liar_peer import start_liar  # noqa: E402
 
 FORGED_SITE = "http://forged.example"  # the lie pages the hostile holder invents
 FLOOD_KEYS = 24  # publishers the flood pushes for (3 per source address)
 FLOOD_SOURCES = 8
 FLOOD_TERMS = 2_000  # terms a batch
-
-
-def start_liar(tmp: Path, bootstrap: str, mode: str, victim_key: str) -> tuple[Any, str, str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.liar_peer",
-            "--data-dir",
-            str(tmp),
-            "--bootstrap",
-            bootstrap,
-            "--site",
-            FORGED_SITE,
-            "--holder",
-            mode,
-            "--victim-key",
-            victim_key,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        m = re.match(r"liar: http=(\S+) id=([0-9a-f]{40})", line)
-        if m:
-            threading.Thread(target=_drain, args=(proc,), daemon=True).start()
-            return proc, m.group(1), m.group(2)
-    raise RuntimeError("the hostile holder did not start")
-
-
-def _drain(proc: Any) -> None:
-    for _line in proc.stdout:
-        pass
 
 
 def ask(node: Node, queries: list[dict[str, Any]], liar_id: str = "") -> dict[str, Any]:
@@ -217,19 +179,18 @@ def main() -> None:
     liar = None
     report: dict[str, Any] = {"queries": len(queries)}
     try:
-        for i, seed in enumerate(seeds):
-            host = urllib.parse.urlsplit(seed).netloc
-            extra = ["--dht", "127.0.0.1:0", "--seed", seed, "--pin-host", host]
-            if nodes:
-                extra += ["--bootstrap", nodes[0].dht_address()]
-            nodes.append(Node(ROOT, work / f"n{i}", *CRAWL, *extra))
+        start_one_site_each(ROOT, work, seeds, nodes)
         wait_idle(nodes, 900, "honest network")
         report["honest"] = ask(nodes[0], queries)
         log(f"honest: {report['honest']}")
         victim = Identity.load_or_create(work / "n1").public_key.hex()
         for mode in ("forge", "omit"):
             liar, _url, liar_id = start_liar(
-                work / f"liar-{mode}", nodes[0].dht_address(), mode, victim
+                work / f"liar-{mode}",
+                nodes[0].dht_address(),
+                FORGED_SITE,
+                holder=mode,
+                victim_key=victim,
             )
             time.sleep(5)  # the DHT meets it, publishers re-place onto it
             wait_idle(nodes, 300, f"with a {mode} holder")

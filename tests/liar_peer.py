@@ -27,7 +27,13 @@ import argparse
 import asyncio
 import base64
 import gzip
+import json
+import re
+import subprocess
+import sys
+import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -74,6 +80,85 @@ def signed_batch(
         for term in terms
     ]
     return sign_push(identity, ((s.term, s.to_json()) for s in shards), time.time() + 3600)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- for the tests and benches that run it ------------------------------------------------
+
+
+def start_liar(
+    tmp: Path,
+    bootstrap: str,
+    site: str,
+    *push: str,
+    stall: float = 0.0,
+    garbage: bool = False,
+    holder: str = "",
+    victim_key: str = "",
+    bomb: bool = False,
+    hello_url: str = "",
+    inflate: bool = False,
+) -> tuple[subprocess.Popen[str], str, str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.liar_peer",
+        "--data-dir",
+        str(tmp),
+        "--bootstrap",
+        bootstrap,
+        "--site",
+        site,
+    ]
+    for target in push:
+        cmd += ["--push", target]
+    if stall:
+        cmd += ["--stall", str(stall)]
+    if garbage:
+        cmd += ["--garbage"]
+    if holder:
+        cmd += ["--holder", holder, "--victim-key", victim_key]
+    if bomb:
+        cmd += ["--bomb"]
+    if inflate:
+        cmd += ["--inflate"]
+    if hello_url:
+        cmd += ["--hello-url", hello_url]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    found: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            found.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for line in found:
+            m = re.match(r"liar: http=(\S+) id=([0-9a-f]{40})", line)
+            if m:
+                return proc, m.group(1), m.group(2)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("liar did not start:\n" + "".join(found))
+
+
+def liar_stats(url: str) -> dict[str, int]:
+    with urllib.request.urlopen(url.rstrip("/") + "/stats", timeout=5) as resp:
+        data: dict[str, int] = json.loads(resp.read())
+    return data
 
 
 async def main() -> None:

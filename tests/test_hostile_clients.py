@@ -12,12 +12,10 @@ import http.client
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
@@ -34,15 +32,6 @@ from tests.test_network import dht_address
 MIB = 1024 * 1024
 BUDGET_MB = 2
 RECORD_PAYLOAD = 40_000  # bytes of one attacker record (MAX_SHARD_BYTES is 64 KB)
-
-
-@pytest.fixture
-def factory(tmp_path: Path) -> Iterator[NodeFactory]:
-    factory = NodeFactory(tmp_path)
-    try:
-        yield factory
-    finally:
-        factory.close()
 
 
 def _holder(factory: NodeFactory, *flags: str) -> NodeHandle:
@@ -86,7 +75,7 @@ def _wait(predicate: Any, limit: float, what: str) -> None:
 
 
 def test_a_disk_filler_is_held_to_its_budget_and_others_still_push(
-    factory: NodeFactory,
+    node_factory: NodeFactory,
 ) -> None:
     """32 keys from 4 addresses (8 each, the per-address cap) push 40 KB records with a
     short life until refused, 30 MB in all, into a holder with a 2 MiB budget: each key is
@@ -94,7 +83,7 @@ def test_a_disk_filler_is_held_to_its_budget_and_others_still_push(
     WAL; the node answers searches; an honest publisher is told the holder is full, and
     once the filler's copies expire its push is stored. Catches a holder that stores
     whatever keys send (the old code held all 30 MB, for 24 h)."""
-    node = _holder(factory, "--held-shards-mb", str(BUDGET_MB), "--shard-expiry-interval", "1")
+    node = _holder(node_factory, "--held-shards-mb", str(BUDGET_MB), "--shard-expiry-interval", "1")
     refusals: dict[str, int] = {}
     for a in range(4):
         for k in range(8):
@@ -122,12 +111,12 @@ def test_a_disk_filler_is_held_to_its_budget_and_others_still_push(
     node.assert_alive()
 
 
-def test_expired_copies_are_removed_and_their_space_reused(factory: NodeFactory) -> None:
+def test_expired_copies_are_removed_and_their_space_reused(node_factory: NodeFactory) -> None:
     """Copies pushed with a 3 s life are deleted by the expiry task (shards_held drops to
     0 in the operator status) and the file shrinks back; a second round of the same size
     reuses that space instead of growing the file. Catches a store that only hides expired
     rows from readers (the old code kept every copy on disk for ever)."""
-    node = _holder(factory, "--shard-expiry-interval", "1")
+    node = _holder(node_factory, "--shard-expiry-interval", "1")
     empty = _disk(node)
     sizes = []
     for round_no in range(2):
@@ -158,12 +147,12 @@ def _get(node: NodeHandle, path: str, source: str) -> tuple[int, dict[str, str],
         conn.close()
 
 
-def test_one_client_cannot_make_a_node_send_unbounded_queries(factory: NodeFactory) -> None:
+def test_one_client_cannot_make_a_node_send_unbounded_queries(node_factory: NodeFactory) -> None:
     """One address asks for network searches as fast as it can: after the burst (30) it
     gets 429 with Retry-After, as JSON from the API and as a page from the web UI, while
     another address is still served. Catches a node that sends lookups and peer requests
     for every request anyone makes (the old code answered all 80)."""
-    node = _holder(factory)
+    node = _holder(node_factory)
     statuses = []
     refused: tuple[dict[str, str], str] | None = None
     for i in range(80):
@@ -237,14 +226,14 @@ def _peak_rss(node: NodeHandle) -> int:
     raise AssertionError("no VmHWM")
 
 
-def test_concurrent_push_flood_is_answered_503_not_buffered(factory: NodeFactory) -> None:
+def test_concurrent_push_flood_is_answered_503_not_buffered(node_factory: NodeFactory) -> None:
     """Two slow 15 MB uploads hold the push slots; then 24 more uploads from 4 addresses
     (and a second one from a slot holder's address) are answered 503 with Retry-After at
     once, before their bodies are sent, a sender of a whole body reads the 503 too, and
     the node's peak RSS barely moves; once the slow
     uploads give up, an honest push is stored. Catches a holder that buffers every upload
     side by side (the old code waited for each 15 MB body)."""
-    node = _holder(factory)
+    node = _holder(node_factory)
     holding = [_slow_push(node, f"127.0.0.{51 + i}", first=65_536) for i in range(2)]
     time.sleep(0.5)  # both handlers are reading their bodies
     before = _peak_rss(node)

@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import re
 import socket
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -42,7 +38,6 @@ from federation.wire import sign_held, verify_copies
 from index import SHARD_FIELDS, Posting, TermShard, build_analyzer
 from index.bm25 import MAX_FIELD_WEIGHT
 from tests.conftest import (
-    ROOT,
     SITE_DIR,
     FixtureSite,
     NodeFactory,
@@ -50,7 +45,7 @@ from tests.conftest import (
     load_site,
     serve_site,
 )
-from tests.liar_peer import lie_urls, signed_batch
+from tests.liar_peer import liar_stats, lie_urls, signed_batch, start_liar
 from tests.test_network import dht_address, network_search, network_status, wait_until
 
 # Publishers whose shards this node holds, as signed records (``federation.wire``).
@@ -317,79 +312,6 @@ async def test_rate_limits_cap_fetches_however_many_claims_are_offered(tmp_path:
 
 
 # --- end to end: two honest nodes and a liar ------------------------------------------------
-
-
-def start_liar(
-    tmp: Path,
-    bootstrap: str,
-    site: str,
-    *push: str,
-    stall: float = 0.0,
-    garbage: bool = False,
-    holder: str = "",
-    victim_key: str = "",
-    bomb: bool = False,
-    hello_url: str = "",
-    inflate: bool = False,
-) -> tuple[subprocess.Popen[str], str, str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "tests.liar_peer",
-        "--data-dir",
-        str(tmp),
-        "--bootstrap",
-        bootstrap,
-        "--site",
-        site,
-    ]
-    for target in push:
-        cmd += ["--push", target]
-    if stall:
-        cmd += ["--stall", str(stall)]
-    if garbage:
-        cmd += ["--garbage"]
-    if holder:
-        cmd += ["--holder", holder, "--victim-key", victim_key]
-    if bomb:
-        cmd += ["--bomb"]
-    if inflate:
-        cmd += ["--inflate"]
-    if hello_url:
-        cmd += ["--hello-url", hello_url]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    found: list[str] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            found.append(line)
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        for line in found:
-            m = re.match(r"liar: http=(\S+) id=([0-9a-f]{40})", line)
-            if m:
-                return proc, m.group(1), m.group(2)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("liar did not start:\n" + "".join(found))
-
-
-def liar_stats(url: str) -> dict[str, int]:
-    with urllib.request.urlopen(url.rstrip("/") + "/stats", timeout=5) as resp:
-        data: dict[str, int] = json.loads(resp.read())
-    return data
 
 
 QUERIES = ("Titan methane lakes", "nebula star clusters", "perseid meteor shower", "titan moons")

@@ -25,9 +25,8 @@ from federation.membership import term_key
 from federation.wire import SHARD_RECORD_KIND, sign_batch, sign_shard, speaks_for, verify_copies
 from index import SHARD_FIELDS, Posting, TermShard, build_analyzer
 from tests.conftest import FixtureSite, NodeFactory, NodeHandle
-from tests.liar_peer import lie_urls
+from tests.liar_peer import liar_stats, lie_urls, start_liar
 from tests.test_network import dht_address, network_search, network_status, wait_until
-from tests.test_spot_check import liar_stats, start_liar
 
 QUERY = "Titan methane lakes"
 ANSWER = "/moons.html"

@@ -19,8 +19,9 @@ from federation.proof import RETRY_SECONDS
 from federation.wire import PATH_WHOAMI, verify_copies
 from index import build_analyzer
 from tests.conftest import MACHINE_SEARCH_RATE, SITE_DIR, FixtureSite, NodeFactory, SiteServer
+from tests.liar_peer import start_liar
 from tests.test_network import dht_address, network_search, network_status, wait_until
-from tests.test_spot_check import closed_port, start_liar
+from tests.test_spot_check import closed_port
 
 
 class VictimServer(SiteServer):
