@@ -57,8 +57,11 @@ class QueryTally:
 
     @property
     def silent(self) -> list[str]:
-        """Peers asked that never answered this query (named in the response)."""
-        return sorted(self.unresponsive - self.answered)
+        """Peers that failed or missed a request of this query (named in the response).
+        A peer that answered one request (a lookup, as a holder) and failed another (its
+        search, as an owner) is named: its results are missing all the same, and with two
+        holders read per term that overlap is common."""
+        return sorted(self.unresponsive)
 
 
 class Peers(Protocol):
