@@ -58,6 +58,7 @@ corpus in 6+ minutes, 8 nodes in ~20.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -498,6 +499,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=None, help="crawl idle timeout, s")
     parser.add_argument("--out", default=None)
     parser.add_argument("--keep-ranks", action="store_true", help="per-query ranks in --out")
+    parser.add_argument(
+        "--keep", type=Path, help="keep the nodes' data dirs here (for bench/rank_tune.py)"
+    )
     args = parser.parse_args()
 
     corpus = args.corpus
@@ -549,8 +553,12 @@ def main() -> None:
         finish(report, results, queries, set(), args)
         return
 
-    with tempfile.TemporaryDirectory(prefix="rz-quality-") as tmp:
-        root = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=False)
+            root = args.keep
+        else:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rz-quality-")))
         lone: Node | None = None
         nodes: list[Node] = []
         try:

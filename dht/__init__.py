@@ -16,6 +16,7 @@ from .identity import Identity, node_id_for, verify
 from .kademlia_node import DhtNode
 from .records import Record, sign_record, verify_record
 from .settings import DhtSettings
+from .verified import VerifiedRecords
 
 __all__ = [
     "DhtError",
@@ -31,6 +32,7 @@ __all__ = [
     "Record",
     "RecordExpired",
     "RecordTooLarge",
+    "VerifiedRecords",
     "compress",
     "decompress",
     "node_id_for",

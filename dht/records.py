@@ -126,8 +126,13 @@ def verify_record(data: bytes, *, now: float, max_size: int) -> Record:
     signed_len = len(data) - SIGNATURE_BYTES
     if not verify(record.publisher, bytes(data[:signed_len]), record.signature):
         raise InvalidRecord("bad record signature")
+    check_window(record, now)
+    return record
+
+
+def check_window(record: Record, now: float) -> None:
+    """RecordExpired unless ``record`` is valid at time ``now`` (clock skew allowed)."""
     if record.issued_at > now + MAX_CLOCK_SKEW:
         raise RecordExpired(f"record issued {record.issued_at - now:.0f} s in the future")
     if record.expires_at <= now:
         raise RecordExpired(f"record expired {now - record.expires_at:.0f} s ago")
-    return record

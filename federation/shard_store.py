@@ -274,6 +274,10 @@ class ShardStore:
             for term, records in self._get_raw(terms, now).items()
         }
 
+    async def records(self, terms: list[str]) -> dict[str, list[bytes]]:
+        """Every unexpired copy of each term as signed, newest first (not verified here)."""
+        return await self._run(self._get_raw, terms[:MAX_TERMS_PER_LOOKUP], time.time())
+
     async def get_json(self, terms: list[str]) -> bytes:
         """The answer to a peer's lookup (``wire.encode_lookup``): the records as signed."""
         found = await self._run(self._get_raw, terms[:MAX_TERMS_PER_LOOKUP], time.time())

@@ -19,7 +19,15 @@ from typing import Any
 
 import orjson
 
-from dht import DhtError, Identity, compress, decompress, sign_record, verify_record
+from dht import (
+    DhtError,
+    Identity,
+    VerifiedRecords,
+    compress,
+    decompress,
+    sign_record,
+    verify_record,
+)
 from dht.records import decode_record
 from index import PageWeights, SearchPage, Snippet, TermShard
 from index.shard_codec import MAX_TERM_CHARS
@@ -208,24 +216,45 @@ class ShardCopy:
     issued_at: float
 
 
-def verify_shard(term: str, raw: bytes, now: float) -> ShardCopy:
-    """A term record checked before use: its signature, validity window, kind and term,
-    then its shard parsed within bounds. Raises ``dht.DhtError`` or ValueError."""
-    record = verify_record(raw, now=now, max_size=MAX_SHARD_RECORD_BYTES)
+def verify_shard(
+    term: str, raw: bytes, now: float, verifier: VerifiedRecords | None = None
+) -> ShardCopy:
+    """A term record checked before use: its signature (once per ``verifier``), validity
+    window, kind and term, then its shard parsed within bounds. Raises ``dht.DhtError`` or
+    ValueError."""
+    if verifier is None:
+        record = verify_record(raw, now=now, max_size=MAX_SHARD_RECORD_BYTES)
+    else:
+        record = verifier.verify(raw, now=now, max_size=MAX_SHARD_RECORD_BYTES)
     if record.kind != SHARD_RECORD_KIND or record.key != term.encode("utf-8"):
         raise ValueError("a record of another kind or term")
     shard = TermShard.from_json(term, orjson.loads(record.payload))
     return ShardCopy(record.publisher_id.hex(), shard, record.issued_at)
 
 
-def verify_copies(term: str, records: Iterable[bytes], now: float) -> list[ShardCopy]:
+def verify_copies(
+    term: str, records: Iterable[bytes], now: float, verifier: VerifiedRecords | None = None
+) -> list[ShardCopy]:
     """The copies that verify, one per publisher (the newest); the others are dropped one
     by one, never the whole answer."""
+    return _newest(
+        _checked(term, raw, now, verifier) for raw in itertools.islice(records, MAX_COPIES_PER_TERM)
+    )
+
+
+def _checked(
+    term: str, raw: bytes, now: float, verifier: VerifiedRecords | None
+) -> ShardCopy | None:
+    try:
+        return verify_shard(term, raw, now, verifier)
+    except (DhtError, TypeError, ValueError):
+        return None
+
+
+def _newest(copies: Iterable[ShardCopy | None]) -> list[ShardCopy]:
     newest: dict[str, ShardCopy] = {}
-    for raw in itertools.islice(records, MAX_COPIES_PER_TERM):
-        try:
-            copy = verify_shard(term, raw, now)
-        except (DhtError, TypeError, ValueError):
+    for copy in copies:
+        if copy is None:
             continue
         known = newest.get(copy.publisher)
         if known is None or copy.issued_at > known.issued_at:
@@ -233,24 +262,47 @@ def verify_copies(term: str, records: Iterable[bytes], now: float) -> list[Shard
     return list(newest.values())
 
 
-def parse_lookup(raw: Any, wanted: Collection[str], now: float) -> dict[str, list[ShardCopy]]:
-    """A holder's answer to a lookup, every copy verified (``verify_copies``); terms not
-    asked and copies that are not base64 records are dropped."""
-    found: dict[str, list[ShardCopy]] = {}
+def decode_lookup(raw: Any, wanted: Collection[str]) -> dict[str, list[bytes]]:
+    """A holder's answer to a lookup as records, not yet verified: terms not asked and
+    copies that are not base64 of a record's size are dropped."""
+    found: dict[str, list[bytes]] = {}
     if not isinstance(raw, dict):
         return found
     for term, copies in raw.items():
         if term not in wanted or not isinstance(copies, list):
             continue
-        records = []
+        records = found[term] = []
         for copy in copies[:MAX_COPIES_PER_TERM]:
             if isinstance(copy, str) and len(copy) <= 2 * MAX_SHARD_RECORD_BYTES:
                 try:
                     records.append(base64.b64decode(copy, validate=True))
                 except ValueError:
                     continue
-        found[term] = verify_copies(term, records, now)
     return found
+
+
+def verify_lookups(
+    answers: Mapping[str, Mapping[str, Sequence[bytes]]],
+    now: float,
+    verifier: VerifiedRecords | None = None,
+) -> dict[str, dict[str, list[ShardCopy]]]:
+    """Several holders' answers (holder -> term -> records) verified together: a record
+    two holders served byte for byte is verified and parsed once, and both get the copy."""
+    done: dict[tuple[str, bytes], ShardCopy | None] = {}
+
+    def once(term: str, raw: bytes) -> ShardCopy | None:
+        key = (term, raw)
+        if key not in done:
+            done[key] = _checked(term, raw, now, verifier)
+        return done[key]
+
+    return {
+        holder: {
+            term: _newest(once(term, raw) for raw in itertools.islice(records, MAX_COPIES_PER_TERM))
+            for term, records in found.items()
+        }
+        for holder, found in answers.items()
+    }
 
 
 # --- owner answers ---------------------------------------------------------------------

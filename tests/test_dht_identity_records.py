@@ -21,6 +21,7 @@ from dht import (
     InvalidRecord,
     RecordExpired,
     RecordTooLarge,
+    VerifiedRecords,
     compress,
     decompress,
     node_id_for,
@@ -124,6 +125,36 @@ def test_expired_and_future_records_are_refused() -> None:
     with pytest.raises(RecordExpired):
         verify_record(data, now=NOW - MAX_CLOCK_SKEW - 1, max_size=4096)
     verify_record(data, now=NOW - MAX_CLOCK_SKEW + 1, max_size=4096)  # within clock skew
+
+
+def test_a_remembered_record_skips_only_its_signature_check() -> None:
+    records = VerifiedRecords()
+    data = make(Identity.generate())
+    first = records.verify(data, now=NOW + 1, max_size=4096)
+    again = records.verify(data, now=NOW + 2, max_size=4096)
+    assert again == first and (records.checked, records.remembered) == (1, 1)
+    # Any other byte is another digest: checked in full, and refused.
+    for i in range(len(data)):
+        tampered = bytearray(data)
+        tampered[i] ^= 0x01
+        with pytest.raises(InvalidRecord):
+            records.verify(bytes(tampered), now=NOW + 1, max_size=4096)
+    # Its validity window still holds, and its size limit.
+    with pytest.raises(RecordExpired):
+        records.verify(data, now=NOW + 3600, max_size=4096)
+    with pytest.raises(RecordTooLarge):
+        records.verify(data, now=NOW + 1, max_size=len(data) - 1)
+
+
+def test_remembered_records_are_bounded() -> None:
+    records = VerifiedRecords(capacity=3)
+    me = Identity.generate()
+    batch = [make(me, payload=bytes([i]) * 8) for i in range(5)]
+    for data in batch:
+        records.verify(data, now=NOW + 1, max_size=4096)
+    records.verify(batch[0], now=NOW + 1, max_size=4096)  # forgotten: checked again
+    records.verify(batch[4], now=NOW + 1, max_size=4096)  # still remembered
+    assert (records.checked, records.remembered) == (6, 1)
 
 
 def test_truncated_and_garbage_bytes_are_refused() -> None:

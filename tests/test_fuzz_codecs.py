@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 from dht import (
     DhtError,
     Identity,
+    VerifiedRecords,
     compress,
     decompress,
     sign_record,
     verify_record,
 )
+from federation.wire import sign_shard, verify_lookups
 from index import SHARD_FIELDS
 from index.bm25 import MAX_FIELD_WEIGHT
 from index.shard_codec import (
@@ -149,3 +151,29 @@ def test_zstd_round_trip_and_garbage(data: bytes) -> None:
         assert len(decompress(data, max_size=8192)) <= 8192
     except DhtError:
         pass
+
+
+def test_two_holders_serving_one_record_cost_one_signature_check() -> None:
+    now = time.time()
+    shard = TermShard(
+        term="titan",
+        df=1,
+        n_docs=10,
+        field_df=(1,) * len(SHARD_FIELDS),
+        postings=(Posting("http://a.test/", "A", (1.0,) * len(SHARD_FIELDS), (5,) * 5),),
+        avgdl=(5.0,) * len(SHARD_FIELDS),
+    )
+    good = sign_shard(IDENTITY, "titan", shard.to_json(), now, now + 60)
+    other = sign_shard(Identity.generate(), "titan", ["not", "a", "shard"], now, now + 60)
+    verifier = VerifiedRecords()
+    found = verify_lookups(
+        {"h1": {"titan": [good, other]}, "h2": {"titan": [good, good[:-1] + b"x"]}},
+        now,
+        verifier,
+    )
+    assert [c.shard.postings[0].url for c in found["h1"]["titan"]] == ["http://a.test/"]
+    assert found["h2"]["titan"] == found["h1"]["titan"]
+    assert verifier.checked == 2  # good and other's record, once each; the garbled one fails
+    again = verify_lookups({"h3": {"titan": [good]}}, now, verifier)
+    assert again["h3"]["titan"][0].publisher == IDENTITY.node_id.hex()
+    assert (verifier.checked, verifier.remembered) == (2, 1)
