@@ -13,10 +13,20 @@ from aiohttp.typedefs import Handler
 from crawler import Crawler
 from dht import DhtNode, Identity
 from federation import DEFAULT_SETTINGS, Network, ShardStore, SpotChecker
+from federation.relay import RelayLimits
 from index import Commit, IndexStore
 from index.semantic import Embedder
 
-from . import client_quotas, discovery, metrics, operator, peer_routes, routes, web_ui
+from . import (
+    client_quotas,
+    discovery,
+    metrics,
+    operator,
+    peer_routes,
+    relay_routes,
+    routes,
+    web_ui,
+)
 from .config import NodeConfig, split_host_port
 from .keys import CONFIG, HTTP_URL, NETWORK, NODE, OPERATOR_TOKEN, STORE
 from .node import IndexSink, Node, committed_before_crash
@@ -24,6 +34,12 @@ from .node import IndexSink, Node, committed_before_crash
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 1024 * 1024  # shard pushes read their own, larger, bounded body
+
+
+def loopback_url(listening: str) -> str:
+    """Our HTTP server as this host reaches it: relayed requests are answered through it,
+    and a socket bound to every address (0.0.0.0, ::) answers on loopback."""
+    return listening.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:")
 
 
 # One cleanup context per resource, in data-flow order; aiohttp stops them in reverse, so
@@ -64,7 +80,13 @@ async def _network_ctx(app: web.Application) -> AsyncIterator[None]:
     network = Network(
         store=app[STORE],
         identity=identity,
-        dht=DhtNode(config.data_dir, http_url=http_url, identity=identity),
+        # Unless the operator says it is public, a DHT client until peers dial it back.
+        dht=DhtNode(
+            config.data_dir,
+            http_url=http_url,
+            identity=identity,
+            client_mode=config.reachability != "public",
+        ),
         shard_store=ShardStore(
             config.data_dir / "shards.sqlite3",
             max_bytes=config.held_shards_mb * 1024 * 1024,
@@ -76,6 +98,12 @@ async def _network_ctx(app: web.Application) -> AsyncIterator[None]:
         allow_private_peers=config.allow_private_peers,
         pinned=config.pin_host,
         settings=replace(DEFAULT_SETTINGS, expire_every=config.shard_expiry_interval),
+        reachability=config.reachability,
+        relay_limits=RelayLimits(
+            max_nodes=config.relays,
+            bytes_per_hour=int(config.relay_mb_per_node_hour * 1024 * 1024),
+        ),
+        local_url=loopback_url(app[HTTP_URL]),
     )
     await network.start()
     app[NETWORK] = network
@@ -146,5 +174,6 @@ def create_app(config: NodeConfig, *, http_url: str = "") -> web.Application:
     routes.setup(app)
     discovery.setup(app)
     peer_routes.setup(app)
+    relay_routes.setup(app)
     web_ui.setup(app)
     return app

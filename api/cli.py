@@ -121,7 +121,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     net = data.get("network")
     if net:
         print(f"network:    {net.get('peers', 0)} peers, {net.get('shards_held', 0)} shards held")
+        print(f"reachable:  {_reachability_line(net)}")
     return 0
+
+
+def _reachability_line(net: dict[str, Any]) -> str:
+    """``public``, ``private, relayed by <id>`` or ``unknown (asking peers)``."""
+    state = str(net.get("reachability", "unknown"))
+    relay = net.get("relay") or {}
+    if state == "private":
+        if relay.get("relay"):
+            return f"private (behind NAT), relayed by {relay['relay'][:12]}"
+        return "private (behind NAT), looking for a relay"
+    if state == "unknown":
+        return "unknown (asking peers to dial back)"
+    return state
 
 
 def cmd_wait(args: argparse.Namespace) -> int:

@@ -28,6 +28,11 @@ DEFAULT_SHARD_EXPIRY_INTERVAL = 600.0  # seconds; a copy lives 24 h unless repub
 # Federated searches a second one client (IPv4 address, IPv6 /64) may start, sustained;
 # see api/client_quotas.py for the burst and what a local search costs.
 DEFAULT_SEARCH_RATE = 2.0
+# Nodes behind NAT this node relays for at once, and the bytes each may use an hour: see
+# federation/relay.py for the arithmetic (16 busy nodes: ~0.3 Mbit/s of upstream).
+DEFAULT_RELAY_MAX_NODES = 16
+DEFAULT_RELAY_MB_PER_NODE_HOUR = 64.0
+REACHABILITY_MODES = ("auto", "public", "private")
 ENV_PREFIX = "RHIZOME_"
 
 
@@ -73,6 +78,18 @@ class NodeConfig:
     # Addresses of reverse proxies whose X-Forwarded-For names the client (rate limits are
     # per client). Empty: the header is ignored, as anyone can send it.
     trusted_proxies: tuple[str, ...] = ()
+    # Whether peers can dial this node (federation/reachability.py): "auto" asks them to
+    # dial it back; "public" or "private" when the operator knows.
+    reachability: str = "auto"
+    # Relaying for nodes behind NAT (federation/relay.py), when this node is reachable.
+    relay: bool = True
+    relay_max_nodes: int = DEFAULT_RELAY_MAX_NODES  # 0: no relaying, as --no-relay
+    relay_mb_per_node_hour: float = DEFAULT_RELAY_MB_PER_NODE_HOUR
+
+    @property
+    def relays(self) -> int:
+        """Nodes this node relays for at most (0: none)."""
+        return self.relay_max_nodes if self.relay else 0
 
     @property
     def http_host(self) -> str:
@@ -126,6 +143,10 @@ HELP: dict[str, str] = {
     "shard_expiry_interval": "seconds between removals of expired shards held for others",
     "search_rate": "network searches a second per client address (local ones cost 1/5)",
     "trusted_proxies": "reverse proxy address whose X-Forwarded-For is believed (repeatable)",
+    "reachability": "auto, public or private: can peers dial this node (auto: they try)",
+    "relay": "relay for nodes behind NAT when reachable (--no-relay: never)",
+    "relay_max_nodes": "nodes behind NAT relayed for at once at most (0: no relaying)",
+    "relay_mb_per_node_hour": "MB each relayed node may use of this node's upstream an hour",
 }
 
 
@@ -247,6 +268,12 @@ def validate(config: NodeConfig) -> None:
         raise ConfigError("log_format: text or json")
     if config.semantic not in ("on", "off"):
         raise ConfigError("semantic: on or off")
+    if config.reachability not in REACHABILITY_MODES:
+        raise ConfigError("reachability: auto, public or private")
+    if config.relay_max_nodes < 0:
+        raise ConfigError("relay_max_nodes: must not be negative")
+    if config.relay_mb_per_node_hour <= 0:
+        raise ConfigError("relay_mb_per_node_hour: must be positive")
 
 
 def add_node_flags(parser: argparse.ArgumentParser) -> None:
@@ -259,6 +286,15 @@ def add_node_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 flag, dest=f.name, action="store_const", const=True, default=None, help=help_text
             )
+            if f.default is True:  # on unless said: --no-relay
+                parser.add_argument(
+                    "--no-" + f.name.replace("_", "-"),
+                    dest=f.name,
+                    action="store_const",
+                    const=False,
+                    default=None,
+                    help=f"the opposite of {flag}",
+                )
         elif f.type in (tuple[str, ...], "tuple[str, ...]"):
             parser.add_argument(flag, dest=f.name, action="append", default=None, help=help_text)
         else:

@@ -142,7 +142,7 @@ def _too_many(request: web.Request, message: str, retry_after: int) -> web.Respo
     )
 
 
-def _over_rate(request: web.Request, limiter: RateLimiter) -> web.Response | None:
+def over_rate(request: web.Request, limiter: RateLimiter) -> web.Response | None:
     """A 429 response if the caller's address is over ``limiter``'s rate, else None."""
     key = _source(request)
     if limiter.allow(key):
@@ -160,7 +160,7 @@ def _network(request: web.Request) -> Network:
 async def push_shards(request: web.Request) -> web.Response:
     network = _network(request)
     quotas = request.app[PEER_QUOTAS]
-    if (refused := _over_rate(request, quotas.pushes)) is not None:
+    if (refused := over_rate(request, quotas.pushes)) is not None:
         return refused
     if request.content_length is not None and request.content_length > MAX_PUSH_BYTES:
         raise web.HTTPRequestEntityTooLarge(
@@ -243,7 +243,7 @@ async def _take_push(
 
 async def get_shards(request: web.Request) -> web.Response:
     network = _network(request)
-    if (refused := _over_rate(request, request.app[PEER_QUOTAS].lookups)) is not None:
+    if (refused := over_rate(request, request.app[PEER_QUOTAS].lookups)) is not None:
         return refused
     terms = [t for t in request.query.get("terms", "").split(",") if t][:MAX_LOOKUP_TERMS]
     if not terms:
@@ -255,7 +255,7 @@ async def get_shards(request: web.Request) -> web.Response:
 
 async def peer_search(request: web.Request) -> web.Response:
     """Local results plus each result's IDF-free term weights, for a federated query."""
-    if (refused := _over_rate(request, request.app[PEER_QUOTAS].searches)) is not None:
+    if (refused := over_rate(request, request.app[PEER_QUOTAS].searches)) is not None:
         return refused
     params = SearchParams.from_query({**request.query, "scope": "local"})
     node = request.app[NODE]
@@ -272,7 +272,7 @@ async def peer_search(request: web.Request) -> web.Response:
 async def peer_snippets(request: web.Request) -> web.Response:
     """Snippets of a query for some of this node's pages (``url``, repeated): pages a
     querying node puts on its result page from shards, without asking this node to search."""
-    if (refused := _over_rate(request, request.app[PEER_QUOTAS].searches)) is not None:
+    if (refused := over_rate(request, request.app[PEER_QUOTAS].searches)) is not None:
         return refused
     params = SearchParams.from_query({**request.query, "scope": "local"})
     urls = request.query.getall("url", [])
@@ -290,7 +290,7 @@ async def peer_snippets(request: web.Request) -> web.Response:
 async def accept_urls(request: web.Request) -> web.Response:
     """URLs another node forwards because we own their hosts (host slices)."""
     _network(request)
-    if (refused := _over_rate(request, request.app[PEER_QUOTAS].urls)) is not None:
+    if (refused := over_rate(request, request.app[PEER_QUOTAS].urls)) is not None:
         return refused
     try:
         payload = await request.json()
@@ -314,7 +314,7 @@ async def whoami(request: web.Request) -> web.Response:
     """Proof that this node serves the URL the asker used (``federation.proof``): before a
     peer sends us anything else it wants our key's signature over its nonce and URL."""
     network = _network(request)
-    if (refused := _over_rate(request, request.app[PEER_QUOTAS].whoami)) is not None:
+    if (refused := over_rate(request, request.app[PEER_QUOTAS].whoami)) is not None:
         return refused
     try:
         answer = answer_whoami(

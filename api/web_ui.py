@@ -183,6 +183,13 @@ def _too_many(q: str, wait: int) -> web.Response:
     return resp
 
 
+REACHABILITY_TEXT = {
+    "public": "yes: peers dial this node directly",
+    "private": "no (behind NAT): peers reach it through a relay",
+    "unknown": "not known yet: asking peers to dial back",
+}
+
+
 def _row(name: str, value: Any) -> str:
     return f"<tr><th>{E(name)}</th><td>{E(str(value))}</td></tr>"
 
@@ -209,6 +216,7 @@ async def status_page(request: web.Request) -> web.Response:
             _row("Node id", net.get("node_id", "")),
             _row("Peers", net.get("peers", 0)),
             _row("Shards held", net.get("shards_held", 0)),
+            _row("Reachable", REACHABILITY_TEXT.get(net.get("reachability", ""), "unknown")),
         ]
     body = f'<h2>About this node</h2><table id="status">{"".join(rows)}</table>'
     return page("About this node – Rhizome", body)

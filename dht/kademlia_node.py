@@ -4,6 +4,9 @@ It wraps a ``kademlia.network.Server`` subclass (``_Server``) that uses the hard
 ``RhizomeProtocol``, reschedules its refresh at the right interval, and keeps its routing
 table as JSON in the data dir (the library pickles it). The rest of Rhizome sees only
 ``Peer`` values and node ids.
+
+Longer than 400 lines because it wraps the library's whole server (lifecycle, saved state,
+lookups, endpoints, client mode) behind this one class.
 """
 
 from __future__ import annotations
@@ -166,8 +169,10 @@ class DhtNode:
         http_url: str | None = None,
         settings: DhtSettings | None = None,
         identity: Identity | None = None,
+        client_mode: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self._client_at_start = client_mode  # see set_client_mode
         self.settings = settings or DhtSettings()
         self.identity = identity or Identity.load_or_create(self.data_dir)
         if http_url:
@@ -228,6 +233,7 @@ class DhtNode:
         sock = await self._bind(host, port)
         server = _Server(self.identity, self.settings, self.contacts, lambda: self._http_url)
         await server.listen_on(sock)
+        server.protocol.client_mode = self._client_at_start  # before any contact is made
         self._server = server
         self.host, self.port = sock.getsockname()[:2]
         log.info("DHT node %s listening on %s:%d", self.node_id.hex(), self.host, self.port)
@@ -359,7 +365,9 @@ class DhtNode:
                 )
                 found = list(spider.nearest)
         nodes = {n.id: n for n in found if n.id != self.node_id}
-        ranked = sorted([*nodes.values(), server.node], key=target.distance_to)[:count]
+        # A client holds nothing for others: it is never its own closest node either.
+        me = [] if self.client_mode else [server.node]
+        ranked = sorted([*nodes.values(), *me], key=target.distance_to)[:count]
         return [self._self_peer() if n.id == self.node_id else self._peer(n) for n in ranked]
 
     async def peers(self) -> list[Peer]:
@@ -389,6 +397,21 @@ class DhtNode:
         """One ping; failures count towards the peer's eviction."""
         ok, _ = await self.protocol.call_ping(Node(peer.node_id, peer.ip, peer.port))
         return bool(ok)
+
+    @property
+    def client_mode(self) -> bool:
+        """True while others must not dial us (see ``protocol``): in no routing table."""
+        return self._server is not None and self.protocol.client_mode
+
+    def set_client_mode(self, client: bool) -> None:
+        """Enter or leave client mode; leaving proves us to our contacts (they admit us)."""
+        protocol = self.protocol
+        if protocol.client_mode == client:
+            return
+        protocol.client_mode = client
+        log.info("DHT %s mode", "client" if client else "server")
+        if not client:
+            protocol.prove_to_contacts()
 
     async def advertise(self, http_url: str | None) -> None:
         """Change the HTTP URL we advertise and tell the peers in our routing table."""

@@ -33,6 +33,12 @@ Hostile peers (each limit is a named constant or a ``DhtSettings`` field):
   consecutive silence (by address), so a silent peer costs lookups one timeout per
   back-off period and leaves the table after ``max_failures`` of them.
 
+Client mode (``client_mode``, a node others cannot dial: behind NAT, or not yet known to
+be reachable): the node challenges its contacts but never answers their nonce with a
+``prove``, so no table anywhere admits it (tables admit proven addresses only) and no
+lookup ever waits on it; it pads every request to the reply it wants, as an unproven
+source gets back no more than it sent. No new wire field: older nodes treat it the same.
+
 Longer than 400 lines because each hardened RPC (validation, proofs, quotas) overrides the
 library's method of the same name, and they share the protocol's routing state.
 """
@@ -174,6 +180,7 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
         self._issued: OrderedDict[Address, tuple[bytes, float]] = OrderedDict()
         self._handshakes: dict[Address, asyncio.Future[Any]] = {}
         self._silent: OrderedDict[Address, tuple[int, float]] = OrderedDict()
+        self.client_mode = False  # see the module docstring
 
     # --- receiving -------------------------------------------------------------------
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
@@ -394,7 +401,7 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
         # A peer that has not proven us answers only what fits in the request: pad it to
         # a full list (once the two are proven to each other, requests go unpadded).
         pad_to = 0
-        if not self._is_proven(node_to_ask.id, address):
+        if self.client_mode or not self._is_proven(node_to_ask.id, address):
             pad_to = find_node_reply_bytes(self.router.ksize, ipv6=":" in str(address[0]))
         args = (self.source_node.id, node_to_find.id)
         ok, raw = await self._call("find_node", address, args, pad_to)
@@ -421,7 +428,8 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
     async def call_hello(self, node: Node) -> Contact | None:
         """Exchange contact records with ``node``; its verified contact, or None."""
         address = (str(node.ip), int(node.port))
-        pad_to = 0 if self._is_proven(node.id, address) else HELLO_REPLY_BYTES
+        proven = self._is_proven(node.id, address) and not self.client_mode
+        pad_to = 0 if proven else HELLO_REPLY_BYTES
         args = (self.source_node.id, self.own_contact_record())
         ok, raw = await self._call("hello", address, args, pad_to)
         self.handle_call_response((ok, raw), node)
@@ -483,6 +491,8 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
             return False
         self._mark_proven(node.id, address)
         self.welcome_if_new(node)
+        if self.client_mode:
+            return True  # unproven to the peer on purpose: it must never dial us
         signature = self.identity.sign(_proof_message(back, node.id))
         await self._call(
             "prove", address, (self.source_node.id, self.identity.public_key, signature)
@@ -504,6 +514,11 @@ class RhizomeProtocol(KademliaProtocol):  # type: ignore[misc]
         if not verify(key, _proof_message(nonce, self.source_node.id), sig):
             return None
         return back
+
+    def prove_to_contacts(self) -> None:
+        """Left client mode: prove ourselves to every contact, so their tables admit us."""
+        for node in self.router.contacts():
+            self._schedule_handshake(node)
 
     async def settle(self) -> None:
         """Wait until no challenge is in flight (callers bound the wait)."""

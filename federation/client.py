@@ -105,7 +105,9 @@ class PeerClient:
         self._allow_private = allow_private
         self._distrusted = distrusted
         self._session: aiohttp.ClientSession | None = None
-        self._backoff: dict[str, float] = {}
+        # node id hex -> (until when, the URL that failed): a peer that moved (a node behind
+        # NAT re-attached to another relay) is asked at its new URL at once.
+        self._backoff: dict[str, tuple[float, str | None]] = {}
         self._proofs = proof.ProofCache()
         # One proof in flight per (node id, URL): a query's parallel requests share it.
         self._proving: dict[tuple[bytes, str], asyncio.Task[None]] = {}
@@ -136,14 +138,16 @@ class PeerClient:
         peer_hex = peer.node_id.hex()
         if peer_hex in self._distrusted():  # failed spot checks
             return False
-        return self._backoff.get(peer_hex, 0.0) <= time.monotonic()
+        until, url = self._backoff.get(peer_hex, (0.0, None))
+        return until <= time.monotonic() or url != peer.http_url
 
     def mark_slow(self, peer: Peer) -> None:
-        self._backoff[peer.node_id.hex()] = time.monotonic() + self.settings.backoff_seconds
+        until = time.monotonic() + self.settings.backoff_seconds
+        self._backoff[peer.node_id.hex()] = (until, peer.http_url)
 
     def backed_off(self) -> list[str]:
         now = time.monotonic()
-        return [p for p, until in self._backoff.items() if until > now]
+        return [p for p, (until, _url) in self._backoff.items() if until > now]
 
     # --- proofs --------------------------------------------------------------------------
     async def prove(self, peer: Peer) -> None:
@@ -183,6 +187,17 @@ class PeerClient:
             log.info("%s does not prove it serves %s", base, peer.node_id.hex()[:12])
             raise PeerUnproven(base, "did not prove it serves this node id")
 
+    async def check_whoami(self, node_id: bytes, base: str, *, within: float) -> bool:
+        """Whether ``base`` answers a fresh whoami with ``node_id``'s key (a dial back:
+        nothing cached, no error raised)."""
+        nonce = os.urandom(proof.NONCE_BYTES)
+        try:
+            answer = await self._get(base, PATH_WHOAMI, {"nonce": nonce.hex(), "url": base}, within)
+        except PeerError as exc:
+            log.debug("dial back to %s failed: %s", base, exc)
+            return False
+        return proof.proves(answer, node_id, nonce, base)
+
     # --- requests ----------------------------------------------------------------------
     @staticmethod
     def _base(peer: Peer) -> str:
@@ -218,6 +233,45 @@ class PeerClient:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise PeerBadAnswer(url, "answer is not JSON") from None
+
+    async def post_json(
+        self, peer: Peer, path: str, payload: object, *, within: float | None = None
+    ) -> Any:
+        """POST JSON to a peer and read its (small) JSON answer; PeerError if none."""
+        await self.prove(peer)
+        url = self._base(peer) + path
+
+        async def send() -> Any:
+            async with self._live.post(
+                url,
+                json=payload,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=within or self.settings.peer_timeout),
+            ) as resp:
+                if resp.status != 200:
+                    raise PeerBadAnswer(url, f"HTTP {resp.status}")
+                return orjson.loads(await read_bounded(resp, url, proof.MAX_ANSWER_BYTES))
+
+        try:
+            return await self._mapped(url, send())
+        except orjson.JSONDecodeError:
+            raise PeerBadAnswer(url, "answer is not JSON") from None
+
+    async def websocket(self, peer: Peer, path: str, *, within: float, max_frame: int) -> Any:
+        """An outbound WebSocket to a proven peer (``aiohttp.ClientWebSocketResponse``),
+        through the same SSRF guard as every request; PeerError if it cannot be opened."""
+        await self.prove(peer)
+        url = self._base(peer) + path
+        return await self._mapped(
+            url,
+            self._live.ws_connect(
+                url,
+                heartbeat=within,  # a dead relay is noticed within 1.5 heartbeats
+                timeout=aiohttp.ClientWSTimeout(ws_close=within),
+                max_msg_size=max_frame,
+                autoping=True,
+            ),
+        )
 
     async def post(
         self,

@@ -10,6 +10,10 @@
      │    ├── PeerBadAnswer     an HTTP error status, a body over its cap, or not JSON
      │    │    └── PeerBusy       429 or 503: alive, over a quota or busy with others
      │    └── PeerUnproven      its URL did not prove it serves the peer's node id
+     ├── RelayError           relaying between a querier and a node behind NAT failed
+     │    ├── RelayUnavailable  no such node attached here, relaying off or full
+     │    ├── RelayOverBudget   the relayed node used its bytes for this hour
+     │    └── RelayProtocolError a frame or handshake that does not parse
      ├── PushRefused          a shard batch this node was sent is not taken (bad
      │                        signature, wrong kind, distrusted publisher, no usable line)
      └── PublishIncomplete    some holders did not take their shards; tried again later
@@ -52,6 +56,22 @@ class PeerBusy(PeerBadAnswer):
 
 class PeerUnproven(PeerError):
     """The URL a peer's hello names did not answer its whoami with that node's key."""
+
+
+class RelayError(FederationError):
+    """Relaying a request failed; the message is for the asking peer."""
+
+
+class RelayUnavailable(RelayError):
+    pass
+
+
+class RelayOverBudget(RelayError):
+    pass
+
+
+class RelayProtocolError(RelayError):
+    pass
 
 
 class PushRefused(FederationError):

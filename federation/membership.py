@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 
 from dht import DhtNode, Peer
 from dht.placement import HolderMap, distance
@@ -40,9 +41,11 @@ class Membership:
         return Peer(self.dht.node_id, self.dht.host, self.dht.port, self.dht.http_url)
 
     async def members(self) -> list[Peer]:
-        """This node and every peer it knows that can take HTTP requests."""
+        """Every peer we know that can take HTTP requests, and this node unless it is a
+        DHT client (behind NAT, or not known to be reachable): it holds nothing for others
+        and owns no host slice, so it is never its own holder or owner either."""
         peers = [p for p in await self.dht.peers() if p.http_url]
-        return [self.me, *peers]
+        return peers if self.dht.client_mode else [self.me, *peers]
 
     async def refresh(self) -> list[Peer]:
         self.known = await self.members()
@@ -78,6 +81,13 @@ class Membership:
         self._lookups.discard(lookup)
         if not lookup.cancelled() and lookup.exception() is not None:
             log.info("holder lookup failed: %r", lookup.exception())
+
+    def contact_of(self, node_id: bytes) -> Peer | None:
+        """A node's signed endpoint if its hello is in our contact book (no request)."""
+        contact = self.dht.contacts.get(node_id, now=time.time())
+        if contact is None or not contact.http_url:
+            return None
+        return Peer(node_id, "", 0, contact.http_url, contact.public_key)
 
     async def endpoint_of(self, node_id: bytes, within: float) -> Peer | None:
         """A node outside the routing table (large networks), by its signed endpoint."""

@@ -23,6 +23,9 @@ from .holding import ShardHolder
 from .membership import Membership
 from .peers import NetworkPeers
 from .publisher import Publisher
+from .reachability import Reachability, ReachabilityProbe, Verdict
+from .relay import RelayHub, RelayLimits
+from .relay_link import RelayLink
 from .search import FederatedPage, FederatedSearch
 from .settings import DEFAULT_SETTINGS, FederationSettings
 from .shard_store import ShardStore
@@ -46,7 +49,13 @@ class Network:
         allow_private_peers: bool,
         pinned: tuple[str, ...] = (),
         settings: FederationSettings = DEFAULT_SETTINGS,
+        reachability: str = "auto",
+        relay_limits: RelayLimits | None = None,
+        local_url: str = "",
     ) -> None:
+        """``reachability``: "auto" (peers dial us back), "public" or "private" (the
+        operator knows). ``local_url``: our own HTTP server as this host reaches it (relayed
+        requests are answered through it). ``dht`` starts in client mode unless public."""
         self.store = store
         self.identity = identity
         self.node_id = identity.node_id.hex()
@@ -83,6 +92,24 @@ class Network:
             published=lambda: self.publisher.idle,
             spot_checker=spot_checker,
         )
+        self.forced = None if reachability == "auto" else Reachability(reachability)
+        self.own_url = dht.http_url  # as configured; peers are told it only once public
+        self.relay_hub = RelayHub(relay_limits or RelayLimits())
+        self.probe = ReachabilityProbe(
+            client=self.client,
+            node_id=identity.node_id,
+            url=lambda: self.own_url,
+            members=self.membership.members,
+            changed=self._reachability_changed,
+        )
+        self.relay_link = RelayLink(
+            identity=identity,
+            client=self.client,
+            candidates=self.membership.members,
+            local_url=local_url or (self.own_url or ""),
+            announce=self.dht.advertise,
+        )
+        self._link_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
 
@@ -106,9 +133,38 @@ class Network:
             asyncio.create_task(self.membership.neighbourhood_loop(), name="dht-neighbourhood"),
             asyncio.create_task(self._expire_loop(), name="shard-expiry"),
         ]
+        if self.forced is None:
+            self._tasks.append(asyncio.create_task(self.probe.run(), name="reachability"))
+        else:
+            self.probe.verdict = Verdict(self.forced, 0, 0, None, 0.0)
+            await self._reachability_changed(self.probe.verdict)
         self.started = True
 
+    @property
+    def reachability(self) -> Reachability:
+        return self.probe.verdict.state
+
+    async def _reachability_changed(self, verdict: Verdict) -> None:
+        """Take the role the verdict allows (see the module docstring)."""
+        if verdict.state is Reachability.PUBLIC:
+            await self._stop_link()
+            self.dht.set_client_mode(False)
+            await self.dht.advertise(self.own_url)
+            return
+        self.dht.set_client_mode(True)
+        if verdict.state is Reachability.PRIVATE and self._link_task is None:
+            await self.dht.advertise(None)  # nobody dials our own URL; the relay's comes next
+            self._link_task = asyncio.create_task(self.relay_link.run(), name="relay-link")
+
+    async def _stop_link(self) -> None:
+        task, self._link_task = self._link_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def stop(self) -> None:
+        await self._stop_link()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -153,4 +209,16 @@ class Network:
             "dropped_holders": sorted(n.hex() for n in self.publisher.dropped),
             "spot_checks": self.spot_checker.stats(),
             "dht_dropped": self.dht.dropped,  # datagrams refused, by reason
+            "reachability": str(self.reachability),
+            "reachability_check": {
+                "mode": "auto" if self.forced is None else "forced",
+                "dialled_back": self.probe.verdict.successes,
+                "not_dialled_back": self.probe.verdict.failures,
+                "checked_at": self.probe.verdict.at or None,
+                "checks": self.probe.checks,
+                "dht_client": self.dht.client_mode,
+                "advertised_url": self.dht.http_url,
+            },
+            "relay": self.relay_link.status() if self._link_task is not None else None,
+            "relaying": self.relay_hub.stats(),
         }

@@ -259,7 +259,15 @@ class NetworkPeers:
         if len(self._by_hex) > MAX_KNOWN_PEERS:
             self._by_hex.clear()
         # Updated, not replaced: a query running beside this one still asks its peers.
-        self._by_hex.update((p.node_id.hex(), p) for p in await self.membership.members())
+        members = {p.node_id.hex(): p for p in await self.membership.members()}
+        self._by_hex.update(members)
+        # Owners outside the routing table (nodes behind NAT, reached through a relay, and
+        # large networks) are looked up each time: their signed endpoint is usually in the
+        # contact book already (no request), and a relayed node that moved is found at its
+        # new relay at once; only those never heard of cost a lookup.
+        for owner in [o for o in owners if o not in members and o != me]:
+            if (known := self.membership.contact_of(bytes.fromhex(owner))) is not None:
+                self._by_hex[owner] = known
         for missing in [o for o in owners if o not in self._by_hex and o != me]:
             peer = await self.membership.endpoint_of(
                 bytes.fromhex(missing), self.settings.peer_timeout / 3
