@@ -128,10 +128,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _reachability_line(net: dict[str, Any]) -> str:
     """``public``, ``private, relayed by <id>`` or ``unknown (asking peers)``."""
     state = str(net.get("reachability", "unknown"))
-    relay = net.get("relay") or {}
+    relay = net.get("relay") or {}  # the operator's view names the relay
     if state == "private":
         if relay.get("relay"):
             return f"private (behind NAT), relayed by {relay['relay'][:12]}"
+        if net.get("relayed"):
+            return "private (behind NAT), relayed"
         return "private (behind NAT), looking for a relay"
     if state == "unknown":
         return "unknown (asking peers to dial back)"

@@ -46,7 +46,14 @@ PUBLIC_STATUS: dict[str, tuple[str, ...] | None] = {
     "crawl": None,  # counts only: queued, in flight, fetched, failed, known URLs, hosts
     "index": ("documents", "pending", "last_commit_at"),
     "storage": ("disk_full", "ok"),
-    "network": ("node_id", "peers", "shards_held", "published_generation", "reachability"),
+    "network": (
+        "node_id",
+        "peers",
+        "shards_held",
+        "published_generation",
+        "reachability",
+        "relayed",
+    ),
     "uptime_s": None,
     "version": None,
 }

@@ -6,6 +6,8 @@
   signs it with the URL it will be relayed at, and from then on ``RelayHub`` sends it the
   requests for that URL. Only a node that is itself public relays, and only within the
   operator's limits (``relay_max_nodes``, ``relay_mb_per_node_hour``; ``--no-relay``).
+* ``GET /api/peer/contact?node=ID``: a node's signed hello, if we hold it: how a querier
+  finds a node behind NAT it never heard from (``federation.endpoints``).
 * ``GET /api/peer/relay/<node id>/<peer path>``: a peer's request for that node, sent down
   its socket; the answer comes back as the node gave it (status, type, gzip).
 
@@ -15,6 +17,7 @@ Each endpoint has a per-address quota, as the other peer endpoints do.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 
@@ -37,6 +40,7 @@ from federation.relay_wire import (
     MAX_HEADER_BYTES,
     MAX_RELAY_ANSWER_BYTES,
     MAX_RELAY_REQUEST_BYTES,
+    PATH_CONTACT,
     PATH_DIALBACK,
     PATH_RELAY_ATTACH,
     PATH_RELAY_PREFIX,
@@ -64,6 +68,7 @@ MAX_HANDSHAKE_BYTES = 2 * 1024  # the attach answer: an id, a key, a signature, 
 DIALBACK_QUOTA = web.AppKey("dialback_quota", RateLimiter)
 ATTACH_QUOTA = web.AppKey("attach_quota", RateLimiter)
 RELAYED_QUOTA = web.AppKey("relayed_quota", RateLimiter)
+CONTACT_QUOTA = web.AppKey("contact_quota", RateLimiter)
 
 
 def _network(request: web.Request) -> Network:
@@ -87,6 +92,22 @@ async def dialback(request: web.Request) -> web.Response:
         raise BadRequest("node_id must be 20 bytes of hex and url at most 512 characters")
     reachable, target = await dial_back(network.client, node_id, url, request.remote or "")
     return web.json_response({"reachable": reachable, "url": target if reachable else None})
+
+
+async def contact(request: web.Request) -> web.Response:
+    """A node's signed hello, if we hold it (``federation.endpoints``): how a querier finds
+    a node behind NAT that it has never heard from."""
+    network = _network(request)
+    if (refused := over_rate(request, request.app[CONTACT_QUOTA])) is not None:
+        return refused
+    try:
+        node_id = bytes.fromhex(request.query.get("node", ""))
+    except ValueError:
+        raise BadRequest("pass ?node=HEX") from None
+    record = network.dht.contact_record(node_id) if len(node_id) == 20 else None
+    if record is None:
+        raise web.HTTPNotFound(reason="no contact record for that node here")
+    return web.json_response({"record": base64.b64encode(record).decode("ascii")})
 
 
 def _relayed_base(network: Network, node_hex: str) -> str:
@@ -201,6 +222,9 @@ def setup(app: web.Application) -> None:
     app[DIALBACK_QUOTA] = RateLimiter(DIALBACK_RATE, DIALBACK_BURST)
     app[ATTACH_QUOTA] = RateLimiter(ATTACH_RATE, ATTACH_BURST)
     app[RELAYED_QUOTA] = RateLimiter(SEARCH_RATE, SEARCH_BURST)
+    # One per owner a querier has never heard of: at most owners_asked a query.
+    app[CONTACT_QUOTA] = RateLimiter(SEARCH_RATE, SEARCH_BURST)
     app.router.add_post(PATH_DIALBACK, dialback)
+    app.router.add_get(PATH_CONTACT, contact)
     app.router.add_get(PATH_RELAY_ATTACH, attach)
     app.router.add_get(PATH_RELAY_PREFIX + "{node}/{tail:.*}", relayed)

@@ -44,6 +44,7 @@ class Contact:
     issued_at: float
     expires_at: float
     last_seen: float
+    record: bytes = b""  # the signed hello itself: passed on to those who ask for it
 
 
 def check_url(url: str) -> None:
@@ -84,7 +85,9 @@ def verify_contact(node_id: bytes, data: bytes, *, now: float) -> Contact:
     except UnicodeDecodeError as exc:
         raise InvalidContact("contact url is not ASCII") from exc
     check_url(url)
-    return Contact(node_id, record.publisher, url or None, record.issued_at, record.expires_at, now)
+    return Contact(
+        node_id, record.publisher, url or None, record.issued_at, record.expires_at, now, data
+    )
 
 
 class ContactBook:
@@ -101,7 +104,13 @@ class ContactBook:
         if old is not None and old.issued_at >= contact.issued_at:
             # An older (possibly replayed) hello must not roll back a newer endpoint.
             contact = Contact(
-                old.node_id, old.public_key, old.http_url, old.issued_at, old.expires_at, now
+                old.node_id,
+                old.public_key,
+                old.http_url,
+                old.issued_at,
+                old.expires_at,
+                now,
+                old.record,
             )
         self._contacts[node_id] = contact
         self._contacts.move_to_end(node_id)

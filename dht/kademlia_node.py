@@ -398,6 +398,15 @@ class DhtNode:
         ok, _ = await self.protocol.call_ping(Node(peer.node_id, peer.ip, peer.port))
         return bool(ok)
 
+    def contact_record(self, node_id: bytes) -> bytes | None:
+        """``node_id``'s signed hello as we hold it (for nodes that cannot be asked)."""
+        contact = self.contacts.get(node_id, now=time.time())
+        return contact.record if contact is not None and contact.record else None
+
+    def accept_contact(self, node_id: bytes, record: bytes) -> str | None:
+        """Keep a hello passed on by a third party; its URL. InvalidContact if forged."""
+        return self.contacts.accept(node_id, record, now=time.time()).http_url
+
     @property
     def client_mode(self) -> bool:
         """True while others must not dial us (see ``protocol``): in no routing table."""
@@ -413,11 +422,16 @@ class DhtNode:
         if not client:
             protocol.prove_to_contacts()
 
-    async def advertise(self, http_url: str | None) -> None:
-        """Change the HTTP URL we advertise and tell the peers in our routing table."""
+    async def advertise(self, http_url: str | None, *, wait: bool = True) -> None:
+        """Change the HTTP URL we advertise and tell the peers in our routing table
+        (``wait=False``: in the background, so a dead contact's timeout delays nothing)."""
         if http_url:
             check_url(http_url)
         self._http_url = http_url
         protocol = self.protocol
         protocol.forget_own_contact_record()
+        if not wait:
+            for node in protocol.router.contacts():
+                protocol.schedule_hello(node)
+            return
         await asyncio.gather(*(protocol.call_hello(n) for n in protocol.router.contacts()))

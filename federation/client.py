@@ -33,6 +33,7 @@ from .errors import (
     PeerUnproven,
     PeerUnreachable,
 )
+from .relay_wire import PATH_CONTACT
 from .settings import FederationSettings
 from .wire import (
     MAX_LOOKUP_ANSWER_BYTES,
@@ -61,6 +62,7 @@ ANSWER_LIMIT = {
     PATH_SEARCH: MAX_OWNER_ANSWER_BYTES,
     PATH_SNIPPETS: MAX_OWNER_ANSWER_BYTES,
     PATH_WHOAMI: proof.MAX_ANSWER_BYTES,
+    PATH_CONTACT: 4 * 1024,  # a base64 contact record of at most 1 KB
 }
 READ_CHUNK = 64 * 1024
 

@@ -107,7 +107,8 @@ class Network:
             client=self.client,
             candidates=self.membership.members,
             local_url=local_url or (self.own_url or ""),
-            announce=self.dht.advertise,
+            # A relayed URL is told at once; a contact that died meanwhile delays nothing.
+            announce=lambda url: self.dht.advertise(url, wait=False),
         )
         self._link_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -210,6 +211,7 @@ class Network:
             "spot_checks": self.spot_checker.stats(),
             "dht_dropped": self.dht.dropped,  # datagrams refused, by reason
             "reachability": str(self.reachability),
+            "relayed": self._link_task is not None and self.relay_link.relay is not None,
             "reachability_check": {
                 "mode": "auto" if self.forced is None else "forced",
                 "dialled_back": self.probe.verdict.successes,

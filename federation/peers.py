@@ -22,6 +22,7 @@ from index import IndexStore, TermShard
 
 from .answer import MAX_OWNER_RESULTS, answer_locally
 from .client import Params, PeerClient
+from .endpoints import relayed_endpoint
 from .errors import PeerError
 from .membership import Membership
 from .settings import FederationSettings
@@ -269,9 +270,10 @@ class NetworkPeers:
             if (known := self.membership.contact_of(bytes.fromhex(owner))) is not None:
                 self._by_hex[owner] = known
         for missing in [o for o in owners if o not in self._by_hex and o != me]:
-            peer = await self.membership.endpoint_of(
-                bytes.fromhex(missing), self.settings.peer_timeout / 3
-            )
+            node_id, within = bytes.fromhex(missing), self.settings.peer_timeout / 3
+            peer = await self.membership.endpoint_of(node_id, within)
+            if peer is None:  # nobody can dial it: its closest nodes hold its hello
+                peer = await relayed_endpoint(self.membership, self.client, node_id, within)
             if peer is not None:
                 self._by_hex[missing] = peer
         by_hex = self._by_hex

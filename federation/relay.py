@@ -105,12 +105,12 @@ class RelayHub:
         return session if session is not None and not session.closed else None
 
     def refusal(self, node: str) -> str | None:
-        """Why ``node`` may not attach now (None: it may)."""
+        """Why ``node`` may not attach now (None: it may; "": any node, before its id)."""
         if not self.enabled:
             return "this node does not relay"
         if node not in self._sessions and len(self._sessions) >= self.limits.max_nodes:
             return f"relaying for {self.limits.max_nodes} nodes already"
-        if self._remaining(node) < MIN_ANSWER_BYTES:
+        if node and self._remaining(node) < MIN_ANSWER_BYTES:
             return "this node's relay budget for the hour is used up"
         return None
 

@@ -107,11 +107,11 @@ class RelayLink:
                 relay, ws = attached
                 self.relay, self.attached_at = relay, time.monotonic()
                 self.url = relay_url(relay, self.identity.node_id)
-                self.attaches += 1
                 await self._announce(self.url)
-                if lost_at is not None:
+                if lost_at is not None:  # lost, found, and announced
                     self.last_gap = round(time.monotonic() - lost_at, 3)
                     log.info("re-attached to a relay %.3f s after losing one", self.last_gap)
+                self.attaches += 1
                 try:
                     await self._serve(ws)
                 finally:

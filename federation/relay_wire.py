@@ -23,6 +23,7 @@ from .wire import MAX_OWNER_ANSWER_BYTES, PATH_SEARCH, PATH_SNIPPETS, PATH_WHOAM
 
 PATH_RELAY_ATTACH = "/api/peer/relay"  # GET, upgraded to a WebSocket
 PATH_RELAY_PREFIX = "/api/peer/relay/"  # + node id hex + "/" + a peer path
+PATH_CONTACT = "/api/peer/contact"  # ?node=HEX: that node's signed hello, if we hold it
 PATH_DIALBACK = "/api/peer/dialback"  # POST {"node_id", "url"}: dial me back, say if it worked
 RELAYED_PATHS = frozenset({PATH_SEARCH, PATH_SNIPPETS, PATH_WHOAMI})
 # Domain separation: an attach signature is never a whoami's, a record's or a hello's.

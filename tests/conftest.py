@@ -85,8 +85,11 @@ def load_site(directory: Path) -> dict[str, tuple[bytes, str]]:
 class SiteServer:
     """An aiohttp server for a fixed set of pages, on its own thread and event loop."""
 
-    def __init__(self, pages: Mapping[str, tuple[bytes, str]], *, delay: float = 0.0) -> None:
+    def __init__(
+        self, pages: Mapping[str, tuple[bytes, str]], *, delay: float = 0.0, host: str = "127.0.0.1"
+    ) -> None:
         self.pages = dict(pages)
+        self.host = host  # another address: served to network namespaces (tests/netns.py)
         self.delay = delay  # seconds each response waits (a slow site keeps a crawl running)
         self.requests: Counter[str] = Counter()
         self.user_agents: set[str] = set()
@@ -116,12 +119,12 @@ class SiteServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self.host, 0)
         await site.start()
         addresses = self._runner.addresses
         assert addresses, "fixture site is not listening"
         port = addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{self.host}:{port}"
 
     async def _cleanup(self) -> None:
         if self._runner is not None:
@@ -177,9 +180,14 @@ class FixtureSite(str):
 
 @contextlib.contextmanager
 def serve_site(
-    pages: Mapping[str, tuple[bytes, str]] | None = None, *, delay: float = 0.0
+    pages: Mapping[str, tuple[bytes, str]] | None = None,
+    *,
+    delay: float = 0.0,
+    host: str = "127.0.0.1",
 ) -> Iterator[FixtureSite]:
-    server = SiteServer(load_site(SITE_DIR) if pages is None else pages, delay=delay).start()
+    server = SiteServer(
+        load_site(SITE_DIR) if pages is None else pages, delay=delay, host=host
+    ).start()
     try:
         yield FixtureSite(server)
     finally:
@@ -368,10 +376,14 @@ class NodeFactory:
         crawl_delay: float = 0.0,
         private_peers: bool = True,
         private_networks: bool = True,
+        netns: str | None = None,
     ) -> NodeHandle:
+        """``netns``: run the node inside that network namespace (tests/netns.py); pass
+        its ``--http`` and ``--dht`` addresses in ``flags`` (the last flag wins)."""
         if data_dir is None:
             data_dir = self.tmp / f"node{len(self.nodes)}"
         cmd = [
+            *(("ip", "netns", "exec", netns) if netns else ()),
             sys.executable,
             "-m",
             "api.cli",
