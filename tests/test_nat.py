@@ -210,6 +210,7 @@ def test_killing_a_relay_costs_at_most_one_query_deadline(net: Net) -> None:
     )
     after = network_status(home)["relay"]
     assert after["relay"] != before["relay"]
+    print(f"re-attached {after['last_reattach_s']} s after losing its relay")
     assert after["last_reattach_s"] <= QUERY_DEADLINE, after
     # Found again, with its snippet, through the new relay, from a node that stayed up.
     other = next(n for k, n in net.public.items() if k != relay_name)
