@@ -187,7 +187,14 @@ def test_status_shows_anyone_counts_and_the_operator_everything(
     assert public["crawl"]["fetched"] > 1 and "queued" in public["crawl"]
     assert public["storage"] == {"disk_full": False, "ok": True}
     assert "last_error" not in public["index"]
-    assert set(public["network"]) == {"node_id", "peers", "shards_held", "published_generation"}
+    assert set(public["network"]) == {
+        "node_id",
+        "peers",
+        "shards_held",
+        "published_generation",
+        "reachability",
+        "relayed",
+    }
     full = node.status()
     for key in ("unresponsive_peers", "traffic_bytes", "dht", "distrusted_peers"):
         assert key in full["network"], full["network"]

@@ -415,8 +415,9 @@ def test_a_peer_that_accepts_and_never_answers_costs_one_deadline_then_nothing(
     hang), one that drops its own results when a peer is late, or one that asks the slow
     peer again on every query instead of backing it off."""
     site = fixture_site
+    # Its only peer is a fake one that dials nobody back: public, as loopback is.
     common = ("--dht", "127.0.0.1:0", "--max-depth", "0", "--pin-host", site.split("/", 3)[2])
-    a = node_factory.start(*common, seeds=[site + "/moons.html"])
+    a = node_factory.start(*common, "--reachability", "public", seeds=[site + "/moons.html"])
     wait_until(lambda: a.status()["idle"], what="the crawl and placement")
     staller, staller_url, staller_id = start_liar(
         tmp_path / "staller", dht_address(a), site, a.url, stall=60.0
@@ -451,8 +452,9 @@ def test_an_owner_answering_garbage_json_leaves_the_query_whole(
     (a list; results that are not objects). Would catch a query that fails (500) on it
     instead of answering from everyone else."""
     site = fixture_site
+    # Its only peer is a fake one that dials nobody back: public, as loopback is.
     common = ("--dht", "127.0.0.1:0", "--max-depth", "0", "--pin-host", site.split("/", 3)[2])
-    a = node_factory.start(*common, seeds=[site + "/moons.html"])
+    a = node_factory.start(*common, "--reachability", "public", seeds=[site + "/moons.html"])
     wait_until(lambda: a.status()["idle"], what="the crawl and placement")
     liar, liar_url, _liar_id = start_liar(
         tmp_path / "garbage", dht_address(a), site, a.url, garbage=True

@@ -217,8 +217,9 @@ def test_an_owner_answering_a_gzip_bomb_costs_the_querier_no_memory(
     most MAX_OWNER_ANSWER_BYTES of it, names the owner unresponsive and answers from its
     own pages; its peak memory does not grow by the bomb (the old client decoded it all)."""
     site = fixture_site
+    # Its only peer is a fake one that dials nobody back: public, as loopback is.
     common = ("--dht", "127.0.0.1:0", "--max-depth", "0", "--pin-host", site.split("/", 3)[2])
-    a = node_factory.start(*common, seeds=[site + "/moons.html"])
+    a = node_factory.start(*common, "--reachability", "public", seeds=[site + "/moons.html"])
     wait_until(lambda: a.status()["idle"], what="the crawl and placement")
     liar, liar_url, liar_id = start_liar(tmp_path / "bomb", dht_address(a), site, a.url, bomb=True)
     try:
