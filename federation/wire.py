@@ -4,6 +4,9 @@ Shared by the peer client (``client.py`` and the modules that use it) and the pe
 (``api/peer_routes.py``), so both sides name a path, a limit or a format in one place.
 Everything that decodes a peer's bytes is here and bounded: a hostile peer's answer loses
 only its own malformed parts, never the whole answer.
+
+Longer than 400 lines because it is that one choke point: every decoder of a peer's bytes
+(pushes, lookups, owner answers, snippets) sits beside the limits it enforces.
 """
 
 from __future__ import annotations
