@@ -26,6 +26,7 @@ from index.semantic import semantic_factor
 from .answer import LocalOwner
 from .peers import Merged, Peers, QueryTally
 from .ranking import GlobalScorer, title_bonus
+from .selection import publisher_beliefs
 from .settings import FederationSettings
 from .spot_check import SpotChecker
 from .wire import PeerAnswer, ResultRow, SnippetFields, speaks_for
@@ -102,20 +103,30 @@ def rank(plan: QueryPlan, merged: Merged, settings: FederationSettings) -> Ranki
 
 
 def choose(plan: QueryPlan, ranking: Ranking, settings: FederationSettings) -> PeerChoice:
-    """Owners of the best candidates, asked for snippets and their own deeper results
-    (a page far behind the best keeps the title its shard gave); and the first page as the
-    shards see it, by publisher: an owner asked anyway makes snippets for its pages there
-    that its own search does not return, the other publishers there are asked for just
-    those pages' snippets. Without them, one result in five showed a bare title."""
+    """Owners asked for their own ranking, and the first page as the shards see it, by
+    publisher. The owners: those of the best candidates (``owners_by_candidates``, a
+    second only within ``owner_score_share`` of the best score), then the publishers whose
+    per-term summaries make them likeliest to hold the answer (``selection.py``), up to
+    ``owners_asked``; a page that matches every word moderately tops no term's list, and
+    its owner is found only the second way. An owner asked anyway makes snippets for its
+    pages on the first page that its own search does not return, the other publishers
+    there are asked for just those pages' snippets. Without them, one result in five
+    showed a bare title."""
     owner, scores, ranked = ranking.scorer.owner, ranking.scores, ranking.ranked
     owners: list[str] = []
     for url in ranked:
+        if len(owners) >= min(settings.owners_by_candidates, settings.owners_asked):
+            break
         if scores[url] < settings.owner_score_share * scores[ranked[0]]:
             break
         if owner[url] not in owners:
             owners.append(owner[url])
+    beliefs = publisher_beliefs(ranking.scorer.merged)
+    for publisher in sorted(beliefs, key=lambda p: (-beliefs[p], p)):
         if len(owners) >= settings.owners_asked:
             break
+        if publisher not in owners:
+            owners.append(publisher)
     shown: dict[str, list[str]] = defaultdict(list)
     first_page = ranked[plan.offset : plan.offset + settings.snippet_pages * plan.limit]
     for url in first_page:

@@ -38,14 +38,17 @@ class FederationSettings:
     shard_cache_seconds: float = 30.0  # how stale a query's view of a term may be
     shard_cache_terms: int = 20_000  # ~20 KB each at most: bounded memory
     candidates: int = 50  # shard candidates ranked for owners and the result list
-    # Owners of the best candidates asked for their own ranking. Measured in-process on
-    # the tune half of bench/judged (bench/rank_tune.py --federated): 5 one-site nodes,
-    # MRR@10 0.714 / 0.738 / 0.755 / 0.761 with 2 / 3 / 4 / 5 owners; 8 nodes over the
-    # large corpus 0.618 / 0.643 / 0.661 with 2 / 4 / 8. Each owner asked is a search on
-    # someone's home server: 4 is where the gain flattens.
+    # Owners asked for their own ranking: first those of the best shard candidates, then
+    # the publishers likeliest to hold the answer by their term summaries (CORI,
+    # federation/selection.py). Measured in-process on the data of a real 8-node
+    # large-corpus run, 300 tune-half queries (MRR@10): best candidates' owners only,
+    # 4 at most, 0.585; CORI's first 4 only 0.591; 2 + 2 0.621. Each owner asked is a
+    # search on someone's home server: 4 is where the gain flattened (5 one-site small
+    # nodes: 0.714 / 0.738 / 0.755 / 0.761 with 2 / 3 / 4 / 5 owners).
     owners_asked: int = 4
-    # A second owner is asked only for candidates within this share of the best one's
-    # score: each remote owner is a search with snippets on someone's home server.
+    owners_by_candidates: int = 2
+    # A second owner is taken from the candidates only within this share of the best
+    # one's score.
     owner_score_share: float = 0.25
     owner_depth: int = 10  # results each owner returns (at least a page)
     # Shard candidates that get snippets: this many pages' worth. 1 leaves one result in

@@ -5,6 +5,7 @@ costs, without subprocess nodes. Real tantivy indexes, the real wire codecs."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -183,3 +184,35 @@ async def test_a_stranger_naming_someone_elses_page_cannot_retitle_it(
     ranking = rank(plan, {"comet": {liar: lie, **merged["comet"]}}, DEFAULT_SETTINGS)
     assert ranking.scorer.titles[url] == "Comets and their tails"
     assert ranking.scorer.owner[url] == ALICE
+
+
+async def test_the_publisher_holding_every_word_is_asked_though_it_tops_no_terms_list(
+    stores: dict[str, IndexStore],
+) -> None:
+    """A description's words are each some specialist page's strongest term, and the page
+    that says all of them moderately is in no term's top list: asking only the owners of
+    the best candidates missed its owner on 9% of the large corpus's queries. The
+    publishers whose summaries say they hold every word broadly are asked too."""
+    plan = _search(stores, LocalPeers(stores, me=ME)).plan(
+        stores[ME].prepare("orbit thrust burn delta"), limit=10, offset=0
+    )
+    fields = len(SHARD_FIELDS)
+    specialists = [f"{i:040x}" for i in range(1, 5)]
+    carol = "dd" * 20
+    merged = {}
+    for term, specialist in zip(plan.terms, specialists, strict=True):
+        strong = Posting(f"http://{specialist[-1]}.example/{term}.html", term, (5.0,) * fields)
+        weak = [
+            Posting(f"http://carol.example/{term}{i}.html", f"note {i}", (0.1,) * fields)
+            for i in range(50)
+        ]
+        merged[term] = {
+            specialist: TermShard(term, 3, 1000, (3,) * fields, (strong,)),
+            carol: TermShard(term, 400, 1000, (400,) * fields, tuple(weak)),
+        }
+    ranking = rank(plan, merged, DEFAULT_SETTINGS)
+    assert {ranking.scorer.owner[u] for u in ranking.ranked[:4]} == set(specialists)
+    choice = choose(plan, ranking, DEFAULT_SETTINGS)
+    assert carol in choice.owners and len(choice.owners) == DEFAULT_SETTINGS.owners_asked
+    by_candidates_only = replace(DEFAULT_SETTINGS, owners_by_candidates=4)
+    assert carol not in choose(plan, ranking, by_candidates_only).owners
