@@ -41,12 +41,13 @@ class FederationSettings:
     # Owners asked for their own ranking: first those of the best shard candidates, then
     # the publishers likeliest to hold the answer by their term summaries (CORI,
     # federation/selection.py). Measured in-process on the data of a real 8-node
-    # large-corpus run, 300 tune-half queries (MRR@10): best candidates' owners only,
-    # 4 at most, 0.585; CORI's first 4 only 0.591; 2 + 2 0.621. Each owner asked is a
-    # search on someone's home server: 4 is where the gain flattened (5 one-site small
-    # nodes: 0.714 / 0.738 / 0.755 / 0.761 with 2 / 3 / 4 / 5 owners).
-    owners_asked: int = 4
-    owners_by_candidates: int = 2
+    # large-corpus run, 300 tune-half queries, MRR@10 (by candidates + by summaries):
+    # 4 + 0 (the old choice) 0.585, 0 + 4 0.591, 2 + 2 0.621, 3 + 1 0.629, 3 + 2 0.628,
+    # 2 + 3 0.656, 3 + 3 0.670. On 5 one-site small nodes, 911 tune queries: 0.787 with
+    # the old choice, 0.784 with 2 + 2. Each owner asked is a search on someone's home
+    # server, run in parallel with the others: six is a page of results from each.
+    owners_asked: int = 6
+    owners_by_candidates: int = 3
     # A second owner is taken from the candidates only within this share of the best
     # one's score.
     owner_score_share: float = 0.25

@@ -197,22 +197,23 @@ async def test_the_publisher_holding_every_word_is_asked_though_it_tops_no_terms
         stores[ME].prepare("orbit thrust burn delta"), limit=10, offset=0
     )
     fields = len(SHARD_FIELDS)
-    specialists = [f"{i:040x}" for i in range(1, 5)]
+    specialists = [f"{i:040x}" for i in range(1, 2 * len(plan.terms) + 1)]  # two a word
     carol = "dd" * 20
-    merged = {}
-    for term, specialist in zip(plan.terms, specialists, strict=True):
-        strong = Posting(f"http://{specialist[-1]}.example/{term}.html", term, (5.0,) * fields)
+    merged: dict[str, dict[str, TermShard]] = {}
+    for n, term in enumerate(plan.terms):
         weak = [
             Posting(f"http://carol.example/{term}{i}.html", f"note {i}", (0.1,) * fields)
             for i in range(50)
         ]
-        merged[term] = {
-            specialist: TermShard(term, 3, 1000, (3,) * fields, (strong,)),
-            carol: TermShard(term, 400, 1000, (400,) * fields, tuple(weak)),
-        }
+        merged[term] = {carol: TermShard(term, 400, 1000, (400,) * fields, tuple(weak))}
+        for specialist in specialists[2 * n : 2 * n + 2]:
+            url = f"http://{specialist[-1]}.example/{term}.html"
+            strong = Posting(url, term, (5.0,) * fields)
+            merged[term][specialist] = TermShard(term, 3, 1000, (3,) * fields, (strong,))
+    assert len(specialists) > DEFAULT_SETTINGS.owners_asked
     ranking = rank(plan, merged, DEFAULT_SETTINGS)
-    assert {ranking.scorer.owner[u] for u in ranking.ranked[:4]} == set(specialists)
+    assert {ranking.scorer.owner[u] for u in ranking.ranked[:8]} == set(specialists)
     choice = choose(plan, ranking, DEFAULT_SETTINGS)
     assert carol in choice.owners and len(choice.owners) == DEFAULT_SETTINGS.owners_asked
-    by_candidates_only = replace(DEFAULT_SETTINGS, owners_by_candidates=4)
+    by_candidates_only = replace(DEFAULT_SETTINGS, owners_by_candidates=6)
     assert carol not in choose(plan, ranking, by_candidates_only).owners
