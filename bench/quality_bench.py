@@ -389,6 +389,8 @@ class Result:
         self.lat: dict[str, list[float]] = {}
         self.errors: dict[str, dict[str, int]] = {}
         self.ranks: dict[str, int] = {}
+        self.silent: dict[str, int] = {}  # peer -> queries that named it unresponsive
+        self.answered: list[int] = []  # peers that answered, per network query
 
     def add(self, split: str, key: str, rank: int, ms: float, error: str | None = None) -> None:
         self.rr.setdefault(split, []).append(1.0 / rank if rank else 0.0)
@@ -434,7 +436,12 @@ def ask_rhizome(node: Node, queries: list[dict], scope: str, system: str) -> Res
         urls: list[str] = []
         try:
             with urllib.request.urlopen(f"{node.url}/api/search?{params}", timeout=30) as resp:
-                urls = [r["url"] for r in json.load(resp).get("results", [])]
+                body = json.load(resp)
+            urls = [r["url"] for r in body.get("results", [])]
+            for peer in body.get("unresponsive_peers", []):
+                res.silent[peer[:8]] = res.silent.get(peer[:8], 0) + 1
+            if scope == "network":
+                res.answered.append(int(body.get("peers_answered", 0)))
         except urllib.error.HTTPError as exc:
             error = "5xx" if exc.code >= 500 else "4xx"
         except (OSError, ValueError):
@@ -643,7 +650,8 @@ def main() -> None:
                 r = ask_rhizome(nodes[i], queries, "network", f"network@{i}")
                 full[i] = r
                 results.append(r)
-                log(f"network at node {i} done")
+                reach = [n.get("/api/status").get("reachability", "?") for n in nodes]
+                log(f"network at node {i} done; reachability {reach}")
             if nodes and args.kill:
                 victims = nodes[-args.kill :]
                 for v in victims:
@@ -675,6 +683,16 @@ def finish(
     indexed: set[str],
     args: argparse.Namespace,
 ) -> None:
+    # Which peers network queries named unresponsive, and how many answered: a network
+    # figure that falls between two askings is first looked for here.
+    report["peers"] = {
+        r.system: {
+            "answered_mean": round(statistics.mean(r.answered), 2),
+            "unresponsive": dict(sorted(r.silent.items())),
+        }
+        for r in results
+        if r.answered
+    }
     splits = [s for s in ("tune", "heldout") if any(q["split"] == s for q in queries)]
     if len(splits) > 1:
         splits.append("all")

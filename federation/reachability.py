@@ -40,6 +40,12 @@ DIALBACK_SECONDS = 3.0  # a dial back that takes longer counts as failed (home l
 RETRY_FIRST_SECONDS = 1.0
 RETRY_MAX_SECONDS = 10.0
 RECHECK_SECONDS = 600.0
+# A public node turns private only after this many private verdicts in a row, taken
+# CONFIRM_SECONDS apart: turning private takes it out of routing tables, holder placement
+# and host slices, and every publisher re-places its shards. A recheck whose dialers time
+# out on a loaded machine said "private" once; a home NAT says it every time.
+DEMOTE_AFTER = 2
+CONFIRM_SECONDS = 30.0
 
 
 class Reachability(StrEnum):
@@ -86,6 +92,15 @@ async def dial_back(
     return await client.check_whoami(node_id, target, within=DIALBACK_SECONDS), target
 
 
+def settle(current: Verdict, fresh: Verdict, doubts: int) -> tuple[Verdict, int]:
+    """The verdict to act on after a check, and the private verdicts in a row counted
+    against a public node (``DEMOTE_AFTER`` of them make it private)."""
+    if current.state is Reachability.PUBLIC and fresh.state is Reachability.PRIVATE:
+        if doubts + 1 < DEMOTE_AFTER:
+            return current, doubts + 1
+    return fresh, 0
+
+
 class ReachabilityProbe:
     """The asker's side: ``check`` once, or ``run`` for ever, calling ``changed``."""
 
@@ -105,6 +120,7 @@ class ReachabilityProbe:
         self._changed = changed
         self.verdict = Verdict(Reachability.UNKNOWN, 0, 0, None, 0.0)
         self.checks = 0
+        self.doubts = 0  # private verdicts in a row while public
 
     async def check(self) -> Verdict:
         """Ask a few members to dial us back; the new verdict (maybe unchanged)."""
@@ -149,6 +165,11 @@ class ReachabilityProbe:
             except Exception:
                 log.warning("reachability check failed", exc_info=True)
                 verdict = self.verdict
+            verdict, self.doubts = settle(self.verdict, verdict, self.doubts)
+            if self.doubts:
+                log.info("reachability: a recheck found us unreachable; confirming")
+                await asyncio.sleep(CONFIRM_SECONDS)
+                continue
             previous, self.verdict = self.verdict, verdict
             if verdict.state != previous.state:
                 log.info(

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from federation.reachability import DEMOTE_AFTER, Reachability, Verdict, settle
 from tests.conftest import ROOT, FixtureSite, NodeFactory, NodeHandle, serve_site
 from tests.netns import Topology, usable
 from tests.test_network import dht_address, network_search, network_status, wait_until
@@ -273,3 +274,23 @@ def test_the_operator_overrides_reachability_and_turns_relaying_off(
     assert network["relaying"]["enabled"] is False
     refused = public.get("/api/peer/relay")
     assert refused.status == 503, refused
+
+
+def test_a_public_node_turns_private_only_when_rechecks_keep_failing() -> None:
+    """On a loaded machine one recheck's dialers time out: turning private then took a
+    public node out of every routing table and made every publisher re-place its shards.
+    A NAT fails every recheck; a busy moment fails one."""
+    public = Verdict(Reachability.PUBLIC, 3, 0, "http://10.0.0.1:8700", 1.0)
+    failed = Verdict(Reachability.PRIVATE, 0, 3, None, 2.0)
+    kept, doubts = settle(public, failed, 0)
+    assert kept is public and doubts == 1
+    recovered, doubts = settle(public, public, doubts)
+    assert recovered is public and doubts == 0
+    verdict, doubts = public, 0
+    for _ in range(DEMOTE_AFTER):
+        verdict, doubts = settle(verdict, failed, doubts)
+    assert verdict.state is Reachability.PRIVATE and doubts == 0
+    # Unknown or private nodes take the first verdict as it comes.
+    unknown = Verdict(Reachability.UNKNOWN, 0, 0, None, 0.0)
+    assert settle(unknown, failed, 0) == (failed, 0)
+    assert settle(failed, public, 0) == (public, 0)
