@@ -20,9 +20,9 @@ COMPRESSION_LEVEL = 3  # zstd's default: fast, and shard payloads are small
 READ_CHUNK = 64 * 1024
 
 
-def compress(data: bytes) -> bytes:
+def compress(data: bytes, level: int = COMPRESSION_LEVEL) -> bytes:
     """One zstd frame that declares its content size."""
-    return bytes(zstandard.ZstdCompressor(level=COMPRESSION_LEVEL).compress(data))
+    return bytes(zstandard.ZstdCompressor(level=level).compress(data))
 
 
 def decompress(data: bytes, max_size: int) -> bytes:

@@ -203,6 +203,7 @@ class Network:
             "shards_expired": self.shards.expired,
             "published_generation": self.publisher.published_generation,
             "last_publish": self.publisher.last_publish,
+            "publish_totals": {k: round(v, 3) for k, v in self.publisher.totals.items()},
             "unresponsive_peers": self.client.backed_off(),
             "traffic_bytes": dict(self.client.traffic),
             "holder_lookups": self.membership.placement.lookups,

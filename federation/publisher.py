@@ -1,13 +1,21 @@
-"""Publishing: after commits settle, this node's changed term shards go to their holders.
+"""Publishing: after commits, this node's changed term shards go to their holders.
 
-A shard is re-sent only when its *content key* changed (df, pages, lengths, term
-frequencies; not the averages, which move with every commit), to the ``replicas`` nodes
-closest to sha1(term), as signed zstd batches over HTTP. Membership changes re-place
-everything (holders that already have a copy just overwrite it). A holder that misses its
-batch gets just those terms again, after a growing pause; one that misses
-``HOLDER_FAILURES_TO_DROP`` in a row (dead, refusing, or a URL that does not prove itself)
-is treated as gone: its terms go to the next closest nodes instead, until, after
-``DROPPED_HOLDER_SECONDS``, it proves its URL again.
+Incremental: a commit can change only the shards of the terms on the pages it added or
+removed (``IndexStore.changes``), so only those are rebuilt, and of those only the ones
+whose *content key* changed (df, pages, lengths, term frequencies; not the averages,
+which move with every commit) are signed and sent, to the ``replicas`` nodes closest to
+sha1(term), as signed zstd batches over HTTP. Amortised: while commits keep coming a
+publish runs at most every ``publish_every`` seconds and sends only terms no holder has
+yet (new pages become findable by their words); terms already placed wait for a pause
+in the commits (or ``publish_refresh``), so a common word is not re-sent after every
+commit. Every ``republish_every`` (and after a start, or a membership change) every
+term is rebuilt and placed again: copies expire at holders, and a deleted page's anchor
+words or tantivy's merges are seen by no commit.
+
+A holder that misses its batch gets just those terms again, after a growing pause; one
+that misses ``HOLDER_FAILURES_TO_DROP`` in a row (dead, refusing, or a URL that does not
+prove itself) is treated as gone: its terms go to the next closest nodes instead, until,
+after ``DROPPED_HOLDER_SECONDS``, it proves its URL again.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ import logging
 import sqlite3
 import time
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from dht import Identity, Peer
 from dht.placement import LOOKUP_WIDTH
@@ -32,6 +41,8 @@ from .shard_store import DEFAULT_SHARD_TTL, ShardStore
 from .wire import PATH_SHARDS, HeldRecord, sign_batch, sign_held
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LOOP_TICK = 0.25  # seconds between looks at the index's generation and the members
 # Consecutive missed batches after which a holder is taken for gone: with the growing pause
@@ -66,8 +77,16 @@ class Publisher:
         self.published_generation = -1
         self._published_hash: dict[str, int] = {}
         self._published_members: frozenset[bytes] = frozenset()
+        # Terms touched by commits (or missed by a holder) and not yet placed since.
+        self._pending: set[str] = set()
+        self._everything = True  # the next publish rebuilds and places every term
+        self._last_publish_at = 0.0  # monotonic: of the last publish, of the last that
+        self._last_flush_at = 0.0  # sent every pending term, and of the last full one
+        self._last_full_at = time.monotonic()
         self._publishing = False
         self.last_publish: dict[str, Any] = {}
+        # What publishing has cost since start (the operator's status; bench/publish_bench).
+        self.totals: dict[str, float] = defaultdict(float)
         # Consecutive missed batches, by holder (a busy answer a fraction of one).
         self._failures: defaultdict[bytes, float] = defaultdict(float)
         # Holders taken for gone: node id -> (the peer, monotonic time it was dropped).
@@ -82,23 +101,29 @@ class Publisher:
         retry_in = self.settings.publish_retry
         while True:
             await asyncio.sleep(LOOP_TICK)
-            generation = self.store.generation
             members = frozenset(p.node_id for p in await self.membership.refresh())
             if members != self._published_members and self.published_generation >= 0:
                 # Someone joined or left: the closest nodes of some terms changed.
-                self._published_hash.clear()
+                self._replace_everything()
                 self.membership.placement.clear()
-                self.published_generation = -1
-            if generation == self.published_generation:
+            now = time.monotonic()
+            if now - self._last_full_at >= self.settings.republish_every:
+                self._replace_everything()  # before the holders' copies expire
+            if self.store.generation == self.published_generation and not self._pending:
                 continue
-            quiet = time.time() - self.store.last_commit_at >= self.settings.publish_quiet
-            if not quiet and self.store.pending:
-                continue  # still crawling hard: wait for a pause, then publish once
+            quiet = (
+                time.time() - self.store.last_commit_at >= self.settings.publish_quiet
+                and not self.store.pending
+            )
+            if not quiet and now - self._last_publish_at < self.settings.publish_every:
+                continue  # still crawling hard: publish now and then, and at a pause
+            flush = quiet or now - self._last_flush_at >= self.settings.publish_refresh
             self._publishing = True
             try:
-                await self.publish()
-                self.published_generation = generation
-                self._published_members = members
+                generation = await self.publish(flush=flush)
+                if flush:
+                    self.published_generation = generation
+                    self._published_members = members
                 retry_in = self.settings.publish_retry
             except PublishIncomplete as exc:
                 # Only what did not reach every holder goes again, after a growing pause.
@@ -113,16 +138,41 @@ class Publisher:
                 retry_in = await self._pause(retry_in)
             finally:
                 self._publishing = False
+                self._last_publish_at = time.monotonic()
+
+    def _replace_everything(self) -> None:
+        """Forget what was placed: the next publish rebuilds and places every term."""
+        self._published_hash.clear()
+        self._everything = True
+        self.published_generation = -1
 
     async def _pause(self, seconds: float) -> float:
         await asyncio.sleep(seconds)
         return min(seconds * 2, self.settings.max_publish_retry)
 
-    async def publish(self) -> None:
+    async def publish(self, *, flush: bool = True) -> int:
+        """Rebuild the terms touched since the last publish (every term after a start or
+        a membership change) and place those whose content changed. Not ``flush``ing,
+        only terms no holder has yet go; the rest wait. Returns the index generation
+        whose changes are now placed (when flushed)."""
         started = time.monotonic()
-        shards = await self.store.term_shards()
+        generation, touched = self.store.changes.take()
+        self._pending |= touched
+        everything = self._everything
+        shard_cpu = self.store.shard_cpu
+        if everything:
+            wanted = None
+        elif flush:
+            wanted = sorted(self._pending)
+        else:
+            wanted = sorted(t for t in self._pending if t not in self._published_hash)
+        shards = await self.store.term_shards(wanted)
+        cpu = self.store.shard_cpu - shard_cpu
         # Keys that survive commits which only shift the averages; computed off the loop.
-        hashes = await asyncio.to_thread(lambda: {s.term: content_key(s) for s in shards})
+        hashes, key_cpu = await asyncio.to_thread(
+            _timed, lambda: {s.term: content_key(s) for s in shards}
+        )
+        cpu += key_cpu
         changed = [s for s in shards if self._published_hash.get(s.term) != hashes[s.term]]
         by_holder: dict[bytes, list[TermShard]] = defaultdict(list)
         peers_by_id: dict[bytes, Peer] = {}
@@ -133,7 +183,10 @@ class Publisher:
                 peers_by_id[holder.node_id] = holder
         expires_at = time.time() + DEFAULT_SHARD_TTL
         # Each term is signed once (~50 us) and the same record goes to all its holders.
-        signed = await asyncio.to_thread(sign_held, self.identity, changed, expires_at)
+        signed, sign_cpu = await asyncio.to_thread(
+            _timed, lambda: sign_held(self.identity, changed, expires_at)
+        )
+        cpu += sign_cpu
         records = {held.term: held for held in signed}
         results = await asyncio.gather(
             *(
@@ -144,7 +197,8 @@ class Publisher:
         )
         unplaced: set[str] = set()
         for (node_id, batch), result in zip(by_holder.items(), results, strict=True):
-            if result is True:
+            if isinstance(result, float):
+                cpu += result
                 self._failures.pop(node_id, None)
                 continue
             log.info("shards not placed on %s: %r", peers_by_id[node_id].http_url, result)
@@ -155,19 +209,58 @@ class Publisher:
             self._failures[node_id] += BUSY_MISS if busy else 1
             if self._failures[node_id] >= HOLDER_FAILURES_TO_DROP:
                 self._drop(peers_by_id[node_id])
-        failed = sum(1 for r in results if r is not True)
+        failed = sum(1 for r in results if not isinstance(r, float))
         # A term counts as published once every one of its holders has it.
-        self._published_hash = {t: h for t, h in hashes.items() if t not in unplaced}
+        if everything:
+            self._published_hash.clear()  # (terms no page has any more are forgotten)
+            self._pending.clear()
+            self._everything = False
+            self._last_full_at = started
+        else:
+            built = set(wanted or ())
+            for term in built.difference(hashes):
+                self._published_hash.pop(term, None)  # no page has it any more
+            self._pending -= built
+        for term, key in hashes.items():
+            if term in unplaced:
+                self._published_hash.pop(term, None)
+                self._pending.add(term)
+            else:
+                self._published_hash[term] = key
+        if flush:
+            self._last_flush_at = started
+        self._count(len(shards), changed, signed, cpu, full=everything)
         self.last_publish = {
             "terms": len(shards),
             "changed": len(changed),
+            "deferred": len(self._pending),
+            "full": everything,
             "holders": len(by_holder),
             "failed_holders": failed,
+            "cpu_seconds": round(cpu, 3),
             "seconds": round(time.monotonic() - started, 2),
         }
         log.info("published shards: %s", self.last_publish)
         if failed:
             raise PublishIncomplete(f"{failed} holder(s) refused or missed {len(unplaced)} terms")
+        return generation
+
+    def _count(
+        self,
+        built: int,
+        changed: list[TermShard],
+        signed: list[HeldRecord],
+        cpu: float,
+        *,
+        full: bool,
+    ) -> None:
+        totals = self.totals
+        totals["publishes"] += 1
+        totals["full_rebuilds"] += full
+        totals["terms_built"] += built
+        totals["terms_sent"] += len(changed)
+        totals["record_bytes"] += sum(len(h.record) for h in signed)
+        totals["cpu_seconds"] += cpu
 
     async def _placement(self, terms: list[str]) -> dict[str, list[Peer]]:
         """Each term's holders: its ``replicas`` closest nodes, but for dropped ones."""
@@ -209,17 +302,29 @@ class Publisher:
             del self.dropped[node_id]
             log.info("holder %s proves itself again: placing on it", node_id.hex()[:12])
 
-    async def _push(self, holder: Peer, records: list[HeldRecord], expires_at: float) -> bool:
+    async def _push(self, holder: Peer, records: list[HeldRecord], expires_at: float) -> float:
+        """Place ``records`` on ``holder``; the CPU seconds their envelopes took."""
         if holder.node_id == self.identity.node_id:
             await self.shards.put(self.identity.node_id.hex(), records)
-            return True
+            return 0.0
         size = self.settings.publish_batch_terms
+        cpu = 0.0
         for start in range(0, len(records), size):
             part = [r.record for r in records[start : start + size]]
             # Signing compresses megabytes: not on the loop.
-            body = await asyncio.to_thread(sign_batch, self.identity, part, expires_at)
+            body, took = await asyncio.to_thread(
+                _timed, lambda part=part: sign_batch(self.identity, part, expires_at)
+            )
+            cpu += took
             self.client.traffic["push_sent"] += len(body)
             await self.client.post(
                 holder, PATH_SHARDS, data=body, within=self.settings.push_timeout
             )
-        return True
+        return cpu
+
+
+def _timed(work: Callable[[], T]) -> tuple[T, float]:
+    """``work()`` and the CPU seconds it took on this thread (publishing counts its cost)."""
+    started = time.thread_time()
+    result = work()
+    return result, time.thread_time() - started

@@ -24,6 +24,16 @@ class FederationSettings:
     push_timeout: float = 60.0
     publish_retry: float = 2.0  # seconds before shards a holder missed go again; doubles
     max_publish_retry: float = 60.0
+    # --- amortised publishing (issue #13) ---------------------------------------------
+    # While commits keep coming, a publish at most this often, of the terms no holder has
+    # yet (a crawled page is findable by its rarer words within this many seconds) ...
+    publish_every: float = 30.0
+    # ... and every touched term (common words too) this often; all of them at a pause.
+    # Small corpus, lone node, before: every term re-sent after nearly every commit.
+    publish_refresh: float = 300.0
+    # Every term rebuilt and placed again this often: copies expire after 24 h
+    # (shard_store.DEFAULT_SHARD_TTL), so twice in a lifetime keeps one placed.
+    republish_every: float = 12 * 3600.0
     # --- holding ---------------------------------------------------------------------
     # Seconds between deletions of expired copies (and once at start): a copy lives 24 h,
     # so this keeps at most ~1% of the budget dead, for one indexed DELETE a run.

@@ -110,6 +110,12 @@ def sign_shard(
     )
 
 
+# A push's envelope is made once per holder and batch and read once: a slower level is
+# worth it. Small corpus, every term of 3,399 pages in batches of 5,000: level 3 7.09 MB
+# (0.23 s), 9 5.89 MB (0.76 s), 19 5.07 MB (37 s); the records' signatures are 2.8 MB.
+BATCH_COMPRESSION_LEVEL = 9
+
+
 def sign_batch(identity: Identity, records: Sequence[bytes], expires_at: float) -> bytes:
     """A push: the publisher's term records in one signed, compressed envelope."""
     packed = b"".join(_LENGTH.pack(len(r)) + r for r in records)
@@ -117,7 +123,7 @@ def sign_batch(identity: Identity, records: Sequence[bytes], expires_at: float) 
         identity,
         kind=SHARD_KIND,
         key=b"batch",
-        payload=compress(packed),
+        payload=compress(packed, BATCH_COMPRESSION_LEVEL),
         issued_at=time.time(),
         expires_at=expires_at,
     )

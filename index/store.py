@@ -27,6 +27,7 @@ import tantivy
 from yarl import URL
 
 from .bm25 import FieldLengths
+from .changes import ChangedTerms
 from .errors import IndexUnavailable, QuerySyntaxError
 from .query import ParsedQuery, Unit, clause_units, near_unit, parse_user_query
 from .schema import ANALYZER, build_analyzer, build_schema, site_terms, url_words
@@ -190,6 +191,8 @@ class IndexStore:
         self.failing_since: float | None = None  # wall time of the first failed attempt
         self.num_docs = 0
         self.generation = 0  # bumps on every commit: shard publishing watches it
+        self.changes = ChangedTerms()  # the terms each commit touched, for the publisher
+        self.shard_cpu = 0.0  # CPU seconds spent building term shards (publishing's cost)
         self._averages: tuple[int, tuple[float, ...]] = (-1, ())
         self._lengths: OrderedDict[tuple[str, int], FieldLengths] = OrderedDict()
         self._lengths_lock = threading.Lock()
@@ -342,17 +345,28 @@ class IndexStore:
         upserted: list[str] = []
         removed: list[str] = []
         vectors = self._vectors([item for item in batch if not isinstance(item, str)])
+        touched: set[str] = set()
+        searcher = self.index.searcher()  # the committed versions this batch replaces
         try:
             for item in batch:
                 if isinstance(item, str):
+                    touched |= self._stored_terms(searcher, item)
                     writer.delete_documents_by_term("url", item)
                     removed.append(item)
                     urls.append(item)
                     continue
-                writer.delete_documents_by_term("url", item.url)
-                for alias in item.aliases:
-                    writer.delete_documents_by_term("url", alias)
-                writer.add_document(self._to_document(item, vectors.get(item.url)))
+                for url in (item.url, *item.aliases):
+                    touched |= self._stored_terms(searcher, url)
+                    writer.delete_documents_by_term("url", url)
+                document = self._to_document(item, vectors.get(item.url))
+                touched |= self.changes.page_terms(
+                    item.url,
+                    item.title,
+                    item.description,
+                    item.body[:MAX_BODY_CHARS],
+                    str(document.get_first("anchor") or ""),
+                )
+                writer.add_document(document)
                 upserted.append(item.url)
                 urls.append(item.url)
                 urls.extend(item.aliases)
@@ -364,7 +378,14 @@ class IndexStore:
         self.index.reload()
         self.num_docs = self.index.searcher().num_docs
         self.generation += 1
+        self.changes.committed(touched, self.generation)
         return Commit(urls=urls, upserted=upserted, removed=removed, opstamp=opstamp)
+
+    def _stored_terms(self, searcher: Any, url: str) -> set[str]:
+        """Terms of the committed page at ``url`` (none if there is none): its shards
+        change when it is replaced or removed."""
+        doc = self._doc_of(searcher, url)
+        return set() if doc is None else self.changes.stored_page_terms(doc)
 
     @property
     def _reranks(self) -> bool:
@@ -528,10 +549,16 @@ class IndexStore:
         return await self._in(self._read_pool, self._term_shards, terms, top_k)
 
     def _term_shards(self, terms: list[str] | None, top_k: int) -> list[TermShard]:
+        started = time.thread_time()
         searcher = self.index.searcher()
         if terms is None:
             terms = sorted(all_terms(searcher))
-        return build_shards(searcher, self.schema, terms, top_k=top_k, lengths_of=self._lengths_of)
+        shards = build_shards(
+            searcher, self.schema, terms, top_k=top_k, lengths_of=self._lengths_of
+        )
+        with self._lengths_lock:  # (reader threads build at once)
+            self.shard_cpu += time.thread_time() - started
+        return shards
 
     async def search_with_weights(
         self, text: str | PreparedQuery, *, limit: int, offset: int = 0
