@@ -11,7 +11,8 @@ from the site's entry page. ``<base href>`` is honoured; rel=nofollow and robots
 not (the counts of pages only reachable through them, and of pages robots.txt disallows, are
 reported apart). A page whose meta refresh has no delay is a redirect, not a page (a browser
 replaces it at once; the crawler indexes its target instead): such stubs are followed and
-counted apart (``stubs``), not among the pages. The result is cached beside the corpus
+counted apart (``stubs``), not among the pages; so are pages whose robots meta says
+noindex (``noindex``: rustdoc's print.html). The result is cached beside the corpus
 (``DEST/reachable.json``), keyed by the number of sites and their newest mtime.
 """
 
@@ -40,7 +41,7 @@ PORT = 8080
 HTML_EXTENSIONS = frozenset({".html", ".htm", ".shtml", ".xhtml"})
 REFRESH_URL = re.compile(r"""^\s*\d*(?:\.\d*)?\s*[;,]?\s*(?:url\s*=\s*)?['"]?([^'"]*)""", re.I)
 REFRESH_DELAY = re.compile(r"\s*(\d*(?:\.\d+)?)")
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 REDIRECT_DELAY = 1.0  # a refresh sooner than this is a redirect (crawler/parse.py too)
 
 
@@ -77,19 +78,21 @@ def resolve_file(root: Path, url_path: str) -> str | None:
     return rel
 
 
-def page_links(data: bytes, url: str) -> tuple[list[str], list[str], bool]:
+def page_links(data: bytes, url: str) -> tuple[list[str], list[str], bool, bool]:
     """(followed, nofollow) absolute link targets of one page (<a href> and meta refresh),
-    and whether the page is a redirect stub (a refresh without delay)."""
+    whether the page is a redirect stub (a refresh without delay), and whether its robots
+    meta says noindex."""
     tree = LexborHTMLParser(data)
     base = url
     base_el = tree.css_first("base[href]")
     if base_el is not None:
         base = urllib.parse.urljoin(url, (base_el.attributes.get("href") or "").strip())
-    nofollow_page = False
+    nofollow_page = noindex = False
     for meta in tree.css("meta[name]"):
         if (meta.attributes.get("name") or "").lower() == "robots":
             content = (meta.attributes.get("content") or "").lower()
             nofollow_page |= "nofollow" in content or "none" in content
+            noindex |= "noindex" in content or "none" in content
     followed: list[str] = []
     nofollow: list[str] = []
     stub = False
@@ -109,7 +112,7 @@ def page_links(data: bytes, url: str) -> tuple[list[str], list[str], bool]:
                 delay = REFRESH_DELAY.match(content)
                 if delay is not None and float(delay.group(1) or 0) < REDIRECT_DELAY:
                     stub = True
-    return followed, nofollow, stub
+    return followed, nofollow, stub, noindex
 
 
 def bfs_site(root: Path, origin: str, entry: str) -> dict[str, Any]:
@@ -127,12 +130,15 @@ def bfs_site(root: Path, origin: str, entry: str) -> dict[str, Any]:
         todo.append((entry_file, entry))
     pending_nofollow: list[str] = []
     stubs: list[str] = []
+    noindex: list[str] = []
     while todo:
         rel, url = todo.popleft()
-        followed, nofollow, stub = page_links((root / rel).read_bytes(), url)
+        followed, nofollow, stub, unindexed = page_links((root / rel).read_bytes(), url)
         pending_nofollow += nofollow
         if stub:
             stubs.append(rel)
+        elif unindexed:
+            noindex.append(rel)
         for target in followed:
             parts = urllib.parse.urlsplit(target)
             if f"{parts.scheme}://{parts.netloc}" != origin:
@@ -148,11 +154,12 @@ def bfs_site(root: Path, origin: str, entry: str) -> dict[str, Any]:
             if found is not None and found not in reached:
                 via_nofollow.add(found)
     disallowed = sorted(f for f, u in reached.items() if not robots.can_fetch("RhizomeBot", u))
-    for rel in stubs:
+    for rel in stubs + noindex:
         del reached[rel]
     return {
         "files": reached,
         "stubs": sorted(stubs),
+        "noindex": sorted(noindex),
         "nofollow_only": sorted(via_nofollow),
         "disallowed": disallowed,
     }
@@ -209,7 +216,7 @@ def main() -> None:
     for site, info in sites.items():
         print(
             f"{site:14} {len(info['files']):6} reachable pages, {len(info['stubs'])} redirect "
-            f"stubs, {len(info['nofollow_only'])} only via "
+            f"stubs, {len(info['noindex'])} noindex, {len(info['nofollow_only'])} only via "
             f"nofollow, {len(info['disallowed'])} disallowed by robots.txt"
         )
     print(f"total {total}")

@@ -61,6 +61,38 @@ RSS_SAMPLE_S = 0.2
 CHECKPOINT_QUERIES = 20
 WORD = re.compile(r"[A-Za-z]{4,12}")
 TAG = re.compile(r"<[^>]*>")
+MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")  # a mapping's first line in /proc/PID/smaps
+
+
+def breakdown(pid: int, data: Path) -> dict[str, Any]:
+    """Where one tree's RSS is: per process anonymous and file-backed MB, and the MB of
+    the node's mappings of files in its data dir (tantivy's mmapped segments)."""
+    out: dict[str, Any] = {}
+    for p in [pid, *descendants(pid)]:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            smaps = Path(f"/proc/{p}/smaps").read_text()
+        except OSError:
+            continue
+        kb = {
+            k: int(v.split()[0])
+            for k, v in re.findall(r"^(Rss\w+|VmRSS):\s+(\d+ kB)", status, re.M)
+        }
+        in_data = 0
+        current = ""
+        for line in smaps.splitlines():
+            if MAPPING.match(line):
+                fields = line.split()
+                current = fields[5] if len(fields) >= 6 else ""
+            elif line.startswith("Rss:") and current.startswith(str(data)):
+                in_data += int(line.split()[1])
+        out["node" if p == pid else f"worker {p}"] = {
+            "rss": round(kb.get("VmRSS", 0) / 1024, 1),
+            "anon": round(kb.get("RssAnon", 0) / 1024, 1),
+            "file": round(kb.get("RssFile", 0) / 1024, 1),
+            "data_dir_maps": round(in_data / 1024, 1),
+        }
+    return out
 
 
 class RssSampler(threading.Thread):
@@ -205,6 +237,7 @@ def run(
                             "rss_mb": round(sampler.current, 1),
                             "rss_peak_so_far_mb": round(sampler.peak, 1),
                             "data_dir_mb": round(disk_bytes(data) / 2**20, 1),
+                            "rss_breakdown": breakdown(pid, data),
                             "query_p50_ms_while_crawling": p50,
                             "query_p95_ms_while_crawling": p95,
                         }
@@ -223,6 +256,7 @@ def run(
                 idle_samples.append(tree_rss_mb(pid))
                 time.sleep(0.5)
             sampler.stop()
+            idle_breakdown = breakdown(pid, data)
             disk = disk_bytes(data)
             p50, p95 = time_queries(node, queries)
             idle_after_queries = tree_rss_mb(pid)
@@ -246,6 +280,7 @@ def run(
         "rss_peak_crawling_mb": round(peak, 1),
         "rss_idle_mb": round(statistics.median(idle_samples), 1),
         "rss_idle_after_queries_mb": round(idle_after_queries, 1),
+        "rss_idle_breakdown": idle_breakdown,
         "data_dir_mb": round(disk / 2**20, 1),
         "data_kb_per_page": round(disk / 1024 / max(pages, 1), 2),
         "query_p50_ms": p50,

@@ -100,6 +100,8 @@ class Crawler:
             max_depth=config.max_depth,
             committed_before_crash=committed_before_crash,
             recrawl_after=config.recrawl_interval,
+            max_seen=config.seen_cache,
+            max_anchor_urls=config.anchor_cache,
         )
         self.fetcher = Fetcher(config)
         self.robots = RobotsCache(self.fetcher.fetch_robots, config.user_agent_name)
@@ -188,7 +190,13 @@ class Crawler:
         await self.frontier.mark_done(done, self.config.recrawl_interval)
         self._wake.set()
 
-    async def _route(self, urls: list[tuple[str, int]], *, force: bool) -> None:
+    async def _route(
+        self,
+        urls: list[tuple[str, int]],
+        *,
+        force: bool,
+        anchors: dict[str, str] | None = None,
+    ) -> None:
         if self.config.seed_hosts_only:
             urls = [(u, d) for u, d in urls if host_of(u) in self._seed_hosts]
         if self.router is not None:
@@ -201,7 +209,7 @@ class Crawler:
                 self.forwarded += len(theirs) - len(undelivered)
                 mine.extend(undelivered)
             urls = mine
-        if urls and await self.frontier.add(urls, force=force):
+        if urls and await self.frontier.add(urls, force=force, anchors=anchors):
             self._wake.set()
 
     # --- status ----------------------------------------------------------------------
@@ -363,11 +371,13 @@ class Crawler:
         page.aliases = aliases
         try:
             if page.links and lease.depth < self.config.max_depth:
-                self.frontier.note_anchors(
-                    (link.url, link.anchor) for link in page.links if link.url != page.url
-                )
+                anchors = {
+                    link.url: link.anchor
+                    for link in page.links
+                    if link.anchor and link.url != page.url
+                }
                 links = [(link.url, lease.depth + 1) for link in page.links]
-                await self._route(links, force=False)
+                await self._route(links, force=False, anchors=anchors)
             page.inbound_anchors = self.frontier.take_anchors(page.url, lease.anchor)
             await self.sink.submit(page)
         except Exception as exc:
