@@ -17,7 +17,8 @@ Recorded:
   and the frontier's FAILED URLs grouped by error;
 * rate: documents in the index when idle / seconds from the seeds to idle;
 * RSS of the node and all its descendant processes (the parse workers), sampled every
-  0.2 s: the peak while crawling, and idle (the median of 5 samples 4-6 s after idle);
+  0.2 s: the peak while crawling, 4 s after idle, and settled idle (the median of 5
+  samples 45-47 s after idle: parser processes stopped, freed heap given back);
 * disk: the data directory (allocated blocks);
 * query latency: ``--queries`` sequential local searches (one or two words from the corpus'
   pages), p50/p95 in ms, after idle;
@@ -59,6 +60,10 @@ BASE_FLAGS = ("--allow-private-networks", "--crawl-delay", "0", "--seed-hosts-on
 POLL_S = 0.5
 RSS_SAMPLE_S = 0.2
 CHECKPOINT_QUERIES = 20
+# Idle RSS is read once the node has settled: its parser processes stop after 30 s without
+# work (crawler.config.DEFAULT_WORKER_IDLE_STOP) and it gives freed heap back within 10 s
+# of going idle (api.app.IDLE_TRIM_INTERVAL).
+IDLE_SETTLE_S = 45.0
 WORD = re.compile(r"[A-Za-z]{4,12}")
 TAG = re.compile(r"<[^>]*>")
 MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")  # a mapping's first line in /proc/PID/smaps
@@ -193,6 +198,7 @@ def coverage(data: Path, corpus: str, sites: dict[str, dict[str, Any]]) -> dict[
 
 def run(
     corpus: str,
+    only: list[str],
     code: Path,
     flags: list[str],
     checkpoints: list[int],
@@ -200,7 +206,7 @@ def run(
     timeout: float,
 ) -> dict[str, Any]:
     serve(corpus)
-    sites = reachable(corpus)
+    sites = {s: info for s, info in reachable(corpus).items() if not only or s in only}
     seeds = [info["entry"] for info in sites.values()]
     queries = query_words(sites, corpus, n_queries)
     with tempfile.TemporaryDirectory(prefix=f"rhizome-cov-{corpus}-") as tmp:
@@ -251,6 +257,8 @@ def run(
             load1 = os.getloadavg()[0]
             pages = int(status["documents"])
             time.sleep(4.0)
+            just_idle = tree_rss_mb(pid)
+            time.sleep(IDLE_SETTLE_S - 4.0)
             idle_samples = []
             for _ in range(5):
                 idle_samples.append(tree_rss_mb(pid))
@@ -278,6 +286,7 @@ def run(
         "loadavg_1m_before_after": [round(load0, 1), round(load1, 1)],
         "rss_start_mb": round(start_rss, 1),
         "rss_peak_crawling_mb": round(peak, 1),
+        "rss_4s_after_idle_mb": round(just_idle, 1),
         "rss_idle_mb": round(statistics.median(idle_samples), 1),
         "rss_idle_after_queries_mb": round(idle_after_queries, 1),
         "rss_idle_breakdown": idle_breakdown,
@@ -294,6 +303,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default="small,large")
     parser.add_argument("--code", type=Path, default=ROOT)
+    parser.add_argument("--sites", default="", help="only these sites, e.g. rust,java")
     parser.add_argument("--flags", default="", help="extra node flags, one string")
     parser.add_argument("--checkpoints", default="", help="page counts, e.g. 10000,30000")
     parser.add_argument("--queries", type=int, default=100)
@@ -303,8 +313,15 @@ def main() -> None:
     checkpoints = [int(c) for c in args.checkpoints.split(",") if c]
     results = []
     for corpus in args.corpus.split(","):
+        only = [s for s in args.sites.split(",") if s]
         result = run(
-            corpus, args.code.resolve(), args.flags.split(), checkpoints, args.queries, args.timeout
+            corpus,
+            only,
+            args.code.resolve(),
+            args.flags.split(),
+            checkpoints,
+            args.queries,
+            args.timeout,
         )
         results.append(result)
         brief = {k: v for k, v in result.items() if k != "coverage"}

@@ -117,6 +117,7 @@ class Crawler:
         self._supervisor: asyncio.Task[None] | None = None
         self._workers = CrawlWorkers(config, config.parse_workers or os.cpu_count() or 1)
         self._sitemaps_done: set[str] = set()
+        self._idle_since: float | None = None  # monotonic; None while there is work
         self._recent: deque[float] = deque()
         self._seed_hosts: set[str] = set()
         self.fetched = 0
@@ -241,6 +242,17 @@ class Crawler:
         )
 
     # --- scheduling ------------------------------------------------------------------
+    async def _retire_idle_workers(self) -> None:
+        """Stop the parser processes once nothing has been crawled for a while."""
+        if self._pending or self._slots:
+            self._idle_since = None
+            return
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        elif now - self._idle_since >= self.config.worker_idle_stop and self._workers.running:
+            await self._workers.retire()
+
     async def _supervise(self) -> None:
         while True:
             self._wake.clear()
@@ -261,6 +273,10 @@ class Crawler:
                     task = asyncio.create_task(self._run_slot(slot), name=f"slot:{host}")
                     self._slot_tasks.add(task)
                     task.add_done_callback(self._slot_tasks.discard)
+            try:
+                await self._retire_idle_workers()
+            except Exception:
+                log.exception("could not stop idle parser workers")
             # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that arrives after
             # _wake was set but before this task resumed (add_seeds or a finished slot
             # right before stop()), and the supervisor then ran forever with stop()
