@@ -21,10 +21,15 @@ Recorded:
   samples 45-47 s after idle: parser processes stopped, freed heap given back);
 * disk: the data directory (allocated blocks);
 * query latency: ``--queries`` sequential local searches (one or two words from the corpus'
-  pages), p50/p95 in ms, after idle;
+  pages), p50/p95 in ms, after idle; RSS again 12 s after them;
 * ``--checkpoints``: when the index passes each count during the crawl, the RSS then and the
   peak so far, the data dir's size, the rate since the previous checkpoint, and 20 local
   searches' p50/p95 (while the crawl goes on: a loaded figure).
+
+``--grown``: after each later corpus, the first is crawled again into the same node (its
+pages are new there): the rate on the same pages with the frontier and index grown, which
+tells growth from content (the large corpus' pages take ~1.5x the parse CPU of the small
+one's: 2.02 vs 1.34 ms a page, a 2.5% sample of each).
 
 ``--code`` lets a frozen checkout be measured in the same run as this one:
 ``git -C /work/main worktree add --detach /tmp/rz-base main`` then ``--code /tmp/rz-base``.
@@ -54,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.corpus_reach import CORPORA, reachable, url_to_file  # noqa: E402
 from bench.quality_bench import Node, serve  # noqa: E402
-from bench.resources import descendants, disk_bytes, percentile, tree_rss_mb  # noqa: E402
+from bench.resources import CLK_TCK, _stat, descendants, disk_bytes, percentile, tree_rss_mb  # noqa: E402
 
 BASE_FLAGS = ("--allow-private-networks", "--crawl-delay", "0", "--seed-hosts-only")
 POLL_S = 0.5
@@ -64,19 +69,20 @@ CHECKPOINT_QUERIES = 20
 # work (crawler.config.DEFAULT_WORKER_IDLE_STOP) and it gives freed heap back within 10 s
 # of going idle (api.app.IDLE_TRIM_INTERVAL).
 IDLE_SETTLE_S = 45.0
+AFTER_QUERIES_S = 12.0  # the queries' freed memory is given back within 10 s
 WORD = re.compile(r"[A-Za-z]{4,12}")
 TAG = re.compile(r"<[^>]*>")
 MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")  # a mapping's first line in /proc/PID/smaps
 
 
-def breakdown(pid: int, data: Path) -> dict[str, Any]:
+def breakdown(pid: int, data: Path, *, maps: bool = True) -> dict[str, Any]:
     """Where one tree's RSS is: per process anonymous and file-backed MB, and the MB of
     the node's mappings of files in its data dir (tantivy's mmapped segments)."""
     out: dict[str, Any] = {}
     for p in [pid, *descendants(pid)]:
         try:
             status = Path(f"/proc/{p}/status").read_text()
-            smaps = Path(f"/proc/{p}/smaps").read_text()
+            smaps = Path(f"/proc/{p}/smaps").read_text() if maps else ""
         except OSError:
             continue
         kb = {
@@ -101,17 +107,21 @@ def breakdown(pid: int, data: Path) -> dict[str, Any]:
 
 
 class RssSampler(threading.Thread):
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, data: Path) -> None:
         super().__init__(daemon=True)
         self.pid = pid
+        self.data = data
         self.peak = tree_rss_mb(pid)
         self.current = self.peak
+        self.at_peak: dict[str, Any] = {}  # per process, when the peak was sampled
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(RSS_SAMPLE_S):
             self.current = tree_rss_mb(self.pid)
-            self.peak = max(self.peak, self.current)
+            if self.current > self.peak:
+                self.peak = self.current
+                self.at_peak = breakdown(self.pid, self.data, maps=False)
 
     def stop(self) -> None:
         self.done.set()
@@ -131,6 +141,42 @@ def query_words(sites: dict[str, dict[str, Any]], corpus: str, n: int, seed: int
         vocab.update(w.lower() for w in WORD.findall(text))
     words = sorted(vocab)
     return [" ".join(rng.sample(words, rng.choice((1, 1, 2)))) for _ in range(n)]
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of the node's own threads, and of its live workers."""
+    node = sum(int(x) for x in _stat(pid)[11:13]) / CLK_TCK
+    workers = 0.0
+    for child in descendants(pid):
+        try:
+            workers += sum(int(x) for x in _stat(child)[11:13]) / CLK_TCK
+        except (OSError, IndexError):
+            pass
+    return node, workers
+
+
+def crawl_again(node: Node, corpus: str) -> dict[str, Any]:
+    """Crawl ``corpus`` into a node that already holds another: the same pages as on a
+    fresh node, so a slower rate here is the grown frontier and index, not the pages."""
+    serve(corpus)
+    seeds = [info["entry"] for info in reachable(corpus).values()]
+    before = int(node.get("/api/status")["documents"])
+    started = time.perf_counter()
+    node.post("/api/seeds", {"urls": seeds})
+    streak = 0
+    docs = before
+    while streak < 2:
+        time.sleep(POLL_S)
+        status = node.get("/api/status")
+        docs = int(status["documents"])
+        streak = streak + 1 if status["idle"] and docs > before else 0
+    elapsed = time.perf_counter() - started
+    return {
+        "corpus": corpus,
+        "pages": docs - before,
+        "seconds": round(elapsed, 1),
+        "pages_per_s": round((docs - before) / elapsed, 1),
+    }
 
 
 def time_queries(node: Node, queries: list[str]) -> tuple[float, float]:
@@ -204,6 +250,7 @@ def run(
     checkpoints: list[int],
     n_queries: int,
     timeout: float,
+    then: str = "",
 ) -> dict[str, Any]:
     serve(corpus)
     sites = {s: info for s, info in reachable(corpus).items() if not only or s in only}
@@ -217,9 +264,10 @@ def run(
             time.sleep(1.0)  # workers up
             workers = len(descendants(pid))
             start_rss = tree_rss_mb(pid)
-            sampler = RssSampler(pid)
+            sampler = RssSampler(pid, data)
             sampler.start()
             load0 = os.getloadavg()[0]
+            cpu0 = cpu_split(pid)
             started = time.perf_counter()
             node.post("/api/seeds", {"urls": seeds})
             todo = sorted(checkpoints)
@@ -253,6 +301,9 @@ def run(
                 if streak >= 2:
                     break
             elapsed = time.perf_counter() - started
+            node_cpu, workers_cpu = cpu_split(pid)
+            node_cpu -= cpu0[0]
+            workers_cpu -= cpu0[1]
             peak = sampler.peak
             load1 = os.getloadavg()[0]
             pages = int(status["documents"])
@@ -267,7 +318,10 @@ def run(
             idle_breakdown = breakdown(pid, data)
             disk = disk_bytes(data)
             p50, p95 = time_queries(node, queries)
+            time.sleep(AFTER_QUERIES_S)
             idle_after_queries = tree_rss_mb(pid)
+            idle_after_queries_breakdown = breakdown(pid, data)
+            grown = crawl_again(node, then) if then else None
         finally:
             node.stop()
         cov = coverage(data, corpus, sites)
@@ -282,6 +336,8 @@ def run(
         "indexed_of_reachable": cov["indexed_reachable"],
         "share": cov["share"],
         "seconds": round(elapsed, 1),
+        "node_cpu_ms_per_page": round(node_cpu * 1000 / max(pages, 1), 2),
+        "workers_cpu_ms_per_page": round(workers_cpu * 1000 / max(pages, 1), 2),
         "pages_per_s": round(pages / elapsed, 1),
         "loadavg_1m_before_after": [round(load0, 1), round(load1, 1)],
         "rss_start_mb": round(start_rss, 1),
@@ -289,7 +345,10 @@ def run(
         "rss_4s_after_idle_mb": round(just_idle, 1),
         "rss_idle_mb": round(statistics.median(idle_samples), 1),
         "rss_idle_after_queries_mb": round(idle_after_queries, 1),
+        "rss_at_peak": sampler.at_peak,
         "rss_idle_breakdown": idle_breakdown,
+        "rss_idle_after_queries_breakdown": idle_after_queries_breakdown,
+        "then": grown,
         "data_dir_mb": round(disk / 2**20, 1),
         "data_kb_per_page": round(disk / 1024 / max(pages, 1), 2),
         "query_p50_ms": p50,
@@ -308,11 +367,17 @@ def main() -> None:
     parser.add_argument("--checkpoints", default="", help="page counts, e.g. 10000,30000")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument(
+        "--grown",
+        action="store_true",
+        help="after each later corpus, crawl the first one again into the same node",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    corpora = args.corpus.split(",")
     checkpoints = [int(c) for c in args.checkpoints.split(",") if c]
     results = []
-    for corpus in args.corpus.split(","):
+    for i, corpus in enumerate(corpora):
         only = [s for s in args.sites.split(",") if s]
         result = run(
             corpus,
@@ -322,6 +387,7 @@ def main() -> None:
             checkpoints,
             args.queries,
             args.timeout,
+            then=corpora[0] if args.grown and i > 0 else "",
         )
         results.append(result)
         brief = {k: v for k, v in result.items() if k != "coverage"}
@@ -334,6 +400,11 @@ def main() -> None:
         base = results[0]["pages_per_s"]
         for r in results[1:]:
             print(f"rate {r['corpus']} / {results[0]['corpus']}: {r['pages_per_s'] / base:.2f}")
+            if r["then"]:
+                again = r["then"]["pages_per_s"]
+                print(
+                    f"rate {results[0]['corpus']} into the grown node / fresh: {again / base:.2f}"
+                )
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
 

@@ -7,6 +7,7 @@ thread-safe and hold the GIL; a separate process keeps the event loop's core fre
 from __future__ import annotations
 
 import codecs
+import html
 import re
 from dataclasses import dataclass, field
 
@@ -30,6 +31,13 @@ MAX_LINKS_PER_PAGE = 20_000
 # browser replaces the page before anyone reads it), so the page itself is not indexed
 # and its target is, as with an HTTP redirect. A longer delay is only a link.
 REFRESH_REDIRECT_DELAY = 1.0
+# Lexbor's tree costs ~15-20 bytes of memory a byte of HTML: parsing one 4 MiB GHC page
+# took a parser process +60 MB at its peak (measured), and with two processes each on a
+# large rustdoc page the crawl's peak RSS rose by ~190 MB. Past this many characters the
+# page is not built into a tree: the links of the rest are read by a scan of its <a>
+# tags, and the text has what the index keeps (100,000 characters) long before.
+MAX_TREE_CHARS = 1_000_000
+MAX_SCANNED_ANCHOR_CHARS = 2_000  # of an <a> element's content, in the scanned rest
 BINARY_SNIFF_BYTES = 1024
 META_SNIFF_BYTES = 2048
 # Text with NULs in it (a broken title, a stray byte) is still text; executables and
@@ -60,6 +68,11 @@ _REFRESH = re.compile(
     r"""^\s*(\d*(?:\.\d*)?)\s*(?:[;,]\s*)?(?:url\s*=\s*)?(["']?)(.*?)\2?\s*$""",
     re.I | re.S,
 )
+# The scan of a page's rest: <a ...>content</a>, its href and rel.
+_A_ELEMENT = re.compile(rf"<a\s([^>]*)>(.{{0,{MAX_SCANNED_ANCHOR_CHARS}}}?)</a\s*>", re.I | re.S)
+_HREF = re.compile(r"""\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.I)
+_NOFOLLOW_REL = re.compile(r"""\brel\s*=\s*(?:"[^"]*|'[^']*|[^\s>]*)nofollow""", re.I)
+_TAG = re.compile(r"<[^>]*>")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_\-:.]+)""", re.I)
 _HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([a-zA-Z0-9_\-:.]+)", re.I)
 _BINARY_CONTROLS = bytes([*range(0x01, 0x09), *range(0x0E, 0x1B), *range(0x1C, 0x20)])
@@ -251,6 +264,23 @@ def _meta_refresh(tree: LexborHTMLParser, base: URL) -> tuple[str, bool] | None:
     return None
 
 
+def _scan_links(rest: str, resolve: LinkResolver, seen: set[str], links: list[Link]) -> None:
+    """The links of the part of a page past MAX_TREE_CHARS, without building its tree."""
+    for m in _A_ELEMENT.finditer(rest):
+        if len(links) >= MAX_LINKS_PER_PAGE:
+            return
+        attributes = m.group(1)
+        href = _HREF.search(attributes)
+        if href is None or _NOFOLLOW_REL.search(attributes):
+            continue
+        target = resolve(html.unescape(next(g for g in href.groups() if g is not None)))
+        if target is None or target in seen:
+            continue
+        seen.add(target)
+        anchor = html.unescape(_TAG.sub(" ", m.group(2)))
+        links.append(Link(target, _norm(anchor, MAX_ANCHOR_CHARS)))
+
+
 def parse_html(
     url: str,
     body: bytes,
@@ -265,7 +295,15 @@ def parse_html(
     if looks_binary(body):
         page.noindex = page.nofollow = True
         return page
-    tree = LexborHTMLParser(decode_html(body, content_type))
+    text = decode_html(body, content_type)
+    rest = ""
+    if len(text) > MAX_TREE_CHARS:
+        # Cut before a tag, so the scan of the rest starts with whole elements.
+        cut = text.rfind("<", MAX_TREE_CHARS // 2, MAX_TREE_CHARS)
+        cut = cut if cut > 0 else MAX_TREE_CHARS
+        text, rest = text[:cut], text[cut:]
+    tree = LexborHTMLParser(text)
+    del text
     page.noindex, page.nofollow = _robots_directives(tree, x_robots_tag)
 
     base = URL(url)
@@ -315,6 +353,8 @@ def parse_html(
             page.links.append(Link(target, _norm(a.text(), MAX_ANCHOR_CHARS)))
             if len(page.links) >= MAX_LINKS_PER_PAGE:
                 break
+        if rest:
+            _scan_links(rest, resolve, seen, page.links)
 
     if not page.noindex:
         root = None

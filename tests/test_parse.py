@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crawler import parse as parse_module
 from crawler.parse import (
     MAX_LINKS_PER_PAGE,
     MAX_TEXT_CHARS,
     MAX_TITLE_CHARS,
+    MAX_TREE_CHARS,
     decode_html,
     parse_html,
     refresh_target,
@@ -345,3 +349,65 @@ def test_a_documentation_index_keeps_every_one_of_its_links() -> None:
     page = parse_html("http://example.com/core/all.html", f"<body>{anchors}</body>".encode())
     assert len(page.links) == 17_940
     assert page.links[-1].url == "http://example.com/core/fn.item_17939.html"
+
+
+# --- pages longer than the tree limit --------------------------------------------------
+
+
+def _long_page() -> bytes:
+    filler = "<p>" + "lorem ipsum dolor " * (MAX_TREE_CHARS // 18) + "</p>"
+    tail = (
+        '<a href="/late/1.html">Late <b>one</b></a>'
+        "<a href='late/2.html?a=1&amp;b=2'>two &amp; more</a>"
+        "<a class=x href=/late/3.html>three</a>"
+        '<a rel="nofollow" href="/late/skipped.html">no</a>'
+        '<a href="/early.html">again</a>'
+    )
+    return f'<html><body><a href="/early.html">early</a>{filler}{tail}</body></html>'.encode()
+
+
+def test_links_past_the_tree_limit_are_read_as_a_whole_tree_would_read_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """rustdoc's x86_64 index (3.1 MB) links 5,024 pages; its last ones must not be lost
+    because the page is too long to build a tree of."""
+    body = _long_page()
+    cut = parse_html(URL_, body)
+    monkeypatch.setattr(parse_module, "MAX_TREE_CHARS", 10 * len(body))
+    whole = parse_html(URL_, body)
+    assert [(link.url, link.anchor) for link in cut.links] == [
+        (link.url, link.anchor) for link in whole.links
+    ]
+    assert [link.url for link in cut.links] == [
+        "http://example.com/early.html",
+        "http://example.com/late/1.html",
+        "http://example.com/dir/late/2.html?a=1&b=2",
+        "http://example.com/late/3.html",
+    ]
+    assert cut.links[1].anchor == "Late one" and cut.links[2].anchor == "two & more"
+    assert cut.text.startswith("early lorem ipsum")
+
+
+TREE_MEMORY_LIMIT_MB = 40  # a whole tree of a 4 MiB page took +60 MB (measured)
+
+
+def test_a_four_mib_page_is_parsed_in_bounded_memory() -> None:
+    script = (
+        "import sys\n"
+        "from crawler.parse import parse_html\n"
+        "def hwm():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM'): return int(line.split()[1]) // 1024\n"
+        "body = b'<html><body>' + b''.join(b'<div class=item><a href=\"/p%d.html\">item %d</a>"
+        "<span>some description of the item</span></div>' % (i, i) for i in range(50000))\n"
+        "body = body[: 4 * 1024 * 1024]\n"
+        "before = hwm()\n"
+        "page = parse_html('http://example.com/', body)\n"
+        "print(hwm() - before, len(page.links))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    grew_mb, links = int(out[0]), int(out[1])
+    assert links == 20_000  # MAX_LINKS_PER_PAGE: the page has more
+    assert grew_mb < TREE_MEMORY_LIMIT_MB, f"+{grew_mb} MB to parse a 4 MiB page"
