@@ -394,6 +394,9 @@ class Crawler:
                 }
                 links = [(link.url, lease.depth + 1) for link in page.links]
                 await self._route(links, force=False, anchors=anchors)
+            # Routed: the sink has no use for them, and up to 20,000 a page would stay in
+            # memory while submit waits for room in the index's queue.
+            page.links = []
             page.inbound_anchors = self.frontier.take_anchors(page.url, lease.anchor)
             await self.sink.submit(page)
         except Exception as exc:
