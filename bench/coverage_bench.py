@@ -33,6 +33,9 @@ one's: 2.02 vs 1.34 ms a page, a 2.5% sample of each).
 
 ``--code`` lets a frozen checkout be measured in the same run as this one:
 ``git -C /work/main worktree add --detach /tmp/rz-base main`` then ``--code /tmp/rz-base``.
+
+Longer than 400 lines because the crawl, its RSS sampling and the coverage count share one
+node's lifetime; the corpus BFS is in ``bench/corpus_reach.py``.
 """
 
 from __future__ import annotations
