@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import memory
 from .config import DEFAULT_HTTP, ConfigError, NodeConfig, add_node_flags, load_config
 from .demo import run_demo
 from .operator import read_token
@@ -54,6 +55,7 @@ def setup_logging(level: str, fmt: str) -> None:
 def cmd_node(args: argparse.Namespace) -> int:
     config = load_config(file=args.config, flags=vars(args))
     setup_logging(config.log_level, config.log_format)
+    memory.tune_malloc()  # before the index's and frontier's threads exist
     event_loop_runner()(serve(config))
     return 0
 

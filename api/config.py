@@ -18,10 +18,12 @@ from typing import Any
 from crawler import CrawlerConfig
 from crawler import config as crawl_defaults
 
+from .memory import MEMORY_PROFILES, PROFILES, MemoryProfile
+
 DEFAULT_HTTP = "127.0.0.1:8700"
 DEFAULT_DHT = "127.0.0.1:8701"
 DEFAULT_COMMIT_INTERVAL = 1.0
-DEFAULT_WRITER_HEAP_MB = 64
+MIN_WRITER_HEAP_MB = 16  # tantivy refuses less than ~15 MB a writer thread
 # Disk for the shard copies this node holds for others (federation/shard_store.py).
 DEFAULT_HELD_SHARDS_MB = 1024
 DEFAULT_SHARD_EXPIRY_INTERVAL = 600.0  # seconds; a copy lives 24 h unless republished
@@ -33,6 +35,7 @@ DEFAULT_SEARCH_RATE = 2.0
 DEFAULT_RELAY_MAX_NODES = 16
 DEFAULT_RELAY_MB_PER_NODE_HOUR = 64.0
 REACHABILITY_MODES = ("auto", "public", "private")
+DEFAULT_MEMORY = "normal"
 ENV_PREFIX = "RHIZOME_"
 
 
@@ -66,7 +69,10 @@ class NodeConfig:
     parse_workers: int = crawl_defaults.DEFAULT_PARSE_WORKERS
     contact_url: str = crawl_defaults.DEFAULT_CONTACT_URL
     commit_interval: float = DEFAULT_COMMIT_INTERVAL
-    writer_heap_mb: int = DEFAULT_WRITER_HEAP_MB
+    writer_heap_mb: int = 0  # 0: the memory profile's (64 normal, 16 small)
+    # "small" for a 1 GB machine: fewer parser processes, a smaller writer heap, fewer
+    # pages waiting and smaller caches (api/memory.py); slower, not worse.
+    memory: str = DEFAULT_MEMORY
     log_level: str = "info"
     log_format: str = "text"  # or "json"
     # The static-embedding re-rank (index/semantic.py): +40 MB and ~2 s at start for
@@ -96,6 +102,14 @@ class NodeConfig:
         return split_host_port(self.http, "http")[0]
 
     @property
+    def memory_profile(self) -> MemoryProfile:
+        return PROFILES[self.memory]
+
+    @property
+    def writer_heap_bytes(self) -> int:
+        return (self.writer_heap_mb or self.memory_profile.writer_heap_mb) * 1024 * 1024
+
+    @property
     def http_port(self) -> int:
         return split_host_port(self.http, "http")[1]
 
@@ -111,7 +125,9 @@ class NodeConfig:
             max_depth=self.max_depth,
             max_urls_per_host=self.max_urls_per_host,
             recrawl_interval=self.recrawl_days * 86400,
-            parse_workers=self.parse_workers,
+            parse_workers=self.parse_workers or self.memory_profile.parse_workers,
+            seen_cache=self.memory_profile.seen_cache,
+            anchor_cache=self.memory_profile.anchor_cache,
         )
 
 
@@ -132,10 +148,11 @@ HELP: dict[str, str] = {
     "max_depth": "link hops from a seed at most (0: only the seeds)",
     "max_urls_per_host": "URLs one host may add to the frontier at most",
     "recrawl_days": "days before a page is fetched again",
-    "parse_workers": "HTML parser processes (0: one per CPU core)",
+    "parse_workers": "HTML parser processes (0: one per CPU core, or 1 with memory small)",
     "contact_url": "URL in the crawler's User-Agent where site owners reach you",
     "commit_interval": "seconds between index commits while crawling",
-    "writer_heap_mb": "tantivy writer memory budget in MiB",
+    "writer_heap_mb": "tantivy writer memory budget in MiB (0: 64, or 16 with memory small)",
+    "memory": "normal or small (a 1 GB machine: 1 parser process, 16 MiB writer heap, ...)",
     "log_level": "debug, info, warning or error",
     "log_format": "text or json",
     "semantic": "on or off: re-rank by meaning with a static embedding model (+40 MB)",
@@ -262,8 +279,8 @@ def validate(config: NodeConfig) -> None:
             ipaddress.ip_address(proxy)
         except ValueError:
             raise ConfigError(f"trusted_proxies: {proxy!r} is not an IP address") from None
-    if config.writer_heap_mb < 16:
-        raise ConfigError("writer_heap_mb: tantivy needs at least 16 MiB")
+    if 0 < config.writer_heap_mb < MIN_WRITER_HEAP_MB or config.writer_heap_mb < 0:
+        raise ConfigError("writer_heap_mb: tantivy needs at least 16 MiB (0: by memory)")
     if config.log_format not in ("text", "json"):
         raise ConfigError("log_format: text or json")
     if config.semantic not in ("on", "off"):
@@ -274,6 +291,8 @@ def validate(config: NodeConfig) -> None:
         raise ConfigError("relay_max_nodes: must not be negative")
     if config.relay_mb_per_node_hour <= 0:
         raise ConfigError("relay_mb_per_node_hour: must be positive")
+    if config.memory not in MEMORY_PROFILES:
+        raise ConfigError(f"memory: one of {', '.join(MEMORY_PROFILES)}")
 
 
 def add_node_flags(parser: argparse.ArgumentParser) -> None:

@@ -100,6 +100,8 @@ class Crawler:
             max_depth=config.max_depth,
             committed_before_crash=committed_before_crash,
             recrawl_after=config.recrawl_interval,
+            max_seen=config.seen_cache,
+            max_anchor_urls=config.anchor_cache,
         )
         self.fetcher = Fetcher(config)
         self.robots = RobotsCache(self.fetcher.fetch_robots, config.user_agent_name)
@@ -115,6 +117,7 @@ class Crawler:
         self._supervisor: asyncio.Task[None] | None = None
         self._workers = CrawlWorkers(config, config.parse_workers or os.cpu_count() or 1)
         self._sitemaps_done: set[str] = set()
+        self._idle_since: float | None = None  # monotonic; None while there is work
         self._recent: deque[float] = deque()
         self._seed_hosts: set[str] = set()
         self.fetched = 0
@@ -188,7 +191,13 @@ class Crawler:
         await self.frontier.mark_done(done, self.config.recrawl_interval)
         self._wake.set()
 
-    async def _route(self, urls: list[tuple[str, int]], *, force: bool) -> None:
+    async def _route(
+        self,
+        urls: list[tuple[str, int]],
+        *,
+        force: bool,
+        anchors: dict[str, str] | None = None,
+    ) -> None:
         if self.config.seed_hosts_only:
             urls = [(u, d) for u, d in urls if host_of(u) in self._seed_hosts]
         if self.router is not None:
@@ -201,7 +210,7 @@ class Crawler:
                 self.forwarded += len(theirs) - len(undelivered)
                 mine.extend(undelivered)
             urls = mine
-        if urls and await self.frontier.add(urls, force=force):
+        if urls and await self.frontier.add(urls, force=force, anchors=anchors):
             self._wake.set()
 
     # --- status ----------------------------------------------------------------------
@@ -233,6 +242,17 @@ class Crawler:
         )
 
     # --- scheduling ------------------------------------------------------------------
+    async def _retire_idle_workers(self) -> None:
+        """Stop the parser processes once nothing has been crawled for a while."""
+        if self._pending or self._slots:
+            self._idle_since = None
+            return
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        elif now - self._idle_since >= self.config.worker_idle_stop and self._workers.running:
+            await self._workers.retire()
+
     async def _supervise(self) -> None:
         while True:
             self._wake.clear()
@@ -253,6 +273,10 @@ class Crawler:
                     task = asyncio.create_task(self._run_slot(slot), name=f"slot:{host}")
                     self._slot_tasks.add(task)
                     task.add_done_callback(self._slot_tasks.discard)
+            try:
+                await self._retire_idle_workers()
+            except Exception:
+                log.exception("could not stop idle parser workers")
             # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that arrives after
             # _wake was set but before this task resumed (add_seeds or a finished slot
             # right before stop()), and the supervisor then ran forever with stop()
@@ -363,11 +387,16 @@ class Crawler:
         page.aliases = aliases
         try:
             if page.links and lease.depth < self.config.max_depth:
-                self.frontier.note_anchors(
-                    (link.url, link.anchor) for link in page.links if link.url != page.url
-                )
+                anchors = {
+                    link.url: link.anchor
+                    for link in page.links
+                    if link.anchor and link.url != page.url
+                }
                 links = [(link.url, lease.depth + 1) for link in page.links]
-                await self._route(links, force=False)
+                await self._route(links, force=False, anchors=anchors)
+            # Routed: the sink has no use for them, and up to 20,000 a page would stay in
+            # memory while submit waits for room in the index's queue.
+            page.links = []
             page.inbound_anchors = self.frontier.take_anchors(page.url, lease.anchor)
             await self.sink.submit(page)
         except Exception as exc:

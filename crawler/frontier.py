@@ -21,14 +21,14 @@ import logging
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 from typing import TypeVar
 
-from .config import DEFAULT_RECRAWL_INTERVAL
+from .config import DEFAULT_ANCHOR_CACHE, DEFAULT_RECRAWL_INTERVAL, DEFAULT_SEEN_CACHE
 from .errors import FrontierError
 from .urls import host_of, looks_like_trap
 
@@ -45,9 +45,7 @@ class UrlState(IntEnum):
 
 
 QUEUED, LEASED, DONE, FAILED = UrlState
-MAX_SEEN_CACHE = 1_000_000
 MAX_ANCHORS_PER_URL = 16
-MAX_ANCHOR_CACHE = 500_000
 STORAGE_RETRY = 2.0  # seconds between write attempts while the database cannot write
 # Rows kept in memory while the disk is full. Outcomes (done, failed, released) are
 # always kept (at most one per leased URL); new links beyond this are dropped, and found
@@ -127,8 +125,12 @@ class Frontier:
         max_depth: int,
         committed_before_crash: CommittedCheck | None = None,
         recrawl_after: float = DEFAULT_RECRAWL_INTERVAL,
+        max_seen: int = DEFAULT_SEEN_CACHE,
+        max_anchor_urls: int = DEFAULT_ANCHOR_CACHE,
     ) -> None:
         self.path = path
+        self.max_seen = max_seen
+        self.max_anchor_urls = max_anchor_urls
         self.max_urls_per_host = max_urls_per_host
         self.max_depth = max_depth
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frontier")
@@ -284,23 +286,34 @@ class Frontier:
 
     # --- adding ----------------------------------------------------------------------
     async def add(
-        self, urls: Iterable[tuple[str, int]], *, now: float | None = None, force: bool = False
+        self,
+        urls: Iterable[tuple[str, int]],
+        *,
+        now: float | None = None,
+        force: bool = False,
+        anchors: Mapping[str, str] | None = None,
     ) -> list[str]:
         """Add (url, depth) pairs; returns the hosts that got new work.
 
         ``force`` re-queues URLs already known (an operator's seed means "fetch this now").
+        ``anchors``: what the linking page calls each URL (see ``_note_anchor``).
         """
         fresh: list[tuple[str, int]] = []
         for url, depth in urls:
+            text = anchors.get(url) if anchors else None
             if force or url not in self._seen:
                 if depth > self.max_depth:
                     # Not "seen": the same URL may yet be linked from a shallower page.
                     continue
                 if not looks_like_trap(url):
                     fresh.append((url, depth))
-                if len(self._seen) >= MAX_SEEN_CACHE:
+                    if text:
+                        self._note_anchor(url, text, new=True)
+                if len(self._seen) >= self.max_seen:
                     self._seen.clear()  # SQLite's primary key still de-duplicates
                 self._seen.add(url)
+            elif text:
+                self._note_anchor(url, text, new=False)
         if not fresh:
             return []
         when = now or time.time()
@@ -359,22 +372,25 @@ class Frontier:
             self._host_urls[host] = self._host_urls.get(host, 0) + n
         return list(added)
 
-    def note_anchors(self, pairs: Iterable[tuple[str, str]]) -> None:
+    def _note_anchor(self, target: str, text: str, *, new: bool) -> None:
         """Remember what linking pages call a URL until that URL is crawled.
 
         Memory only (bounded): the first anchor of each URL is also stored with its row,
-        so a restart keeps the most important one without a write per link.
+        so a restart keeps the most important one without a write per link. Only a URL
+        queued here gets an entry (``new``: first seen now); a link to one already crawled
+        or left out (another host, a trap) adds nothing. Before, every link's target got
+        one: on the large corpus that was every external link and every page already
+        crawled, up to 16 anchors each, never taken.
         """
-        for target, text in pairs:
-            if not text:
-                continue
-            texts = self._anchors.get(target)
-            if texts is None:
-                if len(self._anchors) >= MAX_ANCHOR_CACHE:
-                    self._anchors.pop(next(iter(self._anchors)))
-                self._anchors[target] = [text]
-            elif len(texts) < MAX_ANCHORS_PER_URL and text not in texts:
-                texts.append(text)
+        texts = self._anchors.get(target)
+        if texts is None:
+            if not new:
+                return
+            if len(self._anchors) >= self.max_anchor_urls:
+                self._anchors.pop(next(iter(self._anchors)))
+            self._anchors[target] = [text]
+        elif len(texts) < MAX_ANCHORS_PER_URL and text not in texts:
+            texts.append(text)
 
     def take_anchors(self, url: str, stored: str | None) -> list[str]:
         texts = self._anchors.pop(url, [])
@@ -489,6 +505,7 @@ class Frontier:
 
     async def mark_failed(self, url: str, error: str, retry_at: float | None) -> None:
         """retry_at None: give up until the next recrawl round (the caller decides)."""
+        self._anchors.pop(url, None)
         await self._run(self._persist, self._mark_failed, (url, error[:500], retry_at), 1, None)
 
     def _mark_failed(self, url: str, error: str, retry_at: float | None) -> None:

@@ -7,6 +7,7 @@ thread-safe and hold the GIL; a separate process keeps the event loop's core fre
 from __future__ import annotations
 
 import codecs
+import html
 import re
 from dataclasses import dataclass, field
 
@@ -20,7 +21,23 @@ MAX_TEXT_CHARS = 200_000
 MAX_TITLE_CHARS = 300
 MAX_DESCRIPTION_CHARS = 1_000
 MAX_ANCHOR_CHARS = 200
-MAX_LINKS_PER_PAGE = 1_000
+# Documentation indexes are long: the largest page of the 12-site large corpus that is a
+# page's only way in (rustdoc's core/all.html) has 17,940 distinct links, libstdc++'s
+# files.html 1,472 and rustdoc's x86_64 intrinsics 5,024; a cap of 1,000 left 11,836 of
+# that corpus' 63,877 reachable pages uncrawled. A link farm's extra links cost a row
+# each in the frontier, which max_urls_per_host bounds per host.
+MAX_LINKS_PER_PAGE = 20_000
+# <meta http-equiv="refresh" content="N; url=...">: a delay below this is a redirect (the
+# browser replaces the page before anyone reads it), so the page itself is not indexed
+# and its target is, as with an HTTP redirect. A longer delay is only a link.
+REFRESH_REDIRECT_DELAY = 1.0
+# Lexbor's tree costs ~15-20 bytes of memory a byte of HTML: parsing one 4 MiB GHC page
+# took a parser process +60 MB at its peak (measured), and with two processes each on a
+# large rustdoc page the crawl's peak RSS rose by ~190 MB. Past this many characters the
+# page is not built into a tree: the links of the rest are read by a scan of its <a>
+# tags, and the text has what the index keeps (100,000 characters) long before.
+MAX_TREE_CHARS = 1_000_000
+MAX_SCANNED_ANCHOR_CHARS = 2_000  # of an <a> element's content, in the scanned rest
 BINARY_SNIFF_BYTES = 1024
 META_SNIFF_BYTES = 2048
 # Text with NULs in it (a broken title, a stray byte) is still text; executables and
@@ -45,6 +62,17 @@ BOILERPLATE_SELECTOR = (
 BOILERPLATE_TAGS = BOILERPLATE_SELECTOR.split(", ")
 MAIN_SELECTORS = ("main", "article", "[role=main]")
 
+# HTML's "shared declarative refresh steps": a delay, then ";" or ",", then the URL,
+# optionally as url=..., optionally quoted.
+_REFRESH = re.compile(
+    r"""^\s*(\d*(?:\.\d*)?)\s*(?:[;,]\s*)?(?:url\s*=\s*)?(["']?)(.*?)\2?\s*$""",
+    re.I | re.S,
+)
+# The scan of a page's rest: <a ...>content</a>, its href and rel.
+_A_ELEMENT = re.compile(rf"<a\s([^>]*)>(.{{0,{MAX_SCANNED_ANCHOR_CHARS}}}?)</a\s*>", re.I | re.S)
+_HREF = re.compile(r"""\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.I)
+_NOFOLLOW_REL = re.compile(r"""\brel\s*=\s*(?:"[^"]*|'[^']*|[^\s>]*)nofollow""", re.I)
+_TAG = re.compile(r"<[^>]*>")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_\-:.]+)""", re.I)
 _HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([a-zA-Z0-9_\-:.]+)", re.I)
 _BINARY_CONTROLS = bytes([*range(0x01, 0x09), *range(0x0E, 0x1B), *range(0x1C, 0x20)])
@@ -68,6 +96,9 @@ class ParsedPage:
     language: str = ""
     noindex: bool = False
     nofollow: bool = False
+    # The target of a meta refresh (canonical), and whether it redirects (no delay).
+    refresh: str | None = None
+    refresh_redirects: bool = False
     links: list[Link] = field(default_factory=list)
     fetched_at: float = 0.0
     status: int = 200
@@ -210,6 +241,46 @@ def _robots_directives(tree: LexborHTMLParser, header: str | None) -> tuple[bool
     return ("noindex" in tokens or "none" in tokens), ("nofollow" in tokens or "none" in tokens)
 
 
+def refresh_target(content: str) -> tuple[float, str] | None:
+    """(delay in seconds, raw URL) of a meta refresh's ``content``; None without a URL."""
+    m = _REFRESH.match(content)
+    if m is None or not m.group(3).strip():
+        return None
+    delay = m.group(1)
+    return (float(delay) if delay not in ("", ".") else 0.0), m.group(3).strip()
+
+
+def _meta_refresh(tree: LexborHTMLParser, base: URL) -> tuple[str, bool] | None:
+    """The first meta refresh naming a URL: (canonical target, is it a redirect)."""
+    for meta in tree.css("meta[http-equiv]"):
+        if (meta.attributes.get("http-equiv") or "").strip().lower() != "refresh":
+            continue
+        found = refresh_target(meta.attributes.get("content") or "")
+        if found is None:
+            continue
+        target = canonicalize(found[1], base)
+        if target is not None:
+            return target, found[0] < REFRESH_REDIRECT_DELAY
+    return None
+
+
+def _scan_links(rest: str, resolve: LinkResolver, seen: set[str], links: list[Link]) -> None:
+    """The links of the part of a page past MAX_TREE_CHARS, without building its tree."""
+    for m in _A_ELEMENT.finditer(rest):
+        if len(links) >= MAX_LINKS_PER_PAGE:
+            return
+        attributes = m.group(1)
+        href = _HREF.search(attributes)
+        if href is None or _NOFOLLOW_REL.search(attributes):
+            continue
+        target = resolve(html.unescape(next(g for g in href.groups() if g is not None)))
+        if target is None or target in seen:
+            continue
+        seen.add(target)
+        anchor = html.unescape(_TAG.sub(" ", m.group(2)))
+        links.append(Link(target, _norm(anchor, MAX_ANCHOR_CHARS)))
+
+
 def parse_html(
     url: str,
     body: bytes,
@@ -224,7 +295,15 @@ def parse_html(
     if looks_binary(body):
         page.noindex = page.nofollow = True
         return page
-    tree = LexborHTMLParser(decode_html(body, content_type))
+    text = decode_html(body, content_type)
+    rest = ""
+    if len(text) > MAX_TREE_CHARS:
+        # Cut before a tag, so the scan of the rest starts with whole elements.
+        cut = text.rfind("<", MAX_TREE_CHARS // 2, MAX_TREE_CHARS)
+        cut = cut if cut > 0 else MAX_TREE_CHARS
+        text, rest = text[:cut], text[cut:]
+    tree = LexborHTMLParser(text)
+    del text
     page.noindex, page.nofollow = _robots_directives(tree, x_robots_tag)
 
     base = URL(url)
@@ -250,9 +329,19 @@ def parse_html(
         lang = html_el.attributes.get("lang") or html_el.attributes.get("xml:lang") or ""
         page.language = lang.split("-")[0].strip().lower()[:8]
 
+    refresh = _meta_refresh(tree, base)
+    if refresh is not None and refresh[0] != url:
+        page.refresh, page.refresh_redirects = refresh
+        # A redirect in HTML: the target is the page, so this one is not indexed and
+        # the target is followed even under nofollow, as an HTTP redirect is. First in
+        # the links, so the cap never drops it.
+        page.noindex = page.noindex or page.refresh_redirects
+        if page.refresh_redirects or not page.nofollow:
+            page.links.append(Link(page.refresh, ""))
+
     if not page.nofollow:
         resolve = LinkResolver(base)
-        seen: set[str] = set()
+        seen: set[str] = {link.url for link in page.links}
         for a in tree.css("a[href]"):
             rel = (a.attributes.get("rel") or "").lower()
             if "nofollow" in rel:
@@ -264,6 +353,8 @@ def parse_html(
             page.links.append(Link(target, _norm(a.text(), MAX_ANCHOR_CHARS)))
             if len(page.links) >= MAX_LINKS_PER_PAGE:
                 break
+        if rest:
+            _scan_links(rest, resolve, seen, page.links)
 
     if not page.noindex:
         root = None

@@ -63,6 +63,8 @@ def test_repeatable_flags_collect() -> None:
         ({"RHIZOME_WRITER_HEAP_MB": "4"}, "writer_heap_mb"),
         ({"RHIZOME_ALLOW_PRIVATE_NETWORKS": "maybe"}, "RHIZOME_ALLOW_PRIVATE_NETWORKS"),
         ({"RHIZOME_LOG_FORMAT": "xml"}, "log_format"),
+        ({"RHIZOME_MEMORY": "tiny"}, "memory: one of normal, small"),
+        ({"RHIZOME_WRITER_HEAP_MB": "-1"}, "writer_heap_mb"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
@@ -97,3 +99,29 @@ def test_cli_reports_config_errors_without_traceback(capsys: pytest.CaptureFixtu
 
     assert main(["node", "--http", "nonsense"]) == 2
     assert "configuration error: http" in capsys.readouterr().err
+
+
+def test_memory_small_means_one_parser_the_smallest_writer_heap_and_small_caches(
+    tmp_path: Path,
+) -> None:
+    normal = load_config(env={})
+    assert normal.crawler_config().parse_workers == 0  # one per core
+    assert normal.writer_heap_bytes == 64 * 1024 * 1024
+    for config in (
+        load_config(env={"RHIZOME_MEMORY": "small"}),
+        load_config(env={}, flags=vars(build_parser().parse_args(["node", "--memory", "small"]))),
+    ):
+        crawler = config.crawler_config()
+        assert crawler.parse_workers == 1
+        assert config.writer_heap_bytes == 16 * 1024 * 1024
+        assert crawler.seen_cache < normal.crawler_config().seen_cache
+        assert crawler.anchor_cache < normal.crawler_config().anchor_cache
+        assert config.memory_profile.index_queue_docs < normal.memory_profile.index_queue_docs
+
+
+def test_settings_given_beat_the_memory_profile(tmp_path: Path) -> None:
+    toml = tmp_path / "rhizome.toml"
+    toml.write_text('memory = "small"\nparse_workers = 2\nwriter_heap_mb = 32\n')
+    config = load_config(file=toml, env={})
+    assert config.crawler_config().parse_workers == 2
+    assert config.writer_heap_bytes == 32 * 1024 * 1024

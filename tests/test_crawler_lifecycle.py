@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from crawl_helpers import serve
 
 from crawler import Crawler, CrawlerConfig, ParsedPage
 from crawler import workers as workers_module
@@ -79,3 +83,68 @@ async def test_wedged_worker_is_killed_and_replaced(
     finally:
         async with asyncio.timeout(STOP_WITHIN):
             await workers.close()
+
+
+class CommittingSink:
+    """Commits every page at once, as a fast index would."""
+
+    def __init__(self) -> None:
+        self.crawler: Crawler | None = None
+        self.urls: list[str] = []
+
+    async def submit(self, page: ParsedPage) -> None:
+        self.urls.append(page.url)
+        assert self.crawler is not None
+        await self.crawler.committed([page.url, *page.aliases])
+
+    async def remove(self, url: str) -> None:
+        pass
+
+
+async def _until(predicate: Callable[[], Awaitable[bool]], within: float) -> None:
+    deadline = time.monotonic() + within
+    while not await predicate():
+        assert time.monotonic() < deadline, f"not true within {within} s"
+        await asyncio.sleep(0.05)
+
+
+async def test_idle_crawler_stops_its_parser_workers_and_starts_them_for_new_work(
+    tmp_path: Path,
+) -> None:
+    """Each parser process holds 45-95 MB; an idle node must not keep them, and must
+    still crawl what comes later."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=f"<p>{request.path}</p>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{name}", page)
+    config = CrawlerConfig(
+        data_dir=tmp_path,
+        allow_private_networks=True,
+        crawl_delay=0.0,
+        parse_workers=1,
+        worker_idle_stop=0.3,
+    )
+    sink = CommittingSink()
+    crawler = Crawler(config, sink)
+    sink.crawler = crawler
+    async with serve(app) as base:
+        await crawler.start()
+        try:
+            await crawler.add_seeds([base + "/first"])
+            await _until(crawler.is_idle, STOP_WITHIN)
+            (worker,) = crawler._workers._workers
+            assert worker.proc is not None
+            await _until(lambda: _done(worker.proc), STOP_WITHIN)  # stopped while idle
+            assert not crawler._workers.running
+            await crawler.add_seeds([base + "/later"])
+            await _until(crawler.is_idle, STOP_WITHIN)
+        finally:
+            async with asyncio.timeout(STOP_WITHIN):
+                await crawler.stop()
+    assert sink.urls == [base + "/first", base + "/later"]
+
+
+async def _done(proc: asyncio.subprocess.Process) -> bool:
+    return proc.returncode is not None

@@ -241,3 +241,60 @@ async def test_links_added_now_are_due_now(frontier: Frontier) -> None:
     assert await frontier.has_due()
     leases = await frontier.lease("a.example", 10)
     assert [le.url for le in leases] == [A + "/d0", A + "/d3", A + "/d5"]
+
+
+# --- anchors ---------------------------------------------------------------------------
+
+
+async def test_anchor_texts_are_kept_for_a_queued_url_until_it_is_crawled(
+    frontier: Frontier,
+) -> None:
+    await frontier.add([(A + "/p", 1)], now=past(), anchors={A + "/p": "Page"})
+    await frontier.add([(A + "/p", 1)], now=past(), anchors={A + "/p": "The page"})
+    (lease,) = await frontier.lease("a.example", 10)
+    assert lease.anchor == "Page"  # the first one is in the row, for restarts
+    assert frontier.take_anchors(lease.url, lease.anchor) == ["Page", "The page"]
+
+
+async def test_links_to_crawled_trapped_or_failed_urls_leave_no_anchors_in_memory(
+    frontier: Frontier,
+) -> None:
+    """On the large corpus every page links pages already crawled (home, the index)
+    and external hosts; their anchors were kept, up to 16 each, and never taken."""
+    await frontier.add([(A + "/done", 1)], now=past())
+    (lease,) = await frontier.lease("a.example", 10)
+    frontier.take_anchors(lease.url, lease.anchor)
+    await frontier.mark_done([(lease.url, 1)], 3600)
+    trap = A + "/a/a/a/a/a"
+    await frontier.add([(A + "/404", 1)], now=past(), anchors={A + "/404": "Gone"})
+    await frontier.mark_failed(A + "/404", "HTTP 404", None)
+    await frontier.add(
+        [(lease.url, 2), (trap, 1), (A + "/404", 2)],
+        now=past(),
+        anchors={lease.url: "Home", trap: "Again", A + "/404": "Gone again"},
+    )
+    assert frontier._anchors == {}
+
+
+async def test_anchor_memory_is_bounded_by_max_anchor_urls(tmp_path: Path) -> None:
+    f = Frontier(tmp_path / "f.sqlite3", max_urls_per_host=1000, max_depth=5, max_anchor_urls=3)
+    await f.open()
+    try:
+        urls = [f"{A}/{i}" for i in range(10)]
+        await f.add([(u, 1) for u in urls], now=past(), anchors={u: "x" for u in urls})
+        assert list(f._anchors) == urls[-3:]  # the oldest dropped first
+    finally:
+        await f.close()
+
+
+async def test_seen_cache_is_bounded_and_duplicates_still_ignored(tmp_path: Path) -> None:
+    f = Frontier(tmp_path / "f.sqlite3", max_urls_per_host=1000, max_depth=5, max_seen=4)
+    await f.open()
+    try:
+        for i in range(10):
+            await f.add([(f"{A}/{i}", 1)], now=past())
+            assert len(f._seen) <= 4
+        assert await f.add([(f"{A}/0", 1)], now=past()) == []  # SQLite's key de-duplicates
+        assert (await f.counts()).queued == 10
+    finally:
+        await f.close()

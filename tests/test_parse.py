@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crawler import parse as parse_module
 from crawler.parse import (
     MAX_LINKS_PER_PAGE,
     MAX_TEXT_CHARS,
     MAX_TITLE_CHARS,
+    MAX_TREE_CHARS,
     decode_html,
     parse_html,
+    refresh_target,
 )
 
 URL_ = "http://example.com/dir/page.html"
@@ -270,3 +275,139 @@ def test_huge_text_is_capped() -> None:
     body = b"<p>" + b"lorem ipsum " * 100_000 + b"</p>"
     page = parse_html(URL_, body)
     assert len(page.text) == MAX_TEXT_CHARS
+
+
+# --- meta refresh ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("0;URL=Documentation/web/index.html", (0.0, "Documentation/web/index.html")),
+        ("0;URL='write/the-doc.html'", (0.0, "write/the-doc.html")),
+        ('5; url="/moved"', (5.0, "/moved")),
+        (" 0.5 , https://example.org/x", (0.5, "https://example.org/x")),
+        ("url=next.html", (0.0, "next.html")),
+        ("3", None),
+        ("", None),
+    ],
+)
+def test_refresh_content_is_read_as_browsers_read_it(
+    content: str, expected: tuple[float, str] | None
+) -> None:
+    assert refresh_target(content) == expected
+
+
+def test_instant_meta_refresh_is_a_redirect_its_target_followed_and_the_stub_not_indexed() -> None:
+    body = (
+        b'<META HTTP-EQUIV="refresh" content="0;URL=Documentation/web/index.html">'
+        b"<html><head><title>Redirecting...</title></head>"
+        b'<body>Redirecting to the documentation index...<a href="/help.html">help</a></body>'
+    )
+    page = parse_html("http://example.com/index.html", body)
+    target = "http://example.com/Documentation/web/index.html"
+    assert page.refresh == target and page.refresh_redirects
+    assert page.noindex and page.text == ""
+    assert [link.url for link in page.links] == [target, "http://example.com/help.html"]
+
+
+def test_instant_meta_refresh_is_followed_under_nofollow_as_a_redirect_is() -> None:
+    body = (
+        b'<html><head><meta name="robots" content="nofollow">'
+        b'<meta http-equiv="refresh" content="0; url=/new"></head><body>'
+        b'<a href="/other">x</a></body></html>'
+    )
+    page = parse_html(URL_, body)
+    assert [link.url for link in page.links] == ["http://example.com/new"]
+
+
+def test_delayed_meta_refresh_is_a_link_and_the_page_is_indexed() -> None:
+    body = (
+        b'<html><head><title>Moved</title><meta http-equiv="refresh" content="10; url=next.html">'
+        b"</head><body><p>This page has moved; you will be taken there.</p></body></html>"
+    )
+    page = parse_html(URL_, body)
+    assert page.refresh == "http://example.com/dir/next.html"
+    assert not page.refresh_redirects and not page.noindex
+    assert "has moved" in page.text
+    assert [link.url for link in page.links] == ["http://example.com/dir/next.html"]
+
+
+def test_meta_refresh_to_itself_is_neither_a_redirect_nor_a_link() -> None:
+    body = b'<html><head><meta http-equiv="refresh" content="0"></head><body>live</body></html>'
+    page = parse_html(URL_, body)
+    assert page.refresh is None and not page.noindex and page.links == []
+    body = b'<meta http-equiv="refresh" content="30; url=page.html"><p>scores</p>'
+    page = parse_html(URL_, body)
+    assert page.refresh is None and not page.noindex and page.text == "scores"
+
+
+def test_a_documentation_index_keeps_every_one_of_its_links() -> None:
+    """rustdoc's core/all.html links 17,940 pages, some of which nothing else links: a
+    cap of 1,000 lost 11,836 pages of the large corpus."""
+    anchors = "".join(f'<a href="fn.item_{i}.html">item_{i}</a>' for i in range(17_940))
+    page = parse_html("http://example.com/core/all.html", f"<body>{anchors}</body>".encode())
+    assert len(page.links) == 17_940
+    assert page.links[-1].url == "http://example.com/core/fn.item_17939.html"
+
+
+# --- pages longer than the tree limit --------------------------------------------------
+
+
+def _long_page() -> bytes:
+    filler = "<p>" + "lorem ipsum dolor " * (MAX_TREE_CHARS // 18) + "</p>"
+    tail = (
+        '<a href="/late/1.html">Late <b>one</b></a>'
+        "<a href='late/2.html?a=1&amp;b=2'>two &amp; more</a>"
+        "<a class=x href=/late/3.html>three</a>"
+        '<a rel="nofollow" href="/late/skipped.html">no</a>'
+        '<a href="/early.html">again</a>'
+    )
+    return f'<html><body><a href="/early.html">early</a>{filler}{tail}</body></html>'.encode()
+
+
+def test_links_past_the_tree_limit_are_read_as_a_whole_tree_would_read_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """rustdoc's x86_64 index (3.1 MB) links 5,024 pages; its last ones must not be lost
+    because the page is too long to build a tree of."""
+    body = _long_page()
+    cut = parse_html(URL_, body)
+    monkeypatch.setattr(parse_module, "MAX_TREE_CHARS", 10 * len(body))
+    whole = parse_html(URL_, body)
+    assert [(link.url, link.anchor) for link in cut.links] == [
+        (link.url, link.anchor) for link in whole.links
+    ]
+    assert [link.url for link in cut.links] == [
+        "http://example.com/early.html",
+        "http://example.com/late/1.html",
+        "http://example.com/dir/late/2.html?a=1&b=2",
+        "http://example.com/late/3.html",
+    ]
+    assert cut.links[1].anchor == "Late one" and cut.links[2].anchor == "two & more"
+    assert cut.text.startswith("early lorem ipsum")
+
+
+TREE_MEMORY_LIMIT_MB = 40  # a whole tree of a 4 MiB page took +60 MB (measured)
+
+
+def test_a_four_mib_page_is_parsed_in_bounded_memory() -> None:
+    script = (
+        "import sys\n"
+        "from crawler.parse import parse_html\n"
+        "def hwm():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM'): return int(line.split()[1]) // 1024\n"
+        "body = b'<html><body>' + b''.join(b'<div class=item><a href=\"/p%d.html\">item %d</a>"
+        "<span>some description of the item</span></div>' % (i, i) for i in range(50000))\n"
+        "body = body[: 4 * 1024 * 1024]\n"
+        "before = hwm()\n"
+        "page = parse_html('http://example.com/', body)\n"
+        "print(hwm() - before, len(page.links))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    grew_mb, links = int(out[0]), int(out[1])
+    assert links == 20_000  # MAX_LINKS_PER_PAGE: the page has more
+    assert grew_mb < TREE_MEMORY_LIMIT_MB, f"+{grew_mb} MB to parse a 4 MiB page"
