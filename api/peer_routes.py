@@ -150,7 +150,8 @@ def over_rate(request: web.Request, limiter: RateLimiter) -> web.Response | None
     return _too_many(request, "too many requests from your address", limiter.retry_after(key))
 
 
-def _network(request: web.Request) -> Network:
+def network_of(request: web.Request) -> Network:
+    """The node's network, or 404 for a node that is not on one."""
     network = request.app[NODE].network
     if network is None or not network.started:
         raise web.HTTPNotFound(reason="this node is not on a network")
@@ -158,7 +159,7 @@ def _network(request: web.Request) -> Network:
 
 
 async def push_shards(request: web.Request) -> web.Response:
-    network = _network(request)
+    network = network_of(request)
     quotas = request.app[PEER_QUOTAS]
     if (refused := over_rate(request, quotas.pushes)) is not None:
         return refused
@@ -242,7 +243,7 @@ async def _take_push(
 
 
 async def get_shards(request: web.Request) -> web.Response:
-    network = _network(request)
+    network = network_of(request)
     if (refused := over_rate(request, request.app[PEER_QUOTAS].lookups)) is not None:
         return refused
     terms = [t for t in request.query.get("terms", "").split(",") if t][:MAX_LOOKUP_TERMS]
@@ -289,7 +290,7 @@ async def peer_snippets(request: web.Request) -> web.Response:
 
 async def accept_urls(request: web.Request) -> web.Response:
     """URLs another node forwards because we own their hosts (host slices)."""
-    _network(request)
+    network_of(request)
     if (refused := over_rate(request, request.app[PEER_QUOTAS].urls)) is not None:
         return refused
     try:
@@ -313,7 +314,7 @@ async def accept_urls(request: web.Request) -> web.Response:
 async def whoami(request: web.Request) -> web.Response:
     """Proof that this node serves the URL the asker used (``federation.proof``): before a
     peer sends us anything else it wants our key's signature over its nonce and URL."""
-    network = _network(request)
+    network = network_of(request)
     if (refused := over_rate(request, request.app[PEER_QUOTAS].whoami)) is not None:
         return refused
     try:

@@ -48,8 +48,7 @@ from federation.relay_wire import (
     attach_message,
 )
 
-from .keys import NODE
-from .peer_routes import SEARCH_BURST, SEARCH_RATE, over_rate
+from .peer_routes import SEARCH_BURST, SEARCH_RATE, network_of, over_rate
 from .search import BadRequest
 
 log = logging.getLogger(__name__)
@@ -71,15 +70,8 @@ RELAYED_QUOTA = web.AppKey("relayed_quota", RateLimiter)
 CONTACT_QUOTA = web.AppKey("contact_quota", RateLimiter)
 
 
-def _network(request: web.Request) -> Network:
-    network = request.app[NODE].network
-    if network is None or not network.started:
-        raise web.HTTPNotFound(reason="this node is not on a network")
-    return network
-
-
 async def dialback(request: web.Request) -> web.Response:
-    network = _network(request)
+    network = network_of(request)
     if (refused := over_rate(request, request.app[DIALBACK_QUOTA])) is not None:
         return refused
     try:
@@ -97,7 +89,7 @@ async def dialback(request: web.Request) -> web.Response:
 async def contact(request: web.Request) -> web.Response:
     """A node's signed hello, if we hold it (``federation.endpoints``): how a querier finds
     a node behind NAT that it has never heard from."""
-    network = _network(request)
+    network = network_of(request)
     if (refused := over_rate(request, request.app[CONTACT_QUOTA])) is not None:
         return refused
     try:
@@ -116,7 +108,7 @@ def _relayed_base(network: Network, node_hex: str) -> str:
 
 async def attach(request: web.Request) -> web.StreamResponse:
     """A node behind NAT attaches (see the module docstring)."""
-    network = _network(request)
+    network = network_of(request)
     hub = network.relay_hub
     if (refused := over_rate(request, request.app[ATTACH_QUOTA])) is not None:
         return refused
@@ -191,7 +183,7 @@ async def _carry(ws: web.WebSocketResponse, *, hub_session: RelaySession, networ
 
 async def relayed(request: web.Request) -> web.Response:
     """A peer's request for a node attached here, sent down its socket."""
-    network = _network(request)
+    network = network_of(request)
     if (refused := over_rate(request, request.app[RELAYED_QUOTA])) is not None:
         return refused
     node_hex = request.match_info["node"].lower()

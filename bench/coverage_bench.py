@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import re
 import sqlite3
 import statistics
@@ -62,7 +61,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.corpus_reach import CORPORA, reachable, url_to_file  # noqa: E402
 from bench.quality_bench import Node, serve  # noqa: E402
-from bench.resources import CLK_TCK, _stat, descendants, disk_bytes, percentile, tree_rss_mb  # noqa: E402
+from bench.resources import (  # noqa: E402
+    CLK_TCK,
+    _stat,
+    descendants,
+    disk_bytes,
+    percentile,
+    query_words,
+    tree_rss_mb,
+)
 
 BASE_FLAGS = ("--allow-private-networks", "--crawl-delay", "0", "--seed-hosts-only")
 POLL_S = 0.5
@@ -73,8 +80,6 @@ CHECKPOINT_QUERIES = 20
 # of going idle (api.app.IDLE_TRIM_INTERVAL).
 IDLE_SETTLE_S = 45.0
 AFTER_QUERIES_S = 12.0  # the queries' freed memory is given back within 10 s
-WORD = re.compile(r"[A-Za-z]{4,12}")
-TAG = re.compile(r"<[^>]*>")
 MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")  # a mapping's first line in /proc/PID/smaps
 
 
@@ -131,19 +136,13 @@ class RssSampler(threading.Thread):
         self.join()
 
 
-def query_words(sites: dict[str, dict[str, Any]], corpus: str, n: int, seed: int = 7) -> list[str]:
-    rng = random.Random(seed)
-    files = sorted(
+def corpus_queries(sites: dict[str, dict[str, Any]], corpus: str, n: int) -> list[str]:
+    files = [
         Path(CORPORA[corpus]["dir"]) / "sites" / site / f
         for site, info in sites.items()
         for f in info["files"]
-    )
-    vocab: set[str] = set()
-    for f in rng.sample(files, min(60, len(files))):
-        text = TAG.sub(" ", f.read_text(encoding="utf-8", errors="replace"))
-        vocab.update(w.lower() for w in WORD.findall(text))
-    words = sorted(vocab)
-    return [" ".join(rng.sample(words, rng.choice((1, 1, 2)))) for _ in range(n)]
+    ]
+    return query_words(n, files=files)
 
 
 def cpu_split(pid: int) -> tuple[float, float]:
@@ -258,7 +257,7 @@ def run(
     serve(corpus)
     sites = {s: info for s, info in reachable(corpus).items() if not only or s in only}
     seeds = [info["entry"] for info in sites.values()]
-    queries = query_words(sites, corpus, n_queries)
+    queries = corpus_queries(sites, corpus, n_queries)
     with tempfile.TemporaryDirectory(prefix=f"rhizome-cov-{corpus}-") as tmp:
         data = Path(tmp) / "node"
         node = Node(code, data, *BASE_FLAGS, *flags)

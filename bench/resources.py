@@ -136,10 +136,11 @@ def corpus_file(url: str) -> Path | None:
     return f if f.is_file() else None
 
 
-def query_words(n: int, seed: int = 7) -> list[str]:
-    """``n`` queries of one or two words drawn from the text of corpus pages."""
+def query_words(n: int, seed: int = 7, files: list[Path] | None = None) -> list[str]:
+    """``n`` queries of one or two words drawn from the text of corpus pages (of
+    ``files``, by default every page of the small corpus)."""
     rng = random.Random(seed)
-    files = sorted((CORPUS_DIR / "sites").rglob("*.html"))
+    files = sorted(files if files is not None else (CORPUS_DIR / "sites").rglob("*.html"))
     vocab: set[str] = set()
     for f in rng.sample(files, min(60, len(files))):
         text = TAG.sub(" ", f.read_text(encoding="utf-8", errors="replace"))
