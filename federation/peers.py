@@ -44,6 +44,9 @@ from .wire import (
 )
 
 Merged = dict[str, dict[str, TermShard]]  # term -> publisher (hex id) -> shard
+# A holder's answer to a lookup: (holder, terms asked, this node's own records or None, a
+# peer's answer as it came or None); decoded and verified together, off the loop.
+HolderAnswer = tuple[str, list[str], dict[str, list[bytes]] | None, object]
 MAX_KNOWN_PEERS = 10_000  # endpoints remembered between queries (bounded memory)
 
 
@@ -197,15 +200,23 @@ class NetworkPeers:
         served: dict[str, dict[str, set[str]]] = defaultdict(dict)
         issued: dict[tuple[str, str], float] = {}
 
-        async def ask(
-            node_id: bytes, wanted: list[str]
-        ) -> tuple[str, dict[str, list[bytes]] | None]:
+        async def ask(node_id: bytes, wanted: list[str]) -> HolderAnswer | None:
             if node_id == me:
-                return node_id.hex(), await self.shard_store.records(wanted)
+                return node_id.hex(), wanted, await self.shard_store.records(wanted), None
             raw = await self._ask(
                 peers[node_id], PATH_SHARDS, {"terms": ",".join(sorted(wanted))}, tally
             )
-            return node_id.hex(), None if raw is None else decode_lookup(raw, wanted)
+            return None if raw is None else (node_id.hex(), wanted, None, raw)
+
+        def check(answers: list[HolderAnswer]) -> dict[str, dict[str, list[ShardCopy]]]:
+            """Every answer decoded (base64, up to MAX_LOOKUP_ANSWER_BYTES) and every copy's
+            signature checked (~70 us) once, though two holders serve it byte for byte, and
+            not again while the verifier remembers it: all of it off the loop."""
+            records = {
+                holder: own if own is not None else decode_lookup(raw, wanted)
+                for holder, wanted, own, raw in answers
+            }
+            return verify_lookups(records, time.time(), self.verifier)
 
         def take(holder: str, found: dict[str, list[ShardCopy]], wanted: list[str]) -> None:
             distrusted = self._distrusted()
@@ -239,10 +250,7 @@ class NetworkPeers:
                 for term in wanted:
                     candidates[term] = [h for h in candidates[term] if h.node_id != node_id]
             answers = await asyncio.gather(*(ask(n, w) for n, w in plan.items()))
-            answered = {holder: found for holder, found in answers if found is not None}
-            # Every copy's signature is checked (~70 us) once, though two holders serve it
-            # byte for byte, and not again while the verifier remembers it: off the loop.
-            verified = await asyncio.to_thread(verify_lookups, answered, time.time(), self.verifier)
+            verified = await asyncio.to_thread(check, [a for a in answers if a is not None])
             for node_id, wanted in plan.items():
                 if node_id.hex() in verified:
                     take(node_id.hex(), verified[node_id.hex()], wanted)
