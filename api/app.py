@@ -10,12 +10,12 @@ from dataclasses import replace
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from crawler import Crawler
-from dht import DhtNode, Identity
-from federation import DEFAULT_SETTINGS, Network, ShardStore, SpotChecker
-from federation.relay import RelayLimits
-from index import Commit, IndexStore
-from index.semantic import Embedder
+from rhizome.crawler import Crawler
+from rhizome.dht import DhtNode, Identity
+from rhizome.federation import DEFAULT_SETTINGS, Network, ShardStore, SpotChecker
+from rhizome.federation.relay import RelayLimits
+from rhizome.index import Commit, IndexStore
+from rhizome.index.semantic import Embedder
 
 from . import (
     client_quotas,

@@ -22,7 +22,7 @@ import logging
 
 from aiohttp import web
 
-from dht.quotas import RateLimiter, source_key
+from rhizome.dht.quotas import RateLimiter, source_key
 
 from .config import NodeConfig
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from crawler import CrawlerConfig
-from crawler import config as crawl_defaults
+from rhizome.crawler import CrawlerConfig
+from rhizome.crawler import config as crawl_defaults
 
 from .memory import MEMORY_PROFILES, PROFILES, MemoryProfile
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from index import QuerySyntaxError
+from rhizome.index import QuerySyntaxError
 
 from . import client_quotas
 from .client_quotas import SEARCH_QUOTA

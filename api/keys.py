@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from federation import Network
-from index import IndexStore
+from rhizome.federation import Network
+from rhizome.index import IndexStore
 
 from .config import NodeConfig
 from .node import Node

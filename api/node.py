@@ -13,10 +13,10 @@ from typing import Any
 
 import tantivy
 
-from crawler import Crawler, ParsedPage
-from dht import DhtNotRunning
-from federation import Network
-from index import IndexDoc, IndexStore, SearchPage
+from rhizome.crawler import Crawler, ParsedPage
+from rhizome.dht import DhtNotRunning
+from rhizome.federation import Network
+from rhizome.index import IndexDoc, IndexStore, SearchPage
 
 from .config import NodeConfig
 from .version import VERSION

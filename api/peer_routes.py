@@ -31,14 +31,14 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
-from dht import InvalidRecord
-from dht.quotas import DistinctCap, RateLimiter, source_key
-from dht.records import decode_record
-from federation import Network, PushRefused
-from federation.answer import answer_locally
-from federation.proof import answer_whoami
-from federation.shard_store import DEFAULT_SHARD_TTL
-from federation.wire import (
+from rhizome.dht import InvalidRecord
+from rhizome.dht.quotas import DistinctCap, RateLimiter, source_key
+from rhizome.dht.records import decode_record
+from rhizome.federation import Network, PushRefused
+from rhizome.federation.answer import answer_locally
+from rhizome.federation.proof import answer_whoami
+from rhizome.federation.shard_store import DEFAULT_SHARD_TTL
+from rhizome.federation.wire import (
     MAX_FORWARDED_URLS,
     MAX_LOOKUP_TERMS,
     MAX_PUSH_BYTES,

@@ -24,13 +24,13 @@ import os
 import orjson
 from aiohttp import WSMsgType, web
 
-from dht import node_id_for, verify
-from dht.quotas import RateLimiter
-from federation import Network
-from federation.errors import RelayOverBudget, RelayProtocolError, RelayUnavailable
-from federation.reachability import Reachability, dial_back
-from federation.relay import RelaySession
-from federation.relay_wire import (
+from rhizome.dht import node_id_for, verify
+from rhizome.dht.quotas import RateLimiter
+from rhizome.federation import Network
+from rhizome.federation.errors import RelayOverBudget, RelayProtocolError, RelayUnavailable
+from rhizome.federation.reachability import Reachability, dial_back
+from rhizome.federation.relay import RelaySession
+from rhizome.federation.relay_wire import (
     ATTACH_NONCE_BYTES,
     CLOSE_OVER_BUDGET,
     CLOSE_PROTOCOL,

@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from index import QuerySyntaxError
+from rhizome.index import QuerySyntaxError
 
 from . import client_quotas
 from .client_quotas import SEARCH_QUOTA

@@ -18,8 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from crawler import FrontierError
-from index import IndexUnavailable
+from rhizome.crawler import FrontierError
+from rhizome.index import IndexUnavailable
 
 from .app import create_app
 from .config import NodeConfig

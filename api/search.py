@@ -9,8 +9,8 @@ from typing import Any
 
 from yarl import URL
 
-from federation import ResultRow
-from federation.wire import page_rows
+from rhizome.federation import ResultRow
+from rhizome.federation.wire import page_rows
 
 from .node import Node
 

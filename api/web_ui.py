@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from index import QuerySyntaxError
+from rhizome.index import QuerySyntaxError
 
 from .client_quotas import SEARCH_QUOTA
 from .keys import NODE

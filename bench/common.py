@@ -13,6 +13,25 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("crawler", "index", "dht", "federation", "api")
+
+
+def import_tree(code: Path, into: Path) -> Path:
+    """A folder whose ``rhizome`` package is checkout ``code``, for ``PYTHONPATH``.
+
+    The repository's top-level folders are installed as ``rhizome.<folder>`` (pyproject's
+    package-dir mapping), so a checkout that was never installed is imported through
+    symlinks: ``into/rhizome/api -> code/api`` and so on.
+    """
+    package = into / "rhizome"
+    package.mkdir(parents=True, exist_ok=True)
+    for source in [*(code / "rhizome").glob("*.py"), *(code / name for name in PACKAGES)]:
+        link = package / source.name
+        if not link.exists():
+            link.symlink_to(source.resolve())
+    return into
+
+
 SHARED = ROOT.parent / "shared"
 CORPUS_DIR = Path(os.environ.get("RHIZOME_CORPUS", "/tmp/rhizome-corpus"))
 CORPUS_SEEDS = [f"http://127.0.0.{i}:8080/index.html" for i in range(11, 16)]
@@ -49,7 +68,7 @@ class NodeProcess:
             [
                 sys.executable,
                 "-m",
-                "api.cli",
+                "rhizome",
                 "node",
                 "--data-dir",
                 str(data_dir),

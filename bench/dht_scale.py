@@ -46,8 +46,8 @@ from kademlia.crawling import SpiderCrawl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dht import DhtNode, DhtSettings
-from dht.protocol import HEADER_BYTES, REQUEST
+from rhizome.dht import DhtNode, DhtSettings
+from rhizome.dht.protocol import HEADER_BYTES, REQUEST
 
 REPLICAS = 3  # holders per term, as FederationSettings.replicas
 BOOTSTRAP_CONTACTS = 3  # random running nodes each newcomer is given

@@ -59,7 +59,7 @@ class NsNode:
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
             [
-                *("ip", "netns", "exec", ns, sys.executable, "-m", "api.cli", "node"),
+                *("ip", "netns", "exec", ns, sys.executable, "-m", "rhizome", "node"),
                 *("--data-dir", str(data_dir), *COMMON, *extra),
             ],
             cwd=ROOT,

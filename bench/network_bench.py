@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import CORPUS_DIR, CORPUS_SEEDS, NodeProcess, ensure_corpus
-from crawler.parse import parse_html
+from rhizome.crawler.parse import parse_html
 
 CRAWL = (
     "--allow-private-networks",

@@ -42,7 +42,7 @@ the central index does not have those pages either).
 URLs are compared normalised: no fragment, percent-decoding undone, a trailing ``index.html``
 dropped (``dir/`` and ``dir/index.html`` are one page), host lower-cased.
 
-``--code DIR`` is the checkout whose ``api.cli`` the node subprocesses run (cwd=DIR; default:
+``--code DIR`` is the checkout whose ``rhizome`` the node subprocesses run (cwd=DIR; default:
 this repository), so a frozen checkout can be measured while the tree is mid-refactor:
 ``git -C /work/main worktree add --detach /tmp/rz-base HEAD`` then ``--code /tmp/rz-base``.
 
@@ -79,7 +79,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import ensure_corpus, operator_headers  # noqa: E402
+from bench.common import ensure_corpus, import_tree, operator_headers  # noqa: E402
 
 SERVE = Path("/work/shared/corpus/serve.sh")
 if not SERVE.exists():
@@ -105,6 +105,14 @@ WORDS = re.compile(r"\w+", re.UNICODE)
 # Nodes
 
 
+def _imports_of(code: Path) -> Path:
+    """The PYTHONPATH under which ``python -m rhizome`` is checkout ``code`` (one per code)."""
+    tree = (
+        Path(tempfile.gettempdir()) / f"rhizome-code-{hashlib.sha1(bytes(code)).hexdigest()[:12]}"
+    )
+    return import_tree(code, tree)
+
+
 class Node:
     """A ``rhizome node`` subprocess of the checkout ``code`` on a free loopback port."""
 
@@ -114,7 +122,7 @@ class Node:
             [
                 sys.executable,
                 "-m",
-                "api.cli",
+                "rhizome",
                 "node",
                 "--data-dir",
                 str(data_dir),
@@ -128,7 +136,11 @@ class Node:
             cwd=code,
             # Thousands of queries from one machine: not a person's search rate (older
             # checkouts ignore the variable).
-            env={**os.environ, "PYTHONPATH": str(code), "RHIZOME_SEARCH_RATE": "10000"},
+            env={
+                **os.environ,
+                "PYTHONPATH": str(_imports_of(code)),
+                "RHIZOME_SEARCH_RATE": "10000",
+            },
         )
         self.data_dir = data_dir
         self.url = ""

@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from federation import DEFAULT_SETTINGS, FederatedSearch, FederationSettings, LocalPeers
-from federation.answer import LocalOwner
-from index import IndexStore
-from index.semantic import Embedder
+from rhizome.federation import DEFAULT_SETTINGS, FederatedSearch, FederationSettings, LocalPeers
+from rhizome.federation.answer import LocalOwner
+from rhizome.index import IndexStore
+from rhizome.index.semantic import Embedder
 
 JUDGED = Path(__file__).resolve().parent / "judged"
 

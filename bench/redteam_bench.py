@@ -50,9 +50,9 @@ from bench.quality_bench import (  # noqa: E402
     wait_idle,
 )
 from bench.reflector_probe import measure  # noqa: E402
-from dht import Identity  # noqa: E402
-from federation.wire import sign_push  # noqa: E402
-from index import SHARD_FIELDS, Posting, TermShard  # noqa: E402
+from rhizome.dht import Identity  # noqa: E402
+from rhizome.federation.wire import sign_push  # noqa: E402
+from rhizome.index import SHARD_FIELDS, Posting, TermShard  # noqa: E402
 from tests.liar_peer import start_liar  # noqa: E402
 
 FORGED_SITE = "http://forged.example"  # the lie pages the hostile holder invents

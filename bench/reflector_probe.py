@@ -37,9 +37,9 @@ import umsgpack  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dht.contacts import make_contact_record
-from dht.identity import Identity
-from dht.protocol import PROOF_CONTEXT
+from rhizome.dht.contacts import make_contact_record
+from rhizome.dht.identity import Identity
+from rhizome.dht.protocol import PROOF_CONTEXT
 
 REQUEST, RESPONSE = 0x00, 0x01
 ID_BYTES = 20

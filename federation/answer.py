@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from index import IndexStore, PageWeights, PreparedQuery, SearchPage, Snippet
+from rhizome.index import IndexStore, PageWeights, PreparedQuery, SearchPage, Snippet
 
 from .wire import MAX_SNIPPET_URLS, PeerAnswer, SnippetFields, page_rows, snippet_fields
 

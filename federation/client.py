@@ -20,9 +20,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from crawler import CrawlerError
-from crawler.ssrf import GuardedSocketFactory
-from dht import Peer
+from rhizome.crawler import CrawlerError
+from rhizome.crawler.ssrf import GuardedSocketFactory
+from rhizome.dht import Peer
 
 from . import proof
 from .errors import (

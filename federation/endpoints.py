@@ -14,7 +14,7 @@ import base64
 import binascii
 import logging
 
-from dht import InvalidContact, Peer
+from rhizome.dht import InvalidContact, Peer
 
 from .client import PeerClient
 from .errors import PeerError

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Collection
 
-from dht import DhtError
+from rhizome.dht import DhtError
 
 from .errors import PushRefused
 from .shard_store import DEFAULT_SHARD_TTL, ShardStore, Stored

@@ -14,8 +14,8 @@ import hashlib
 import logging
 import time
 
-from dht import DhtNode, Peer
-from dht.placement import HolderMap, distance
+from rhizome.dht import DhtNode, Peer
+from rhizome.dht.placement import HolderMap, distance
 
 from .settings import FederationSettings
 

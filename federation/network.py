@@ -14,8 +14,8 @@ import logging
 import sqlite3
 from typing import Any
 
-from dht import DhtNode, Identity
-from index import IndexStore, PreparedQuery
+from rhizome.dht import DhtNode, Identity
+from rhizome.index import IndexStore, PreparedQuery
 
 from .answer import LocalOwner
 from .client import PeerClient

@@ -17,8 +17,8 @@ from typing import Protocol
 
 import orjson
 
-from dht import Peer, VerifiedRecords
-from index import IndexStore, TermShard
+from rhizome.dht import Peer, VerifiedRecords
+from rhizome.index import IndexStore, TermShard
 
 from .answer import MAX_OWNER_RESULTS, answer_locally
 from .client import Params, PeerClient

@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from dht import Identity, node_id_for, verify
+from rhizome.dht import Identity, node_id_for, verify
 
 # Domain separation: a whoami signature can never be taken for a record's or a hello's.
 WHOAMI_DOMAIN = b"rhizome-whoami/1"

@@ -28,10 +28,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from dht import Identity, Peer
-from dht.placement import LOOKUP_WIDTH
-from index import IndexStore, TermShard
-from index.shard_codec import content_key
+from rhizome.dht import Identity, Peer
+from rhizome.dht.placement import LOOKUP_WIDTH
+from rhizome.index import IndexStore, TermShard
+from rhizome.index.shard_codec import content_key
 
 from .client import PeerClient
 from .errors import PeerBusy, PeerError, PublishIncomplete

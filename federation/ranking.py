@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import mul
 
-from index import SHARD_FIELDS, PageWeights, TermShard, bm25_idf
-from index.bm25 import renormalize
-from index.query import ALL_TERMS_BOOST as LOCAL_ALL_TERMS_BOOST
-from index.query import PROXIMITY_BOOST, Unit, near_key, unit_key
+from rhizome.index import SHARD_FIELDS, PageWeights, TermShard, bm25_idf
+from rhizome.index.bm25 import renormalize
+from rhizome.index.query import ALL_TERMS_BOOST as LOCAL_ALL_TERMS_BOOST
+from rhizome.index.query import PROXIMITY_BOOST, Unit, near_key, unit_key
 
 from .wire import speaks_for
 

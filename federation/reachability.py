@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit, urlunsplit
 
-from dht import Peer
+from rhizome.dht import Peer
 
 from .client import PeerClient
 from .errors import PeerError

@@ -23,8 +23,8 @@ from typing import Any
 
 import aiohttp
 
-from dht import Identity, Peer
-from dht.placement import distance
+from rhizome.dht import Identity, Peer
+from rhizome.dht.placement import distance
 
 from .client import PeerClient
 from .errors import PeerError, RelayError, RelayProtocolError

@@ -20,8 +20,8 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from index import PreparedQuery
-from index.semantic import semantic_factor
+from rhizome.index import PreparedQuery
+from rhizome.index.semantic import semantic_factor
 
 from .answer import LocalOwner
 from .peers import Merged, Peers, QueryTally

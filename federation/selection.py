@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from index import TermShard
+from rhizome.index import TermShard
 
 DF_BASE = 50.0  # CORI's constants, as published: they held on this corpus unchanged
 DF_LENGTH = 150.0

@@ -12,8 +12,8 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Iterable
 
-from dht import Peer
-from dht.placement import distance
+from rhizome.dht import Peer
+from rhizome.dht.placement import distance
 
 from .client import PeerClient
 from .errors import PeerError

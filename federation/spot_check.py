@@ -42,12 +42,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crawler import parse_html
-from crawler.errors import FetchError, HTTPStatusError
-from crawler.fetch import Fetcher
-from crawler.robots import RobotsCache
-from index import SHARD_FIELDS, build_analyzer
-from index.query import NEAR_PREFIX
+from rhizome.crawler import parse_html
+from rhizome.crawler.errors import FetchError, HTTPStatusError
+from rhizome.crawler.fetch import Fetcher
+from rhizome.crawler.robots import RobotsCache
+from rhizome.index import SHARD_FIELDS, build_analyzer
+from rhizome.index.query import NEAR_PREFIX
 
 from .shard_store import ShardStore
 from .wire import PeerAnswer, ResultRow

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from dht import (
+from rhizome.dht import (
     DhtError,
     Identity,
     VerifiedRecords,
@@ -31,9 +31,9 @@ from dht import (
     sign_record,
     verify_record,
 )
-from dht.records import decode_record
-from index import PageWeights, SearchPage, Snippet, TermShard
-from index.shard_codec import MAX_TERM_CHARS
+from rhizome.dht.records import decode_record
+from rhizome.index import PageWeights, SearchPage, Snippet, TermShard
+from rhizome.index.shard_codec import MAX_TERM_CHARS
 
 # --- endpoints -----------------------------------------------------------------------
 PATH_SHARDS = "/api/peer/shards"  # POST a signed batch; GET ?terms=a,b: every copy of each

@@ -6,7 +6,7 @@ Everything listens on 127.0.0.1 with port 0, so tests run in parallel and offlin
   base URL (a ``str``, no trailing slash) that also carries the server's request log:
   ``fixture_site.hits("/robots.txt")``, ``fixture_site.requests`` (a Counter of paths).
 * ``node_factory``: ``node_factory.start(*flags, data_dir=..., seeds=...)`` starts
-  ``python -m api.cli node`` and returns a :class:`NodeHandle` (``get_json``, ``post_json``,
+  ``python -m rhizome node`` and returns a :class:`NodeHandle` (``get_json``, ``post_json``,
   ``request``, ``search``, ``wait_idle``, ``kill``, ``stop``). Every node is killed on teardown.
   ``status``, ``seed`` and ``post_json`` act as the node's operator (the token in its data
   dir, ``operator_headers``); ``get``, ``get_json`` and ``request`` are anyone's.
@@ -386,7 +386,7 @@ class NodeFactory:
             *(("ip", "netns", "exec", netns) if netns else ()),
             sys.executable,
             "-m",
-            "api.cli",
+            "rhizome",
             "node",
             "--data-dir",
             str(data_dir),

@@ -40,13 +40,13 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from api.config import split_host_port
-from dht import DhtNode, Identity, node_id_for
-from federation.proof import answer_whoami
-from federation.wire import sign_push, sign_shard
-from index import SHARD_FIELDS, Posting, TermShard, build_analyzer
-from index.bm25 import MAX_FIELD_WEIGHT
-from index.shard_codec import MAX_DOCS_PER_PUBLISHER
+from rhizome.api.config import split_host_port
+from rhizome.dht import DhtNode, Identity, node_id_for
+from rhizome.federation.proof import answer_whoami
+from rhizome.federation.wire import sign_push, sign_shard
+from rhizome.index import SHARD_FIELDS, Posting, TermShard, build_analyzer
+from rhizome.index.bm25 import MAX_FIELD_WEIGHT
+from rhizome.index.shard_codec import MAX_DOCS_PER_PUBLISHER
 
 # Terms the honest nodes' pages are searched for, claimed on pages without them.
 POPULAR = "titan methane lakes perseid meteor shower nebula star clusters"

@@ -17,12 +17,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import SCRIPT_PAYLOAD, NodeHandle
 
-from api import operator
-from api.app import create_app
-from api.config import load_config
-from api.routes import MAX_SEEDS_PER_REQUEST
-from api.search import MAX_OFFSET, SearchParams
-from api.web_ui import _results_html
+from rhizome.api import operator
+from rhizome.api.app import create_app
+from rhizome.api.config import load_config
+from rhizome.api.routes import MAX_SEEDS_PER_REQUEST
+from rhizome.api.search import MAX_OFFSET, SearchParams
+from rhizome.api.web_ui import _results_html
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -295,7 +295,7 @@ def test_next_link_stops_at_the_deepest_page_the_api_serves() -> None:
 
 
 def test_snippet_html_from_peers_keeps_only_mark_tags() -> None:
-    from api.web_ui import _snippet_html
+    from rhizome.api.web_ui import _snippet_html
 
     hostile = "a <mark>hit</mark> <script>alert(1)</script><img src=x onerror=alert(2)><mark x=1>"
     html_out = _snippet_html({"content_html": hostile})

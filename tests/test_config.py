@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from api.cli import build_parser
-from api.config import ConfigError, NodeConfig, load_config
+from rhizome.api.cli import build_parser
+from rhizome.api.config import ConfigError, NodeConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,7 +95,7 @@ def test_shipped_example_config_is_valid_and_complete() -> None:
 
 
 def test_cli_reports_config_errors_without_traceback(capsys: pytest.CaptureFixture[str]) -> None:
-    from api.cli import main
+    from rhizome.api.cli import main
 
     assert main(["node", "--http", "nonsense"]) == 2
     assert "configuration error: http" in capsys.readouterr().err

@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 from crawl_helpers import serve
 
-from crawler import Crawler, CrawlerConfig, ParsedPage
-from crawler import workers as workers_module
-from crawler.errors import BlockedAddress
-from crawler.workers import CrawlWorkers, WorkerDied, _Worker
+from rhizome.crawler import Crawler, CrawlerConfig, ParsedPage
+from rhizome.crawler import workers as workers_module
+from rhizome.crawler.errors import BlockedAddress
+from rhizome.crawler.workers import CrawlWorkers, WorkerDied, _Worker
 
 # Far above what a stop takes on a loaded machine, far below pytest's own timeout.
 STOP_WITHIN = 30.0

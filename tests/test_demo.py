@@ -27,7 +27,7 @@ def test_demo_crawls_pydoc_pages_and_answers_from_every_node(tmp_path: Path) -> 
         [
             sys.executable,
             "-m",
-            "api.cli",
+            "rhizome",
             "demo",
             "--http",
             "127.0.0.1:0",

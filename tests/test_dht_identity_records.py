@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from dht import (
+from rhizome.dht import (
     Identity,
     IdentityError,
     InvalidContact,
@@ -29,8 +29,8 @@ from dht import (
     verify,
     verify_record,
 )
-from dht.contacts import make_contact_record, verify_contact
-from dht.records import MAX_CLOCK_SKEW
+from rhizome.dht.contacts import make_contact_record, verify_contact
+from rhizome.dht.records import MAX_CLOCK_SKEW
 
 MiB = 1024 * 1024
 NOW = 1_700_000_000.0

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import umsgpack  # type: ignore[import-untyped]
 
-from dht import DhtNode, DhtSettings, Identity, Peer
-from dht.contacts import make_contact_record
+from rhizome.dht import DhtNode, DhtSettings, Identity, Peer
+from rhizome.dht.contacts import make_contact_record
 
 FAST = DhtSettings(rpc_timeout=0.3)
 NETWORK_SIZE = 20

@@ -47,8 +47,8 @@ from crash_site import (
     word_of,
 )
 
-from crawler import frontier as frontier_module
-from crawler.frontier import DONE, QUEUED, Frontier
+from rhizome.crawler import frontier as frontier_module
+from rhizome.crawler.frontier import DONE, QUEUED, Frontier
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -58,7 +58,7 @@ FULL_SECONDS = 7.0  # longer than the index's commit retry (5 s) and the frontie
 FILL_CHUNKS = (1 << 20, 1 << 16, 1 << 12)  # write big chunks, then smaller, until ENOSPC
 MAX_STORAGE_LOG_LINES = 8  # over the whole episode: first failures plus recoveries
 WORDS_PER_QUERY = 36
-START = (sys.executable, "-m", "api.cli", "node", "--http", "127.0.0.1:0", "--data-dir")
+START = (sys.executable, "-m", "rhizome", "node", "--http", "127.0.0.1:0", "--data-dir")
 
 
 @contextlib.contextmanager

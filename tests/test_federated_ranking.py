@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-import index.query
-from federation.ranking import GlobalScorer
-from index import IndexDoc, IndexStore, TermShard
+import rhizome.index.query
+from rhizome.federation.ranking import GlobalScorer
+from rhizome.index import IndexDoc, IndexStore, TermShard
 
 WORDS = (
     "release notes django python sqlite index query cache table vacuum backup logging "
@@ -124,7 +124,7 @@ async def test_federated_scores_match_one_index_over_all_pages(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if not proximity:
-        monkeypatch.setattr(index.query, "PROXIMITY_BOOST", 0.0)
+        monkeypatch.setattr(rhizome.index.query, "PROXIMITY_BOOST", 0.0)
     a, b, union = stores
     central = await union.search(q, limit=10)
     assert central.hits, f"the fixture should match {q!r}"
@@ -165,7 +165,7 @@ async def test_a_shard_keeps_its_key_when_only_the_averages_move() -> None:
     """A commit of unrelated pages shifts every field's average length and so every
     weight; the publisher must not take that for a change of every shard (it re-sent its
     whole index after each commit). A new page with the term does change the key."""
-    from index.shard_codec import content_key
+    from rhizome.index.shard_codec import content_key
 
     first = [
         IndexDoc(url=f"http://a.example/{i}", title=f"vacuum page {i}", body="vacuum " * (i + 1))
@@ -190,8 +190,8 @@ async def test_a_shard_keeps_its_key_when_only_the_averages_move() -> None:
 
 
 def test_exact_titles_get_the_title_bonus_and_near_duplicates_do_not() -> None:
-    from federation.ranking import EXACT_TITLE_BONUS, title_bonus
-    from index import build_analyzer
+    from rhizome.federation.ranking import EXACT_TITLE_BONUS, title_bonus
+    from rhizome.index import build_analyzer
 
     analyze = build_analyzer().analyze
     query = analyze("Django 1.7 release notes")

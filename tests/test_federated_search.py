@@ -9,14 +9,14 @@ from dataclasses import replace
 
 import pytest
 
-from federation import DEFAULT_SETTINGS, FederatedSearch, LocalPeers
-from federation.answer import LocalOwner
-from federation.peers import QueryTally
-from federation.ranking import STAT_SHARE_CAP
-from federation.search import choose, rank
-from federation.wire import speaks_for
-from index import SHARD_FIELDS, IndexDoc, IndexStore, Posting, TermShard, bm25_idf
-from index.query import unit_key
+from rhizome.federation import DEFAULT_SETTINGS, FederatedSearch, LocalPeers
+from rhizome.federation.answer import LocalOwner
+from rhizome.federation.peers import QueryTally
+from rhizome.federation.ranking import STAT_SHARE_CAP
+from rhizome.federation.search import choose, rank
+from rhizome.federation.wire import speaks_for
+from rhizome.index import SHARD_FIELDS, IndexDoc, IndexStore, Posting, TermShard, bm25_idf
+from rhizome.index.query import unit_key
 from tests.test_federated_ranking import committed_store
 
 ME, ALICE, BOB = "aa" * 20, "bb" * 20, "cc" * 20

@@ -18,9 +18,9 @@ import zstandard
 from aiohttp import web
 from crawl_helpers import RequestLog, add_get, logging_app, serve
 
-from crawler import CrawlerConfig
-from crawler.config import MAX_DECODED_BYTES, MAX_REDIRECTS, MAX_RESPONSE_BYTES
-from crawler.errors import (
+from rhizome.crawler import CrawlerConfig
+from rhizome.crawler.config import MAX_DECODED_BYTES, MAX_REDIRECTS, MAX_RESPONSE_BYTES
+from rhizome.crawler.errors import (
     BlockedAddress,
     FetchError,
     HTTPStatusError,
@@ -29,8 +29,8 @@ from crawler.errors import (
     TooManyRedirects,
     UnsupportedScheme,
 )
-from crawler.fetch import Fetcher, UnsupportedContent
-from crawler.ssrf import check_address, is_public_address
+from rhizome.crawler.fetch import Fetcher, UnsupportedContent
+from rhizome.crawler.ssrf import check_address, is_public_address
 
 HTML = b"<html><title>ok</title><body>hello</body></html>"
 MiB = 1024 * 1024

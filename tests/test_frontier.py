@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.frontier import DONE, FAILED, LEASED, QUEUED, Frontier
+from rhizome.crawler.frontier import DONE, FAILED, LEASED, QUEUED, Frontier
 
 A = "http://a.example"
 B = "http://b.example:8080"

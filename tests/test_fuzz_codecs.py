@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dht import (
+from rhizome.dht import (
     DhtError,
     Identity,
     VerifiedRecords,
@@ -18,10 +18,10 @@ from dht import (
     sign_record,
     verify_record,
 )
-from federation.wire import sign_shard, verify_lookups
-from index import SHARD_FIELDS
-from index.bm25 import MAX_FIELD_WEIGHT
-from index.shard_codec import (
+from rhizome.federation.wire import sign_shard, verify_lookups
+from rhizome.index import SHARD_FIELDS
+from rhizome.index.bm25 import MAX_FIELD_WEIGHT
+from rhizome.index.shard_codec import (
     MAX_FIELD_LENGTH,
     Posting,
     TermShard,

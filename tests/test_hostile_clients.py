@@ -19,12 +19,12 @@ from unittest import mock
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from api.client_quotas import SearchQuota
-from dht import Identity
-from federation.search import MAX_QUERY_TERMS, QueryPlan
-from federation.shard_store import OVER_HOLDER_BYTES, OVER_PUBLISHER_BYTES, WAL_LIMIT
-from federation.wire import sign_push
-from index import IndexStore
+from rhizome.api.client_quotas import SearchQuota
+from rhizome.dht import Identity
+from rhizome.federation.search import MAX_QUERY_TERMS, QueryPlan
+from rhizome.federation.shard_store import OVER_HOLDER_BYTES, OVER_PUBLISHER_BYTES, WAL_LIMIT
+from rhizome.federation.wire import sign_push
+from rhizome.index import IndexStore
 from tests.conftest import NodeFactory, NodeHandle
 from tests.test_hostile_peers_dht import call_http
 from tests.test_network import dht_address

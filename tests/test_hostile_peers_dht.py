@@ -29,15 +29,15 @@ import pytest
 import umsgpack  # type: ignore[import-untyped]
 from kademlia.node import Node
 
-from dht import DhtNode, DhtSettings, Identity, Peer
-from dht.protocol import JUNK_COST, PROOF_CONTEXT, REQUEST, RESPONSE, RhizomeProtocol
-from dht.quotas import DistinctCap, RateLimiter, address_range
-from dht.reflection import CHALLENGE_REPLY_BYTES, request_body
-from federation.shard_store import ShardStore
-from federation.wire import MAX_SHARD_BYTES, HeldRecord, sign_held, sign_push, verify_copies
-from index import SHARD_FIELDS, TermShard
-from index.bm25 import MAX_FIELD_WEIGHT
-from index.shard_codec import MAX_DOCS_PER_PUBLISHER, MAX_POSTINGS_PER_SHARD, Posting
+from rhizome.dht import DhtNode, DhtSettings, Identity, Peer
+from rhizome.dht.protocol import JUNK_COST, PROOF_CONTEXT, REQUEST, RESPONSE, RhizomeProtocol
+from rhizome.dht.quotas import DistinctCap, RateLimiter, address_range
+from rhizome.dht.reflection import CHALLENGE_REPLY_BYTES, request_body
+from rhizome.federation.shard_store import ShardStore
+from rhizome.federation.wire import MAX_SHARD_BYTES, HeldRecord, sign_held, sign_push, verify_copies
+from rhizome.index import SHARD_FIELDS, TermShard
+from rhizome.index.bm25 import MAX_FIELD_WEIGHT
+from rhizome.index.shard_codec import MAX_DOCS_PER_PUBLISHER, MAX_POSTINGS_PER_SHARD, Posting
 from tests.conftest import NodeFactory, NodeHandle
 from tests.test_network import dht_address
 
@@ -751,7 +751,7 @@ def _raw_shard(term: str, weight: float, postings: int) -> list[Any]:
 def test_push_flood_from_one_address_gets_429_others_still_push(peer_node: NodeHandle) -> None:
     """One address pushes as fast as it can: after the burst it gets 429 with Retry-After,
     while another address still pushes. Catches an endpoint without per-address quotas."""
-    from api.peer_routes import PUSH_BURST
+    from rhizome.api.peer_routes import PUSH_BURST
 
     publisher = Identity.generate()
     batch = signed_batch(publisher, {"floodterm": _raw_shard("floodterm", 1.0, 1)})
@@ -776,7 +776,7 @@ def test_an_address_sending_bad_batches_is_held_off_sooner(peer_node: NodeHandle
     """Forged batches cost BAD_PUSH_COST tokens each: the sender meets 429 after about
     PUSH_BURST / BAD_PUSH_COST refusals, not PUSH_BURST. Catches a quota that charges a
     forgery like an honest batch (a forger could keep the holder verifying signatures)."""
-    from api.peer_routes import BAD_PUSH_COST, PUSH_BURST
+    from rhizome.api.peer_routes import BAD_PUSH_COST, PUSH_BURST
 
     forged = bytearray(signed_batch(Identity.generate(), {"t": _shard("t").to_json()}))
     forged[-70] ^= 1  # inside the signed part
@@ -796,7 +796,7 @@ def test_one_address_cannot_push_for_unboundedly_many_publishers(peer_node: Node
     """Keys are free: an address pushing for a ninth publisher is refused, its first eight
     still push, and another address may push for the ninth. Catches a holder that lets one
     machine multiply its voice by minting keys."""
-    from api.peer_routes import MAX_PUBLISHERS_PER_ADDRESS
+    from rhizome.api.peer_routes import MAX_PUBLISHERS_PER_ADDRESS
 
     keys = [Identity.generate() for _ in range(MAX_PUBLISHERS_PER_ADDRESS + 1)]
     for key in keys[:-1]:

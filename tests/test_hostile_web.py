@@ -46,11 +46,16 @@ from hostile_web import (
     HostileWeb,
 )
 
-from crawler.config import DEFAULT_MAX_DEPTH, FETCH_TIMEOUT, MAX_REDIRECTS, MAX_RESPONSE_BYTES
-from crawler.errors import BlockedAddress
-from crawler.parse import MAX_LINKS_PER_PAGE
-from crawler.ssrf import check_address
-from crawler.urls import MAX_REPEATED_SEGMENT
+from rhizome.crawler.config import (
+    DEFAULT_MAX_DEPTH,
+    FETCH_TIMEOUT,
+    MAX_REDIRECTS,
+    MAX_RESPONSE_BYTES,
+)
+from rhizome.crawler.errors import BlockedAddress
+from rhizome.crawler.parse import MAX_LINKS_PER_PAGE
+from rhizome.crawler.ssrf import check_address
+from rhizome.crawler.urls import MAX_REPEATED_SEGMENT
 
 MB = 1024 * 1024
 # Node + its crawl workers, at any moment of the crawl: 400 MB, plus the embedding model's

@@ -66,7 +66,9 @@ def _imports(module: str, path: Path) -> list[tuple[str, int, bool, bool]]:
             visit(child, top and not inner, typing_only)
 
     visit(tree, True, False)
-    return [i for i in out if i[0].split(".")[0] in OURS]
+    # Installed, the folders are rhizome.<folder> (pyproject's package-dir mapping).
+    named = [(t.removeprefix("rhizome."), *rest) for t, *rest in out]
+    return [i for i in named if i[0].split(".")[0] in OURS]
 
 
 MODULES = _modules()

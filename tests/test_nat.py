@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from federation.reachability import DEMOTE_AFTER, Reachability, Verdict, settle
+from rhizome.federation.reachability import DEMOTE_AFTER, Reachability, Verdict, settle
 from tests.conftest import ROOT, FixtureSite, NodeFactory, NodeHandle, serve_site
 from tests.netns import Topology, usable
 from tests.test_network import dht_address, network_search, network_status, wait_until
@@ -145,7 +145,7 @@ def test_nodes_know_whether_peers_can_dial_them(net: Net) -> None:
         assert ("behind NAT" in page) is (expected == "private"), page
     home = net.homes["home0"]
     cli = subprocess.run(
-        [sys.executable, "-m", "api.cli", "status", "--node", home.url],
+        [sys.executable, "-m", "rhizome", "status", "--node", home.url],
         cwd=ROOT,
         capture_output=True,
         text=True,

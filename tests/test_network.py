@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from dht import Identity, sign_record
-from federation.wire import SHARD_KIND
+from rhizome.dht import Identity, sign_record
+from rhizome.federation.wire import SHARD_KIND
 from tests.conftest import FixtureSite, NodeFactory, NodeHandle, serve_site
 
 DHT_LINE = re.compile(r"dht on udp://([\d.]+):(\d+)/")

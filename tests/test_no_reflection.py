@@ -23,8 +23,8 @@ import umsgpack  # type: ignore[import-untyped]
 from kademlia.node import Node
 
 from bench.reflector_probe import datagram, fill_table, open_source, probe
-from dht import DhtNode, DhtSettings
-from dht.protocol import RhizomeProtocol
+from rhizome.dht import DhtNode, DhtSettings
+from rhizome.dht.protocol import RhizomeProtocol
 
 FAST = DhtSettings(rpc_timeout=0.3, silent_backoff=0.3)
 FILLED = 24  # proven contacts in the victim's table: more than k = 20

@@ -107,7 +107,7 @@ def test_cross_site_text_plain_post_cannot_add_seeds(
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RHIZOME_")}
     return subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
+        [sys.executable, "-m", "rhizome", *args],
         cwd=ROOT,
         env={**clean, **(env or {})},
         capture_output=True,

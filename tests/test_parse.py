@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crawler import parse as parse_module
-from crawler.parse import (
+from rhizome.crawler import parse as parse_module
+from rhizome.crawler.parse import (
     MAX_LINKS_PER_PAGE,
     MAX_TEXT_CHARS,
     MAX_TITLE_CHARS,

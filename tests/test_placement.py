@@ -11,8 +11,8 @@ import hashlib
 import heapq
 import random
 
-from dht import Peer
-from dht.placement import HolderMap, distance
+from rhizome.dht import Peer
+from rhizome.dht.placement import HolderMap, distance
 
 
 def _network(size: int, seed: int) -> list[Peer]:

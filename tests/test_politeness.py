@@ -12,9 +12,9 @@ from pathlib import Path
 from aiohttp import web
 from crawl_helpers import RequestLog, add_get, logging_app, serve
 
-from crawler import Crawler, CrawlerConfig, ParsedPage
-from crawler.frontier import DONE, FAILED
-from crawler.politeness import HostSlot
+from rhizome.crawler import Crawler, CrawlerConfig, ParsedPage
+from rhizome.crawler.frontier import DONE, FAILED
+from rhizome.crawler.politeness import HostSlot
 
 # Scheduling jitter allowance: the server stamps arrival, the crawler stamps departure.
 SLACK = 0.03

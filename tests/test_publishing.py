@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from dht import DhtNode
-from federation.client import PeerClient
-from federation.membership import Membership
-from federation.publisher import Publisher
-from federation.settings import FederationSettings
-from federation.shard_store import ShardStore
-from index import IndexDoc, IndexStore, build_analyzer
-from index.schema import url_words
+from rhizome.dht import DhtNode
+from rhizome.federation.client import PeerClient
+from rhizome.federation.membership import Membership
+from rhizome.federation.publisher import Publisher
+from rhizome.federation.settings import FederationSettings
+from rhizome.federation.shard_store import ShardStore
+from rhizome.index import IndexDoc, IndexStore, build_analyzer
+from rhizome.index.schema import url_words
 
 SITE = "http://pages.test"
 COMMIT_WAIT = 10.0  # seconds: a commit of a few pages takes milliseconds

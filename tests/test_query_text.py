@@ -20,15 +20,15 @@ from conftest import SITE_INDEXABLE, NodeHandle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from index import IndexDoc, IndexStore
-from index.query import (
+from rhizome.index import IndexDoc, IndexStore
+from rhizome.index.query import (
     MAX_QUERY_CHARS,
     PROXIMITY_BOOST,
     PROXIMITY_SLOP,
     parse_user_query,
     query_units,
 )
-from index.schema import FIELD_BOOSTS, TEXT_FIELDS
+from rhizome.index.schema import FIELD_BOOSTS, TEXT_FIELDS
 from tests.test_federated_ranking import committed_store
 
 pytestmark = pytest.mark.timeout(300)

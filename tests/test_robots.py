@@ -10,10 +10,10 @@ import pytest
 from aiohttp import web
 from crawl_helpers import RequestLog, add_get, logging_app, serve
 
-from crawler import CrawlerConfig
-from crawler.config import MAX_CRAWL_DELAY
-from crawler.fetch import Fetcher
-from crawler.robots import RobotsCache, parse_robots
+from rhizome.crawler import CrawlerConfig
+from rhizome.crawler.config import MAX_CRAWL_DELAY
+from rhizome.crawler.fetch import Fetcher
+from rhizome.crawler.robots import RobotsCache, parse_robots
 
 UA = "RhizomeBot"
 

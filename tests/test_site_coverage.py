@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 from crawl_helpers import RequestLog, add_get, logging_app, serve
 
-from crawler import Crawler, CrawlerConfig, ParsedPage
+from rhizome.crawler import Crawler, CrawlerConfig, ParsedPage
 
 ITEMS = 2_500  # links of the index page: more than the old cap of 1,000
 CRAWL_WITHIN = 60.0

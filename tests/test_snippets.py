@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from test_federated_ranking import committed_store
 
-from federation.answer import answer_locally
-from index import IndexDoc
-from index.snippets import LONG_BODY_CHARS
+from rhizome.federation.answer import answer_locally
+from rhizome.index import IndexDoc
+from rhizome.index.snippets import LONG_BODY_CHARS
 
 FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit " * 400  # ~22k chars
 

@@ -18,14 +18,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from crawler import CrawlerConfig
-from crawler.config import DEFAULT_USER_AGENT_NAME
-from crawler.fetch import Fetcher
-from crawler.robots import RobotsCache
-from dht import Identity
-from federation.settings import DEFAULT_SETTINGS
-from federation.shard_store import ShardStore
-from federation.spot_check import (
+from rhizome.crawler import CrawlerConfig
+from rhizome.crawler.config import DEFAULT_USER_AGENT_NAME
+from rhizome.crawler.fetch import Fetcher
+from rhizome.crawler.robots import RobotsCache
+from rhizome.dht import Identity
+from rhizome.federation.settings import DEFAULT_SETTINGS
+from rhizome.federation.shard_store import ShardStore
+from rhizome.federation.spot_check import (
     CHECK_BURST,
     PUBLISHER_BURST,
     QUEUE_SIZE,
@@ -34,9 +34,9 @@ from federation.spot_check import (
     SpotChecker,
     Verdict,
 )
-from federation.wire import sign_held, verify_copies
-from index import SHARD_FIELDS, Posting, TermShard, build_analyzer
-from index.bm25 import MAX_FIELD_WEIGHT
+from rhizome.federation.wire import sign_held, verify_copies
+from rhizome.index import SHARD_FIELDS, Posting, TermShard, build_analyzer
+from rhizome.index.bm25 import MAX_FIELD_WEIGHT
 from tests.conftest import (
     SITE_DIR,
     FixtureSite,
@@ -473,9 +473,9 @@ def test_an_owner_answering_garbage_json_leaves_the_query_whole(
 def test_a_claim_never_asks_for_the_proximity_phrase_key_as_a_word(tmp_path: Path) -> None:
     """An owner's weights carry the proximity phrase under "~ w1 w2"; a checker that took
     "~" for a claimed word struck honest owners (seen under load in the suite)."""
-    from federation.wire import PeerAnswer, ResultRow
-    from index import PageWeights
-    from index.query import near_key
+    from rhizome.federation.wire import PeerAnswer, ResultRow
+    from rhizome.index import PageWeights
+    from rhizome.index.query import near_key
 
     checker = SpotChecker(tmp_path, "aa" * 20)
     url = "http://b.example/moons.html"

@@ -20,10 +20,16 @@ from urllib.parse import urlencode
 import nacl.signing
 import pytest
 
-from dht import Identity, compress, sign_record
-from federation.membership import term_key
-from federation.wire import SHARD_RECORD_KIND, sign_batch, sign_shard, speaks_for, verify_copies
-from index import SHARD_FIELDS, Posting, TermShard, build_analyzer
+from rhizome.dht import Identity, compress, sign_record
+from rhizome.federation.membership import term_key
+from rhizome.federation.wire import (
+    SHARD_RECORD_KIND,
+    sign_batch,
+    sign_shard,
+    speaks_for,
+    verify_copies,
+)
+from rhizome.index import SHARD_FIELDS, Posting, TermShard, build_analyzer
 from tests.conftest import FixtureSite, NodeFactory, NodeHandle
 from tests.liar_peer import liar_stats, lie_urls, start_liar
 from tests.test_network import dht_address, network_search, network_status, wait_until

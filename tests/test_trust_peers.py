@@ -12,12 +12,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from crawler import parse_html
-from dht.placement import distance
-from federation.membership import term_key
-from federation.proof import RETRY_SECONDS
-from federation.wire import PATH_WHOAMI, verify_copies
-from index import build_analyzer
+from rhizome.crawler import parse_html
+from rhizome.dht.placement import distance
+from rhizome.federation.membership import term_key
+from rhizome.federation.proof import RETRY_SECONDS
+from rhizome.federation.wire import PATH_WHOAMI, verify_copies
+from rhizome.index import build_analyzer
 from tests.conftest import MACHINE_SEARCH_RATE, SITE_DIR, FixtureSite, NodeFactory, SiteServer
 from tests.liar_peer import start_liar
 from tests.test_network import dht_address, network_search, network_status, wait_until

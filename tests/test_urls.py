@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from crawler.urls import (
+from rhizome.crawler.urls import (
     MAX_PATH_SEGMENTS,
     MAX_REPEATED_SEGMENT,
     MAX_URL_LENGTH,
