@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import SITE_INDEXABLE, NodeFactory, serve_site
 
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(600)]
 
@@ -178,3 +179,21 @@ def test_python_m_rhizome_and_the_console_script_print_pyprojects_version(
     )
     assert installed.run(str(installed.venv / "bin" / "rhizome"), "--version") == expected
     assert installed.python("import rhizome; print(rhizome.__version__)") == installed.version
+
+
+def test_the_installed_node_crawls_indexes_and_answers(
+    installed: Installed, tmp_path: Path
+) -> None:
+    # Its parser processes must import the installed code under the names the node's
+    # pickles use: in the checkout's folder a stray top-level `crawler` hid that they did not.
+    factory = NodeFactory(tmp_path)
+    with serve_site() as site:
+        try:
+            node = factory.start(
+                seeds=[f"{site}/index.html"], site=site, installed=installed.venv / "bin" / "python"
+            )
+            status = node.wait_idle(60, min_documents=len(SITE_INDEXABLE))
+            assert status["documents"] == len(SITE_INDEXABLE), node.output()
+            assert node.search("comets tail")["results"][0]["url"] == f"{site}/comets.html"
+        finally:
+            factory.close()
