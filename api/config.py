@@ -1,7 +1,9 @@
 """Node configuration, parsed once at start-up: defaults < TOML file < RHIZOME_* env < flags.
 
 Every setting has one name used everywhere: ``crawl_delay`` is the TOML key, the
-``RHIZOME_CRAWL_DELAY`` environment variable and the ``--crawl-delay`` flag.
+``RHIZOME_CRAWL_DELAY`` environment variable and the ``--crawl-delay`` flag. The TOML file is
+the first of ``--config FILE``, ``$RHIZOME_CONFIG`` and ``$XDG_CONFIG_HOME/rhizome/rhizome.toml``
+(``~/.config/rhizome/rhizome.toml``) that is given; the last only if it exists.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+import shtab
 
 from rhizome.crawler import CrawlerConfig
 from rhizome.crawler import config as crawl_defaults
@@ -36,11 +40,37 @@ DEFAULT_RELAY_MAX_NODES = 16
 DEFAULT_RELAY_MB_PER_NODE_HOUR = 64.0
 REACHABILITY_MODES = ("auto", "public", "private")
 DEFAULT_MEMORY = "normal"
+LOG_LEVELS = ("debug", "info", "warning", "error")  # any case
+# The settings that take one of a few words: checked once, offered by shell completion.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "memory": MEMORY_PROFILES,
+    "log_format": ("text", "json"),
+    "semantic": ("on", "off"),
+    "reachability": REACHABILITY_MODES,
+}
 ENV_PREFIX = "RHIZOME_"
+CONFIG_FILE_NAME = "rhizome.toml"  # looked up in $XDG_CONFIG_HOME/rhizome/
 
 
 class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message names the setting."""
+
+
+def user_config_file(env: Mapping[str, str]) -> Path | None:
+    """The TOML file that applies without ``--config``: ``$RHIZOME_CONFIG``, else the user's
+    ``$XDG_CONFIG_HOME/rhizome/rhizome.toml`` (``~/.config/…``) if it exists, else none."""
+    if env.get(ENV_PREFIX + "CONFIG"):
+        return Path(env[ENV_PREFIX + "CONFIG"])
+    base = env.get("XDG_CONFIG_HOME", "")
+    if not Path(base).is_absolute():  # the XDG spec: a relative path is invalid, ignored
+        if not env.get("HOME"):
+            return None
+        base = str(Path(env["HOME"]) / ".config")
+    path = Path(base) / "rhizome" / CONFIG_FILE_NAME
+    try:
+        return path if path.is_file() else None
+    except OSError:  # a home the service may not read (systemd's ProtectHome): no file
+        return None
 
 
 def default_data_dir() -> Path:
@@ -134,8 +164,8 @@ class NodeConfig:
 HELP: dict[str, str] = {
     "data_dir": "directory for the index, frontier and keys",
     "http": "HOST:PORT of the HTTP API and web UI",
-    "public_url": "URL peers use to reach this node's HTTP API (default: from --http)",
-    "dht": "UDP HOST:PORT of the DHT node (empty: run alone)",
+    "public_url": "URL peers use to reach this node's HTTP API (none: made from --http)",
+    "dht": "UDP HOST:PORT of the DHT node (none: run alone)",
     "bootstrap": "HOST:PORT of a DHT node to join through (repeatable)",
     "seed": "URL to start crawling from (repeatable)",
     "pin_host": "host this node always crawls itself (repeatable)",
@@ -226,8 +256,8 @@ def load_config(
     env = os.environ if env is None else env
     kinds = _kinds()
     values: dict[str, Any] = {}
-    if file is None and env.get(ENV_PREFIX + "CONFIG"):
-        file = Path(env[ENV_PREFIX + "CONFIG"])
+    if file is None:
+        file = user_config_file(env)
     if file is not None:
         try:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
@@ -281,40 +311,55 @@ def validate(config: NodeConfig) -> None:
             raise ConfigError(f"trusted_proxies: {proxy!r} is not an IP address") from None
     if 0 < config.writer_heap_mb < MIN_WRITER_HEAP_MB or config.writer_heap_mb < 0:
         raise ConfigError("writer_heap_mb: tantivy needs at least 16 MiB (0: by memory)")
-    if config.log_format not in ("text", "json"):
-        raise ConfigError("log_format: text or json")
-    if config.semantic not in ("on", "off"):
-        raise ConfigError("semantic: on or off")
-    if config.reachability not in REACHABILITY_MODES:
-        raise ConfigError("reachability: auto, public or private")
+    for name, choices in CHOICES.items():
+        if getattr(config, name) not in choices:
+            raise ConfigError(f"{name}: one of {', '.join(choices)}")
+    if config.log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"log_level: one of {', '.join(LOG_LEVELS)}")
     if config.relay_max_nodes < 0:
         raise ConfigError("relay_max_nodes: must not be negative")
     if config.relay_mb_per_node_hour <= 0:
         raise ConfigError("relay_mb_per_node_hour: must be positive")
-    if config.memory not in MEMORY_PROFILES:
-        raise ConfigError(f"memory: one of {', '.join(MEMORY_PROFILES)}")
+
+
+def shown_default(value: Any) -> str:
+    """A setting's default as ``--help`` shows it (escaped for argparse's %-formatting)."""
+    if isinstance(value, bool):
+        text = "on" if value else "off"
+    elif value in ("", ()):
+        text = "none"
+    else:
+        text = str(value)
+    return text.replace("%", "%%")
 
 
 def add_node_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting, named after it; ``--config FILE`` picks the TOML file."""
-    parser.add_argument("--config", type=Path, help="TOML config file (or RHIZOME_CONFIG)")
+    """One flag per setting, named after it; ``--config FILE`` picks the TOML file.
+
+    Flags default to None (unset), so the file and the environment show through; the help
+    names the built-in default instead, as an operator needs it.
+    """
+    config_flag = parser.add_argument(
+        "--config",
+        type=Path,
+        help="TOML config file (default: $RHIZOME_CONFIG, else "
+        f"$XDG_CONFIG_HOME/rhizome/{CONFIG_FILE_NAME} if it exists)",
+    )
+    config_flag.complete = shtab.FILE  # type: ignore[attr-defined]
+    defaults = NodeConfig()
     for f in fields(NodeConfig):
         flag = "--" + f.name.replace("_", "-")
-        help_text = HELP.get(f.name, "")
+        help_text = f"{HELP.get(f.name, '')} (default: {shown_default(getattr(defaults, f.name))})"
         if f.type in (bool, "bool"):
+            # --relay / --no-relay for every switch: a flag can undo the file or the env.
             parser.add_argument(
-                flag, dest=f.name, action="store_const", const=True, default=None, help=help_text
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, help=help_text
             )
-            if f.default is True:  # on unless said: --no-relay
-                parser.add_argument(
-                    "--no-" + f.name.replace("_", "-"),
-                    dest=f.name,
-                    action="store_const",
-                    const=False,
-                    default=None,
-                    help=f"the opposite of {flag}",
-                )
         elif f.type in (tuple[str, ...], "tuple[str, ...]"):
             parser.add_argument(flag, dest=f.name, action="append", default=None, help=help_text)
         else:
-            parser.add_argument(flag, dest=f.name, default=None, help=help_text)
+            action = parser.add_argument(
+                flag, dest=f.name, default=None, choices=CHOICES.get(f.name), help=help_text
+            )
+            if f.type in (Path, "Path"):
+                action.complete = shtab.DIRECTORY  # type: ignore[attr-defined]

@@ -377,14 +377,17 @@ class NodeFactory:
         private_peers: bool = True,
         private_networks: bool = True,
         netns: str | None = None,
+        installed: Path | None = None,
     ) -> NodeHandle:
         """``netns``: run the node inside that network namespace (tests/netns.py); pass
-        its ``--http`` and ``--dht`` addresses in ``flags`` (the last flag wins)."""
+        its ``--http`` and ``--dht`` addresses in ``flags`` (the last flag wins).
+        ``installed``: the python of a venv to run the node with, from the venv's folder and
+        without PYTHON* variables, so nothing of the checkout is on its path."""
         if data_dir is None:
             data_dir = self.tmp / f"node{len(self.nodes)}"
         cmd = [
             *(("ip", "netns", "exec", netns) if netns else ()),
-            sys.executable,
+            str(installed or sys.executable),
             "-m",
             "rhizome",
             "node",
@@ -404,11 +407,12 @@ class NodeFactory:
         ]
         for seed in seeds:
             cmd += ["--seed", seed]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RHIZOME_")}
+        drop = ("RHIZOME_", "PYTHON") if installed else ("RHIZOME_",)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
         env["PYTHONUNBUFFERED"] = "1"
         proc = subprocess.Popen(
             cmd,
-            cwd=ROOT,
+            cwd=installed.parent.parent if installed else ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

@@ -394,7 +394,7 @@ TREE_MEMORY_LIMIT_MB = 40  # a whole tree of a 4 MiB page took +60 MB (measured)
 def test_a_four_mib_page_is_parsed_in_bounded_memory() -> None:
     script = (
         "import sys\n"
-        "from crawler.parse import parse_html\n"
+        "from rhizome.crawler.parse import parse_html\n"
         "def hwm():\n"
         "    for line in open('/proc/self/status'):\n"
         "        if line.startswith('VmHWM'): return int(line.split()[1]) // 1024\n"
