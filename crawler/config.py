@@ -23,8 +23,8 @@ DEFAULT_MAX_URLS_PER_DOMAIN = 200_000
 # a slow host (a stuck www) does not hold up the domain's other sites.
 DEFAULT_MAX_ACTIVE_HOSTS_PER_DOMAIN = 2
 # URLs waiting in the frontier (QUEUED) at most; beyond it new links are dropped (and
-# found again by later crawls). ~250 B a row on disk: ~250 MB, days of crawling for a
-# home node at its politeness.
+# found again by later crawls). ~1.3 KB a row with its indexes (docs/OPERATIONS.md: 1.51 MB
+# for 3,868 URLs): ~1.3 GB of disk, weeks of crawling for a home node at its politeness.
 DEFAULT_MAX_QUEUED_URLS = 1_000_000
 # Hosts whose state the crawler keeps in memory (each map an LRU of this size):
 # politeness (delay, back-off), robots.txt policies, sitemaps read, URL counts per host

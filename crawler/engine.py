@@ -258,7 +258,7 @@ class Crawler:
         """Entries in each in-memory map keyed by crawled input (each one bounded)."""
         return {
             "host_state": len(self._host_state),
-            "robots": len(self.robots),
+            "robots": self.robots.cached,
             "sitemaps_read": len(self._sitemaps_done),
             "seed_hosts": len(self._seed_hosts),
             **self.frontier.map_sizes(),

@@ -98,7 +98,8 @@ class RobotsCache:
         self._cache.put(origin, result)
         return result
 
-    def __len__(self) -> int:
+    @property
+    def cached(self) -> int:
         """Origins whose policy is cached."""
         return len(self._cache)
 
