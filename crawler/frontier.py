@@ -436,6 +436,7 @@ class Frontier:
             hosts.append(host)
             if len(hosts) >= limit:
                 break
+        cur.close()  # a statement left mid-way would hold its read snapshot open
         return hosts
 
     async def lease(self, host: str, n: int) -> list[Lease]:
