@@ -95,6 +95,11 @@ class NodeConfig:
     global_concurrency: int = crawl_defaults.DEFAULT_GLOBAL_CONCURRENCY
     max_depth: int = crawl_defaults.DEFAULT_MAX_DEPTH
     max_urls_per_host: int = crawl_defaults.DEFAULT_MAX_URLS_PER_HOST
+    max_urls_per_domain: int = crawl_defaults.DEFAULT_MAX_URLS_PER_DOMAIN
+    max_queued_urls: int = crawl_defaults.DEFAULT_MAX_QUEUED_URLS
+    # NAME=ADDRESS (or *.NAME=ADDRESS for every subdomain): the crawler connects there
+    # instead of asking DNS, as curl's --resolve (a LAN site without a DNS name).
+    resolve: tuple[str, ...] = ()
     recrawl_days: float = crawl_defaults.DEFAULT_RECRAWL_INTERVAL / 86400
     parse_workers: int = crawl_defaults.DEFAULT_PARSE_WORKERS
     contact_url: str = crawl_defaults.DEFAULT_CONTACT_URL
@@ -154,6 +159,9 @@ class NodeConfig:
             global_concurrency=self.global_concurrency,
             max_depth=self.max_depth,
             max_urls_per_host=self.max_urls_per_host,
+            max_urls_per_domain=self.max_urls_per_domain,
+            max_queued_urls=self.max_queued_urls,
+            resolve=tuple(parse_resolve(entry) for entry in self.resolve),
             recrawl_interval=self.recrawl_days * 86400,
             parse_workers=self.parse_workers or self.memory_profile.parse_workers,
             seen_cache=self.memory_profile.seen_cache,
@@ -177,6 +185,9 @@ HELP: dict[str, str] = {
     "global_concurrency": "requests in flight in total at most",
     "max_depth": "link hops from a seed at most (0: only the seeds)",
     "max_urls_per_host": "URLs one host may add to the frontier at most",
+    "max_urls_per_domain": "URLs all hosts of one registrable domain may add at most",
+    "max_queued_urls": "URLs waiting in the frontier at most (beyond: new links dropped)",
+    "resolve": "NAME=ADDRESS the crawler connects to without DNS (*.NAME: subdomains too)",
     "recrawl_days": "days before a page is fetched again",
     "parse_workers": "HTML parser processes (0: one per CPU core, or 1 with memory small)",
     "contact_url": "URL in the crawler's User-Agent where site owners reach you",
@@ -208,6 +219,20 @@ def split_host_port(value: str, name: str) -> tuple[str, int]:
     if not 0 <= number <= 65535:
         raise ConfigError(f"{name}: port {number} is out of range")
     return host.strip("[]"), number
+
+
+def parse_resolve(entry: str) -> tuple[str, str]:
+    """``NAME=ADDRESS`` (``*.NAME=ADDRESS``) as the crawler's (name, address)."""
+    name, sep, address = entry.partition("=")
+    name = name.strip().lower().rstrip(".")
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
+        ip = None
+    bare = name.removeprefix("*.")
+    if not sep or ip is None or not bare or "*" in bare or "/" in bare or ":" in bare:
+        raise ConfigError(f"resolve: expected NAME=ADDRESS or *.NAME=ADDRESS, got {entry!r}")
+    return name, str(ip)
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
@@ -294,7 +319,13 @@ def validate(config: NodeConfig) -> None:
     for name in ("crawl_delay", "recrawl_days", "commit_interval"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{name}: must not be negative")
-    for name in ("host_concurrency", "global_concurrency", "max_urls_per_host"):
+    for name in (
+        "host_concurrency",
+        "global_concurrency",
+        "max_urls_per_host",
+        "max_urls_per_domain",
+        "max_queued_urls",
+    ):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name}: must be at least 1")
     if config.max_depth < 0:  # 0: fetch the seeds themselves and follow nothing
@@ -304,6 +335,8 @@ def validate(config: NodeConfig) -> None:
     for name in ("shard_expiry_interval", "search_rate"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name}: must be positive")
+    for entry in config.resolve:
+        parse_resolve(entry)
     for proxy in config.trusted_proxies:
         try:
             ipaddress.ip_address(proxy)

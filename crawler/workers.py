@@ -345,7 +345,7 @@ async def _serve(sock: socket.socket) -> None:
     writer.write(_frame(("ready",)))
 
     # Only redirect targets are checked here; the node checked the leased URL itself.
-    robots = RobotsCache(fetcher.fetch_robots, config.user_agent_name)
+    robots = RobotsCache(fetcher.fetch_robots, config.user_agent_name, max_hosts=config.host_memory)
     tasks: set[asyncio.Task[None]] = set()
 
     async def handle(req_id: int, url: str) -> None:
