@@ -36,6 +36,9 @@ DEFAULT_RELAY_MAX_NODES = 16
 DEFAULT_RELAY_MB_PER_NODE_HOUR = 64.0
 REACHABILITY_MODES = ("auto", "public", "private")
 DEFAULT_MEMORY = "normal"
+# Seconds between the points of the status page's hour graphs (api/history.py: 60 of them;
+# the day graphs have one point for every 5).
+DEFAULT_HISTORY_STEP = 60.0
 ENV_PREFIX = "RHIZOME_"
 
 
@@ -91,6 +94,7 @@ class NodeConfig:
     relay: bool = True
     relay_max_nodes: int = DEFAULT_RELAY_MAX_NODES  # 0: no relaying, as --no-relay
     relay_mb_per_node_hour: float = DEFAULT_RELAY_MB_PER_NODE_HOUR
+    history_step: float = DEFAULT_HISTORY_STEP
 
     @property
     def relays(self) -> int:
@@ -164,6 +168,7 @@ HELP: dict[str, str] = {
     "relay": "relay for nodes behind NAT when reachable (--no-relay: never)",
     "relay_max_nodes": "nodes behind NAT relayed for at once at most (0: no relaying)",
     "relay_mb_per_node_hour": "MB each relayed node may use of this node's upstream an hour",
+    "history_step": "seconds between points of the status page's graphs (60: the last hour)",
 }
 
 
@@ -271,7 +276,7 @@ def validate(config: NodeConfig) -> None:
         raise ConfigError("max_depth: must not be negative")
     if config.held_shards_mb < 1:
         raise ConfigError("held_shards_mb: must be at least 1")
-    for name in ("shard_expiry_interval", "search_rate"):
+    for name in ("shard_expiry_interval", "search_rate", "history_step"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name}: must be positive")
     for proxy in config.trusted_proxies:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,14 +16,18 @@ from aiohttp import web
 
 from rhizome.index import QuerySyntaxError
 
+from . import charts
 from .client_quotas import SEARCH_QUOTA
+from .history import HISTORY
 from .keys import NODE
+from .metrics import observe_search
 from .node import public_status
 from .search import DEFAULT_LIMIT, MAX_OFFSET, BadRequest, SearchParams, asks_network, run_search
 
 E = html.escape
 
-STYLE = """
+STYLE = (
+    """
 :root{color-scheme:light dark;--bg:#fbfbf8;--fg:#1d1d1b;--muted:#5f6360;--accent:#2f6f4f;
 --card:#fff;--border:#d9dcd6;--mark:#fde68a}
 @media (prefers-color-scheme:dark){:root{--bg:#141614;--fg:#e6e8e3;--muted:#a3a8a0;
@@ -49,6 +54,8 @@ table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem .5
 border-bottom:1px solid var(--border)}.hero{text-align:center;margin-top:18vh}
 .hero form.search{margin:1rem auto}
 """
+    + charts.CSS
+)
 
 
 def page(title: str, body: str, *, query: str = "", hero: bool = False) -> web.Response:
@@ -164,6 +171,7 @@ async def index(request: web.Request) -> web.Response:
         if wait is not None:
             return _too_many(q, wait)
         data = await run_search(node, params)
+        observe_search(request.app, params.scope, data["took_ms"] / 1000)
     except (BadRequest, QuerySyntaxError) as exc:
         body = f'<p class="error" role="alert">Cannot search: {E(str(exc))}</p>'
         resp = page(f"{q} – Rhizome", body, query=q)
@@ -219,6 +227,7 @@ async def status_page(request: web.Request) -> web.Response:
             _row("Reachable", REACHABILITY_TEXT.get(net.get("reachability", ""), "unknown")),
         ]
     body = f'<h2>About this node</h2><table id="status">{"".join(rows)}</table>'
+    body += charts.history_html(request.app[HISTORY], time.time())
     return page("About this node – Rhizome", body)
 
 
