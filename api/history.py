@@ -120,10 +120,15 @@ class Reservoir:
         self.values.clear()
 
 
+def is_incoming(kind: str) -> bool:
+    """Of the peer traffic kinds (``PeerClient.traffic``): ``*_received`` and ``*_in``
+    came to us; the others (``*_sent``, ``*_served``) left."""
+    return kind.endswith(("_received", "_in"))
+
+
 def traffic_in_out(traffic: Mapping[str, int]) -> tuple[int, int]:
-    """Peer traffic bytes (``PeerClient.traffic``, by kind) as (in, out): kinds named
-    ``*_received`` or ``*_in`` came to us, the others (``*_sent``, ``*_served``) left."""
-    incoming = sum(v for k, v in traffic.items() if k.endswith(("_received", "_in")))
+    """Peer traffic bytes by kind, as (in, out)."""
+    incoming = sum(v for k, v in traffic.items() if is_incoming(k))
     return incoming, sum(traffic.values()) - incoming
 
 

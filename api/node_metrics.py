@@ -21,7 +21,7 @@ from rhizome.federation.relay import RELAY_EVENTS
 from rhizome.federation.spot_check import Verdict
 
 from .client_quotas import SEARCH_QUOTA
-from .history import HISTORY, traffic_in_out
+from .history import HISTORY, is_incoming
 from .keys import NODE
 from .node import Node
 from .peer_routes import PEER_QUOTAS
@@ -42,7 +42,7 @@ TRAFFIC_KINDS = (
 )
 
 
-def with_zeros(counts: Mapping[str, float], known: Iterable[str]) -> list[tuple[str, float]]:
+def with_zeros(counts: Mapping[str, int], known: Iterable[str]) -> list[tuple[str, float]]:
     """Every known label value (0 if not counted yet) and whatever else was counted: a
     series that appears only once its first event happens breaks rate() and alerts."""
     return sorted({**dict.fromkeys(known, 0), **counts}.items())
@@ -147,7 +147,8 @@ class NodeCollector(Collector):
             )
             yield gauge("frontier_due_urls", "URLs due for a fetch now, any state", f.queued)
             yield gauge("frontier_hosts", "Hosts the frontier knows", f.hosts)
-        if counts.shards_held is not None:
+        if counts.shards_held is not None:  # a node in a network
+            yield gauge("dht_peers", "Contacts in the DHT routing table", counts.peers)
             yield gauge(
                 "shards_held_records",
                 "Term shard records held (others' and our own)",
@@ -231,8 +232,7 @@ def _traffic(traffic: Mapping[str, int]) -> Iterator[Metric]:
         labels=["direction", "kind"],
     )
     for kind, value in with_zeros(traffic, TRAFFIC_KINDS):
-        incoming, _ = traffic_in_out({kind: value})
-        metric.add_metric(["in" if incoming else "out", kind], value)
+        metric.add_metric(["in" if is_incoming(kind) else "out", kind], value)
     yield metric
 
 
