@@ -69,7 +69,7 @@ CHARTS = (
         "traffic",
         "Peer traffic per second",
         (Line("bytes_in_per_second", "in"), Line("bytes_out_per_second", "out")),
-        unit="B",
+        unit=" B",
     ),
 )
 
