@@ -39,6 +39,7 @@ DEFAULT_MEMORY = "normal"
 # Seconds between the points of the status page's hour graphs (api/history.py: 60 of them;
 # the day graphs have one point for every 5).
 DEFAULT_HISTORY_STEP = 60.0
+MIN_HISTORY_STEP = 0.1  # each step counts the frontier's rows: not many times a second
 ENV_PREFIX = "RHIZOME_"
 
 
@@ -276,9 +277,11 @@ def validate(config: NodeConfig) -> None:
         raise ConfigError("max_depth: must not be negative")
     if config.held_shards_mb < 1:
         raise ConfigError("held_shards_mb: must be at least 1")
-    for name in ("shard_expiry_interval", "search_rate", "history_step"):
+    for name in ("shard_expiry_interval", "search_rate"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name}: must be positive")
+    if config.history_step < MIN_HISTORY_STEP:
+        raise ConfigError(f"history_step: at least {MIN_HISTORY_STEP} s")
     for proxy in config.trusted_proxies:
         try:
             ipaddress.ip_address(proxy)

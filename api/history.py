@@ -308,6 +308,8 @@ async def _sample_forever(history: History, node: Node) -> None:
             history.record(reading)
             if history.day and history.day[-1].t == reading.t:  # a day point: keep it
                 await asyncio.to_thread(history.save)
+        except OSError as exc:  # a full disk: the node says so elsewhere; the rings go on
+            log.warning("history not saved: %s", exc)
         except Exception:
             log.exception("could not sample the node's history")
         await asyncio.sleep(history.step)
