@@ -1,8 +1,9 @@
 """The status page's graphs: inline SVG drawn on the server from ``api/history.py``.
 
-No JavaScript and no style attributes: the page's CSP allows neither to be needed, and the
-look comes from the classes in ``CSS`` (light and dark). Every text drawn is a number or a
-fixed label of ours, escaped all the same.
+No JavaScript (the page's CSP runs none) and no style attributes: the look comes from the
+classes in ``CSS``, light and dark, in the page's one <style>. Every text drawn is a number
+or a fixed label of ours, escaped all the same. A step with no value (no search: no p50)
+and a gap longer than GAP_STEPS steps (the node was down) break the line.
 """
 
 from __future__ import annotations
@@ -111,8 +112,10 @@ def _segments(
     last_t: float | None = None
     for p in points:
         value = getattr(p, field)
-        if value is None or p.t < start:
-            last_t = None if value is None else last_t
+        if value is None:
+            last_t = None
+            continue
+        if p.t < start:
             continue
         x = LEFT + min(1.0, (p.t - start) / window) * (RIGHT - LEFT)
         y = BOTTOM - min(1.0, value / top) * (BOTTOM - TOP)

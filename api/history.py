@@ -231,11 +231,11 @@ class History:
             raise ValueError("not a history file of this version")
         if data.get("step") != self.step or data.get("fields") != list(POINT_FIELDS):
             return
-        for ring, window in (
-            (self.hour, self.step * HOUR_POINTS),
-            (self.day, self.day_step * DAY_POINTS),
+        for name, ring, window in (
+            ("hour", self.hour, self.step * HOUR_POINTS),
+            ("day", self.day, self.day_step * DAY_POINTS),
         ):
-            rows = data.get("hour" if ring is self.hour else "day")
+            rows = data.get(name)
             for row in rows if isinstance(rows, list) else []:
                 point = _point(row)
                 if point is not None and now - window <= point.t <= now + self.step:

@@ -26,8 +26,7 @@ from .search import DEFAULT_LIMIT, MAX_OFFSET, BadRequest, SearchParams, asks_ne
 
 E = html.escape
 
-STYLE = (
-    """
+STYLE = """
 :root{color-scheme:light dark;--bg:#fbfbf8;--fg:#1d1d1b;--muted:#5f6360;--accent:#2f6f4f;
 --card:#fff;--border:#d9dcd6;--mark:#fde68a}
 @media (prefers-color-scheme:dark){:root{--bg:#141614;--fg:#e6e8e3;--muted:#a3a8a0;
@@ -54,8 +53,6 @@ table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem .5
 border-bottom:1px solid var(--border)}.hero{text-align:center;margin-top:18vh}
 .hero form.search{margin:1rem auto}
 """
-    + charts.CSS
-)
 
 
 def page(title: str, body: str, *, query: str = "", hero: bool = False) -> web.Response:
@@ -79,7 +76,7 @@ def page(title: str, body: str, *, query: str = "", hero: bool = False) -> web.R
         f"<title>{E(title)}</title>"
         '<link rel="search" type="application/opensearchdescription+xml" '
         'title="Rhizome" href="/opensearch.xml">'
-        f"<style>{STYLE}</style></head><body>{content}</body></html>"
+        f"<style>{STYLE}{charts.CSS}</style></head><body>{content}</body></html>"
     )
     return web.Response(text=text, content_type="text/html")
 
