@@ -20,12 +20,15 @@ from rhizome.index.semantic import Embedder
 from . import (
     client_quotas,
     discovery,
+    health,
+    history,
     memory,
     metrics,
     operator,
     peer_routes,
     relay_routes,
     routes,
+    systemd,
     web_ui,
 )
 from .config import NodeConfig, split_host_port
@@ -194,6 +197,10 @@ def create_app(config: NodeConfig, *, http_url: str = "") -> web.Application:
     app.cleanup_ctx.extend(
         [_operator_ctx, _store_ctx, _network_ctx, _crawler_ctx, _memory_ctx, _spot_check_ctx]
     )
+    # Graphs and counts for the status page and /metrics; systemd's watchdog pings.
+    app.cleanup_ctx.extend([history.history_ctx, systemd.watchdog_ctx])
+    history.setup(app)
+    health.setup(app)
     metrics.setup(app)
     client_quotas.setup(app, config)
     routes.setup(app)

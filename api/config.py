@@ -48,6 +48,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "semantic": ("on", "off"),
     "reachability": REACHABILITY_MODES,
 }
+# Seconds between the points of the status page's hour graphs (api/history.py: 60 of them;
+# the day graphs have one point for every 5).
+DEFAULT_HISTORY_STEP = 60.0
+MIN_HISTORY_STEP = 0.1  # each step counts the frontier's rows: not many times a second
 ENV_PREFIX = "RHIZOME_"
 CONFIG_FILE_NAME = "rhizome.toml"  # looked up in $XDG_CONFIG_HOME/rhizome/
 
@@ -126,6 +130,7 @@ class NodeConfig:
     relay: bool = True
     relay_max_nodes: int = DEFAULT_RELAY_MAX_NODES  # 0: no relaying, as --no-relay
     relay_mb_per_node_hour: float = DEFAULT_RELAY_MB_PER_NODE_HOUR
+    history_step: float = DEFAULT_HISTORY_STEP
 
     @property
     def relays(self) -> int:
@@ -205,6 +210,7 @@ HELP: dict[str, str] = {
     "relay": "relay for nodes behind NAT when reachable (--no-relay: never)",
     "relay_max_nodes": "nodes behind NAT relayed for at once at most (0: no relaying)",
     "relay_mb_per_node_hour": "MB each relayed node may use of this node's upstream an hour",
+    "history_step": "seconds between points of the status page's graphs (60: the last hour)",
 }
 
 
@@ -337,6 +343,8 @@ def validate(config: NodeConfig) -> None:
             raise ConfigError(f"{name}: must be positive")
     for entry in config.resolve:
         parse_resolve(entry)
+    if config.history_step < MIN_HISTORY_STEP:
+        raise ConfigError(f"history_step: at least {MIN_HISTORY_STEP} s")
     for proxy in config.trusted_proxies:
         try:
             ipaddress.ip_address(proxy)

@@ -7,6 +7,7 @@ the ``PageSink`` protocol and to the DHT through ``HostRouter``.
 from .config import CrawlerConfig
 from .engine import Crawler, CrawlStats, HostRouter, PageSink
 from .errors import BlockedAddress, CrawlerError, FetchError, FrontierError
+from .frontier import FrontierCounts
 from .parse import Link, ParsedPage, parse_html
 from .urls import canonicalize, host_of
 
@@ -17,6 +18,7 @@ __all__ = [
     "CrawlerConfig",
     "CrawlerError",
     "FetchError",
+    "FrontierCounts",
     "FrontierError",
     "HostRouter",
     "Link",

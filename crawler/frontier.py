@@ -109,11 +109,12 @@ class Lease:
 
 @dataclass(slots=True, frozen=True)
 class FrontierCounts:
-    queued: int
+    queued: int  # due now, in any state but LEASED (new, to retry, to recrawl)
     leased: int
     done: int
     failed: int
     hosts: int
+    waiting: int  # rows in state QUEUED, due or not (never fetched, or re-queued)
 
 
 class Frontier:
@@ -577,6 +578,7 @@ class Frontier:
             done=by_state.get(DONE, 0),
             failed=by_state.get(FAILED, 0),
             hosts=hosts,
+            waiting=by_state.get(QUEUED, 0),
         )
 
     def map_sizes(self) -> dict[str, int]:
