@@ -25,11 +25,11 @@ from .config import (
     DEFAULT_HTTP,
     ConfigError,
     NodeConfig,
-    add_node_flags,
     load_config,
     user_config_file,
 )
 from .demo import run_demo
+from .flags import add_node_flags
 from .operator import read_token
 from .runner import event_loop_runner, serve
 from .version import VERSION
