@@ -91,6 +91,7 @@ class Network:
             analyze=store.analyzer.analyze,
             published=lambda: self.publisher.idle,
             spot_checker=spot_checker,
+            meaning=None if store.embedder is None else store.embedder.similarities,
         )
         self.forced = None if reachability == "auto" else Reachability(reachability)
         self.own_url = dht.http_url  # as configured; peers are told it only once public

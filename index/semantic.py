@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,13 @@ class Embedder:
         if not texts:
             return []
         return [v.astype(np.float16).tobytes() for v in self._embed(texts)]
+
+    def similarities(self, query: str, texts: Sequence[str]) -> list[float]:
+        """Cosine of the query's vector and each text's (short texts: shard titles)."""
+        if not texts:
+            return []
+        vectors = self._embed([query or " ", *(t or " " for t in texts)])
+        return [float(v) for v in vectors[1:] @ vectors[0]]
 
     def query_vector(self, text: str) -> np.ndarray:
         vector: np.ndarray = self._embed([text or " "])[0]
