@@ -4,7 +4,7 @@ costs, without subprocess nodes. Real tantivy indexes, the real wire codecs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 
 import pytest
@@ -17,6 +17,7 @@ from rhizome.federation.search import choose, rank
 from rhizome.federation.wire import speaks_for
 from rhizome.index import SHARD_FIELDS, IndexDoc, IndexStore, Posting, TermShard, bm25_idf
 from rhizome.index.query import unit_key
+from rhizome.index.semantic import Embedder
 from tests.test_federated_ranking import committed_store
 
 ME, ALICE, BOB = "aa" * 20, "bb" * 20, "cc" * 20
@@ -217,3 +218,50 @@ async def test_the_publisher_holding_every_word_is_asked_though_it_tops_no_terms
     assert carol in choice.owners and len(choice.owners) == DEFAULT_SETTINGS.owners_asked
     by_candidates_only = replace(DEFAULT_SETTINGS, owners_by_candidates=6)
     assert carol not in choose(plan, ranking, by_candidates_only).owners
+
+
+async def test_a_dead_publishers_page_whose_title_says_what_is_asked_ranks_first() -> None:
+    """Most of what an answering owner adds to a shard estimate is its semantic re-rank;
+    a silent publisher's pages get their shard titles' meaning instead, so of two pages
+    with nearly the same words the one whose title is about the query comes first."""
+    words = "the comet tail points away from the sun "
+    pages = {
+        ME: [_page("me.example", "soil", "Soil", "soil compost " * 3)],
+        ALICE: [
+            _page("alice.example", "wind", "Why solar wind blows icy debris outward", words * 4),
+            _page("alice.example", "bread", "Sourdough bread and flour", words * 4 + "comet"),
+        ],
+        BOB: [_page("bob.example", "log", "Observing log", words + "telescope night " * 5)],
+    }
+    stores = {node: await committed_store(docs) for node, docs in pages.items()}
+    embedder = Embedder.load()
+    try:
+        peers = LocalPeers(stores, me=ME)
+        peers.down.add(ALICE)
+        plain = _search(stores, peers)
+        plan = plain.plan(stores[ME].prepare("comet tail points away"), limit=10, offset=0)
+        blind = [r.url for r in (await plain.search(plan)).rows]
+        assert blind.index("http://alice.example/bread.html") < blind.index(
+            "http://alice.example/wind.html"
+        )  # by their words alone
+        seeing = replace_meaning(plain, embedder.similarities)
+        urls = [r.url for r in (await seeing.search(plan)).rows]
+        assert urls.index("http://alice.example/wind.html") < urls.index(
+            "http://alice.example/bread.html"
+        )
+    finally:
+        for store in stores.values():
+            await store.stop()
+
+
+def replace_meaning(
+    search: FederatedSearch, meaning: Callable[[str, Sequence[str]], list[float]]
+) -> FederatedSearch:
+    return FederatedSearch(
+        local=search.local,
+        peers=search.peers,
+        settings=search.settings,
+        analyze=search.analyze,
+        published=lambda: True,
+        meaning=meaning,
+    )
