@@ -33,7 +33,8 @@ async def answer_locally(
     page, weights = await store.search_with_weights(
         query, limit=limit, offset=offset, snippets=snippet_hits
     )
-    returned = {hit.url for hit in page.hits}
+    snipped = page.hits if snippet_hits is None else page.hits[:snippet_hits]
+    returned = {hit.url for hit in snipped}
     others = [u for u in named[:MAX_SNIPPET_URLS] if u not in returned]
     return page, weights, await store.snippets(query, others)
 

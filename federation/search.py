@@ -191,11 +191,12 @@ def merge(
                     known.content_html = row.content_html
                     known.peers.insert(0, known.peers.pop())
                 continue
+            named = snippets.get(url, {}) if not row.content else {}
             results[url] = ResultRow(
                 url=url,
                 title=row.title,
-                content=row.content,
-                content_html=row.content_html,
+                content=row.content or named.get("content", ""),
+                content_html=row.content_html or named.get("content_html", ""),
                 host=row.host,
                 score=round(scores.get(url, 0.0), 4),
                 peers=[answer.peer],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -265,3 +266,29 @@ def replace_meaning(
         published=lambda: True,
         meaning=meaning,
     )
+
+
+async def test_owners_snippet_only_what_may_be_shown_and_every_shown_row_has_one(
+    stores: dict[str, IndexStore],
+) -> None:
+    """Snippets were half an owner's work, for ten hits of which few are shown: an owner
+    makes them for the hits the shards put on the first page plus ``snippet_margin``, and
+    a row that reaches the page without one is asked for afterwards."""
+    peers = LocalPeers(stores, me=ME)
+    answers = []
+    ask = peers.search
+
+    async def recorded(*args: Any, **kwargs: Any) -> Any:
+        answer = await ask(*args, **kwargs)
+        answers.append(answer)
+        return answer
+
+    peers.search = recorded  # type: ignore[method-assign]
+    search = _search(stores, peers)
+    # No snippets asked of anyone up front: every shown row must come from the second ask.
+    search.settings = replace(DEFAULT_SETTINGS, snippet_margin=0, snippet_pages=0)
+    plan = search.plan(stores[ME].prepare("comet"), limit=3, offset=0)
+    page = await search.search(plan)
+    returned = [r for a in answers if a is not None for r in a.results]
+    assert len(returned) >= 2 and not any(r.content for r in returned)
+    assert len(page.rows) >= 2 and all(r.content for r in page.rows[:3]), page.rows[:3]
