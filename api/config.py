@@ -91,6 +91,9 @@ class NodeConfig:
     relay: bool = True
     relay_max_nodes: int = DEFAULT_RELAY_MAX_NODES  # 0: no relaying, as --no-relay
     relay_mb_per_node_hour: float = DEFAULT_RELAY_MB_PER_NODE_HOUR
+    # This node's own blocklist, signed, for nodes that subscribe to it (federation/
+    # blocklists.py). It shows what the operator blocked: --no-publish-blocklist keeps it.
+    publish_blocklist: bool = True
 
     @property
     def relays(self) -> int:
@@ -164,6 +167,7 @@ HELP: dict[str, str] = {
     "relay": "relay for nodes behind NAT when reachable (--no-relay: never)",
     "relay_max_nodes": "nodes behind NAT relayed for at once at most (0: no relaying)",
     "relay_mb_per_node_hour": "MB each relayed node may use of this node's upstream an hour",
+    "publish_blocklist": "serve this node's blocklist, signed, to nodes that subscribe to it",
 }
 
 

@@ -114,6 +114,18 @@ class FrontierCounts:
     hosts: int
 
 
+@dataclass(slots=True, frozen=True)
+class HostQueue:
+    """One host's URLs by state (``Frontier.queue_by_host``)."""
+
+    host: str
+    due: int  # queued or to be fetched again, due now
+    leased: int
+    done: int
+    failed: int
+    next_fetch: float | None  # the earliest time one of its URLs is due
+
+
 class Frontier:
     """All methods are coroutines that run their SQL on the frontier's own thread."""
 
@@ -535,6 +547,71 @@ class Frontier:
             f"UPDATE urls SET next_fetch=? WHERE host=? AND state != {LEASED} AND next_fetch < ?",
             (until, host, until),
         )
+
+    # --- the operator's ------------------------------------------------------------------
+    async def requeue_host(self, host: str) -> int:
+        """Every URL of ``host`` (a host key, port included) due now: "recrawl this site".
+        Returns how many; those in flight are left to finish."""
+        return await self._run(self._persist, self._requeue_host, (host, time.time()), 1, 0)
+
+    def _requeue_host(self, host: str, now: float) -> int:
+        assert self._db is not None
+        cur = self._db.execute(
+            f"UPDATE urls SET next_fetch=?, attempts=0 WHERE host=? AND state != {LEASED}",
+            (now, host),
+        )
+        return cur.rowcount
+
+    async def forget_hosts(self, blocked: Callable[[str], bool]) -> list[str]:
+        """Delete every URL of the hosts ``blocked`` names (the blocklist): none is leased
+        again, and links to them are not queued (the crawler checks before adding).
+        Returns the hosts. The seen-URL cache is emptied so that a host unblocked later
+        can be queued again from its links."""
+        hosts = await self._run(self._forget_hosts, blocked)
+        if hosts:
+            self._seen.clear()
+            for host in hosts:
+                self._host_urls.pop(host, None)
+        return hosts
+
+    def _forget_hosts(self, blocked: Callable[[str], bool]) -> list[str]:
+        assert self._db is not None
+        db = self._db
+        hosts = [h for (h,) in db.execute("SELECT host FROM hosts") if blocked(h)]
+        if hosts:
+            db.execute("BEGIN")
+            try:
+                db.executemany("DELETE FROM urls WHERE host=?", [(h,) for h in hosts])
+                db.executemany("DELETE FROM hosts WHERE host=?", [(h,) for h in hosts])
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+        return hosts
+
+    async def forget(self, url: str) -> None:
+        """Delete one URL (leased from a host blocked since it was queued)."""
+        self._anchors.pop(url, None)
+        await self._run(self._persist, self._forget, (url,), 1, None)
+
+    def _forget(self, url: str) -> None:
+        assert self._db is not None
+        self._db.execute("DELETE FROM urls WHERE url=?", (url,))
+
+    async def queue_by_host(self, limit: int) -> list[HostQueue]:
+        """The hosts with the most URLs due, then the most URLs: the crawl queue as the
+        operator page shows it. One pass over the table (on the frontier's thread)."""
+        return await self._run(self._queue_by_host, limit, time.time())
+
+    def _queue_by_host(self, limit: int, now: float) -> list[HostQueue]:
+        assert self._db is not None
+        rows = self._db.execute(
+            f"SELECT host, sum(state != {LEASED} AND next_fetch <= ?), sum(state = {LEASED}), "
+            f"sum(state = {DONE}), sum(state = {FAILED}), min(CASE WHEN state != {LEASED} "
+            "THEN next_fetch END) FROM urls GROUP BY host ORDER BY 2 DESC, count(*) DESC LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [HostQueue(*row) for row in rows]
 
     async def counts(self) -> FrontierCounts:
         return await self._run(self._counts, time.time())

@@ -14,6 +14,7 @@ import logging
 import sqlite3
 from typing import Any
 
+from rhizome.crawler import Blocklist
 from rhizome.dht import DhtNode, Identity
 from rhizome.index import IndexStore, PreparedQuery
 
@@ -52,10 +53,12 @@ class Network:
         reachability: str = "auto",
         relay_limits: RelayLimits | None = None,
         local_url: str = "",
+        blocklist: Blocklist | None = None,
     ) -> None:
         """``reachability``: "auto" (peers dial us back), "public" or "private" (the
         operator knows). ``local_url``: our own HTTP server as this host reaches it (relayed
-        requests are answered through it). ``dht`` starts in client mode unless public."""
+        requests are answered through it). ``dht`` starts in client mode unless public.
+        ``blocklist``: hosts whose postings and results a query leaves out."""
         self.store = store
         self.identity = identity
         self.node_id = identity.node_id.hex()
@@ -91,6 +94,7 @@ class Network:
             analyze=store.analyzer.analyze,
             published=lambda: self.publisher.idle,
             spot_checker=spot_checker,
+            blocklist=blocklist,
         )
         self.forced = None if reachability == "auto" else Reachability(reachability)
         self.own_url = dht.http_url  # as configured; peers are told it only once public

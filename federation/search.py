@@ -18,8 +18,9 @@ import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from rhizome.crawler import Blocklist
 from rhizome.index import PreparedQuery
 from rhizome.index.semantic import semantic_factor
 
@@ -93,6 +94,20 @@ class FederatedPage:
     number_of_results: int
     tally: QueryTally
     timings: dict[str, float] = field(default_factory=dict)
+
+
+def without_blocked(merged: Merged, blocklist: Blocklist) -> Merged:
+    """The shards with the postings of blocked hosts taken out, before anything is scored:
+    a blocked page is neither shown nor makes its publisher an owner to ask."""
+    out: Merged = {}
+    for term, shards in merged.items():
+        out[term] = {}
+        for publisher, shard in shards.items():
+            kept = tuple(p for p in shard.postings if not blocklist.blocks_url(p.url))
+            out[term][publisher] = (
+                shard if len(kept) == len(shard.postings) else replace(shard, postings=kept)
+            )
+    return out
 
 
 def rank(plan: QueryPlan, merged: Merged, settings: FederationSettings) -> Ranking:
@@ -226,8 +241,10 @@ class FederatedSearch:
         analyze: Callable[[str], list[str]],
         published: Callable[[], bool],
         spot_checker: SpotChecker | None = None,
+        blocklist: Blocklist | None = None,
     ) -> None:
         self.local = local
+        self.blocklist = blocklist  # hosts whose pages this node never shows
         self.peers = peers
         self.settings = settings
         self.analyze = analyze
@@ -258,6 +275,8 @@ class FederatedSearch:
                 timings.lap("shards")
             except TimeoutError:
                 merged = {}
+            if self.blocklist is not None and len(self.blocklist):
+                merged = without_blocked(merged, self.blocklist)
             ranking = rank(plan, merged, self.settings)
             timings.lap("score")
             choice = choose(plan, ranking, self.settings)
@@ -269,6 +288,9 @@ class FederatedSearch:
         finally:
             if own is not None:
                 own.cancel()
+        if self.blocklist is not None and len(self.blocklist):
+            for answer in answers:  # an owner's own results of a blocked host
+                answer.results = [r for r in answer.results if not self.blocklist.blocks_url(r.url)]
         rows = merge(plan, ranking, answers, snippets, self.analyze)
         if self.spot_checker is not None:
             page = rows[plan.offset : plan.offset + plan.limit]
