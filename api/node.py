@@ -139,7 +139,8 @@ class Node:
         blocklist: Blocklist | None = None,
     ) -> None:
         self.config = config
-        self.blocklist = blocklist or crawler.blocklist  # what no result may show
+        # What no result may show.
+        self.blocklist = blocklist if blocklist is not None else crawler.blocklist
         self.started_at = time.time()
         self.store = store
         self.crawler = crawler

@@ -149,8 +149,11 @@ class Blocklist:
         self._sources: dict[str, tuple[str, tuple[str, ...]]] = {}  # id -> (label, rules)
         self._literal: dict[str, Block] = {}
         self._exact: dict[str, Block] = {}
-        self._patterns: list[tuple[re.Pattern[str], Block]] = []
-        self._any_pattern: re.Pattern[str] | None = None
+        # Patterns by the literal domain they are under (``ads*.example.com``: example.com),
+        # each group one regular expression: a host is tried only against the groups of
+        # its own parent domains, so most hosts cost set lookups alone.
+        self._groups: dict[str, tuple[re.Pattern[str], list[tuple[re.Pattern[str], Block]]]] = {}
+        self._pattern_count = 0
         self._cache: dict[str, Block | None] = {}
 
     def set_rules(self, source: str, label: str, rules: Iterable[str]) -> list[str]:
@@ -175,13 +178,16 @@ class Blocklist:
     def sources(self) -> list[str]:
         return list(self._sources)
 
-    def __len__(self) -> int:
-        return len(self._literal) + len(self._exact) + len(self._patterns)
+    @property
+    def rule_count(self) -> int:
+        """Rules in force (no __len__: an empty list must not be falsy where it is passed)."""
+        return len(self._literal) + len(self._exact) + self._pattern_count
 
     def _compile(self) -> None:
         literal: dict[str, Block] = {}
         exact: dict[str, Block] = {}
-        patterns: list[tuple[re.Pattern[str], Block]] = []
+        patterns: dict[str, list[tuple[re.Pattern[str], Block]]] = {}
+        count = 0
         # This node's own rules first: its own reason is the one shown when both block.
         order = sorted(self._sources, key=lambda s: (s != OWN, s))
         for source in order:
@@ -191,16 +197,20 @@ class Blocklist:
                 if rule.startswith("="):
                     exact.setdefault(rule[1:], block)
                 elif "*" in rule:
-                    if len(patterns) < MAX_PATTERN_RULES:
-                        patterns.append((re.compile(_pattern(rule)), block))
+                    if count < MAX_PATTERN_RULES:
+                        group = patterns.setdefault(literal_suffix(rule), [])
+                        group.append((re.compile(_pattern(rule)), block))
+                        count += 1
                 else:
                     literal.setdefault(rule, block)
-        self._literal, self._exact, self._patterns = literal, exact, patterns
-        self._any_pattern = (
-            re.compile(r"(?:[^.]+\.)*(?:" + "|".join(p.pattern for p, _b in patterns) + ")")
-            if patterns
-            else None
-        )
+        self._literal, self._exact, self._pattern_count = literal, exact, count
+        self._groups = {
+            suffix: (
+                re.compile(r"(?:[^.]+\.)*(?:" + "|".join(p.pattern for p, _b in group) + ")"),
+                group,
+            )
+            for suffix, group in patterns.items()
+        }
         self._cache = {}
 
     def match_host(self, host: str) -> Block | None:
@@ -221,16 +231,19 @@ class Blocklist:
             return None
         if (block := self._exact.get(name)) is not None:
             return block
-        if _ip(name) is not None:
-            return self._literal.get(name)
+        if (name[-1].isdigit() or ":" in name) and _ip(name) is not None:
+            return self._literal.get(name)  # no TLD ends in a digit: only addresses do
         labels = name.split(".")
-        for i in range(len(labels)):
-            if (block := self._literal.get(".".join(labels[i:]))) is not None:
+        suffixes = [".".join(labels[i:]) for i in range(len(labels))]
+        for suffix in suffixes:
+            if (block := self._literal.get(suffix)) is not None:
                 return block
-        if self._any_pattern is not None and self._any_pattern.fullmatch(name):
-            for i in range(len(labels)):
-                suffix = ".".join(labels[i:])
-                for pattern, block in self._patterns:
+        for parent in suffixes:
+            found = self._groups.get(parent)
+            if found is None or not found[0].fullmatch(name):
+                continue
+            for suffix in suffixes:  # which rule it was: the closest suffix that matches
+                for pattern, block in found[1]:
                     if pattern.fullmatch(suffix):
                         return block
         return None

@@ -97,7 +97,7 @@ class Crawler:
         self.sink = sink
         self.router = router
         # Hosts never fetched, queued or forwarded (the operator's and subscribed lists).
-        self.blocklist = blocklist or Blocklist()
+        self.blocklist = blocklist if blocklist is not None else Blocklist()
         self.frontier = Frontier(
             config.data_dir / "frontier.sqlite3",
             max_urls_per_host=config.max_urls_per_host,
@@ -208,7 +208,7 @@ class Crawler:
     ) -> None:
         if self.config.seed_hosts_only:
             urls = [(u, d) for u, d in urls if host_of(u) in self._seed_hosts]
-        if len(self.blocklist):
+        if self.blocklist.rule_count:
             kept = [(u, d) for u, d in urls if not self.blocklist.blocks_url(u)]
             self.blocked += len(urls) - len(kept)
             urls = kept

@@ -275,7 +275,7 @@ class FederatedSearch:
                 timings.lap("shards")
             except TimeoutError:
                 merged = {}
-            if self.blocklist is not None and len(self.blocklist):
+            if self.blocklist is not None and self.blocklist.rule_count:
                 merged = without_blocked(merged, self.blocklist)
             ranking = rank(plan, merged, self.settings)
             timings.lap("score")
@@ -288,7 +288,7 @@ class FederatedSearch:
         finally:
             if own is not None:
                 own.cancel()
-        if self.blocklist is not None and len(self.blocklist):
+        if self.blocklist is not None and self.blocklist.rule_count:
             for answer in answers:  # an owner's own results of a blocked host
                 answer.results = [r for r in answer.results if not self.blocklist.blocks_url(r.url)]
         rows = merge(plan, ranking, answers, snippets, self.analyze)
