@@ -83,8 +83,10 @@ async def get_blocklist(request: web.Request) -> web.Response:
 async def add_rules(request: web.Request) -> web.Response:
     rules = _strings(await _body(request), "rules")
     outcome = await _done(_actions(request).block(rules))
-    refused_all = bool(outcome.refused) and not outcome.added
-    return web.json_response(asdict(outcome), status=400 if refused_all else 200)
+    if outcome.refused and not outcome.added:  # nothing taken: an error, saying why
+        why = "; ".join(outcome.refused.values())
+        return web.json_response({"error": why, "status": 400, **asdict(outcome)}, status=400)
+    return web.json_response(asdict(outcome))
 
 
 @operator_only
