@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from rhizome.crawler.blocklist import OWN
+from rhizome.crawler.blocklist import OWN, host_name
 from rhizome.crawler.domains import registrable_domain
 
 from .keys import HTTP_URL, OPERATOR_ACTIONS, OPERATOR_STATE
@@ -65,10 +65,20 @@ def _input_form(action: str, csrf: str, inputs: str, button: str, name: str) -> 
     )
 
 
-def _text(name: str, label: str, placeholder: str = "") -> str:
+def _text(name: str, label: str, placeholder: str = "", value: str = "") -> str:
     return (
-        f'<input type="text" name="{name}" aria-label="{E(label)}" placeholder="{E(placeholder)}">'
+        f'<input type="text" name="{name}" aria-label="{E(label)}" '
+        f'placeholder="{E(placeholder)}" value="{E(value)}">'
     )
+
+
+def _private(response: web.Response) -> web.Response:
+    """Not cached; and its forms' POSTs carry our Origin: under the site-wide no-referrer
+    policy a browser sends ``Origin: null``, which the guard must refuse (a sandboxed
+    frame sends that too)."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
 
 
 def login_page(failed: bool) -> web.Response:
@@ -84,9 +94,7 @@ def login_page(failed: bool) -> web.Response:
         'autocomplete="current-password" required>'
         '<button type="submit">Log in</button></form>'
     )
-    response = page("Operator – Rhizome", body)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return _private(page("Operator – Rhizome", body))
 
 
 def _node_section(request: web.Request, ops: OperatorActions, csrf: str) -> str:
@@ -108,7 +116,7 @@ def _node_section(request: web.Request, ops: OperatorActions, csrf: str) -> str:
     name_form = _input_form(
         "name",
         csrf,
-        _text("name", "Name of this node's list", state.list_name or "list name"),
+        _text("name", "Name of this node's list", "a name for this node's list", state.list_name),
         "Name the list",
         "Name this node's list",
     )
@@ -124,7 +132,11 @@ def _blocklist_section(ops: OperatorActions, csrf: str) -> str:
         "Block a host or domain",
     )
     check = _input_form(
-        "check", csrf, _text("host", "Host or URL to check"), "Check", "Check a host"
+        "check",
+        csrf,
+        _text("host", "Host or URL to check", "is this host or URL blocked?"),
+        "Check",
+        "Check a host",
     )
     rows = []
     for rule, added in ops.own_rules():
@@ -204,12 +216,12 @@ async def _queue_section(ops: OperatorActions, csrf: str) -> str:
             if q.host in pinned
             else _form("pin", "Pin", csrf, {"host": q.host})
         )
-        domain = registrable_domain(q.host)
+        domain, name = registrable_domain(q.host), host_name(q.host)
         actions = (
             _form("recrawl", "Recrawl now", csrf, {"host": q.host})
             + pin
-            + _form("block", "Block host", csrf, {"rule": q.host})
-            + (_form("block", f"Block {domain}", csrf, {"rule": domain}) if domain else "")
+            + _form("block", f"Block {name}", csrf, {"rule": name})
+            + (_form("block", f"Block {domain}", csrf, {"rule": domain}) if domain != name else "")
         )
         due = "now" if q.due else _when(q.next_fetch)
         rows.append(
@@ -287,9 +299,7 @@ async def operator_page(request: web.Request) -> web.Response:
         f"{await _queue_section(ops, csrf)}{_pins_section(ops, csrf)}"
         f"{_distrust_section(ops, csrf)}"
     )
-    response = page("Operator – Rhizome", body)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return _private(page("Operator – Rhizome", body))
 
 
 def setup(app: web.Application) -> None:
