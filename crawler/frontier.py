@@ -52,6 +52,7 @@ STORAGE_RETRY = 2.0  # seconds between write attempts while the database cannot 
 # again by later crawls.
 MAX_BACKLOG_ROWS = 200_000
 STORAGE_ERRORS = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+FORGET_CHUNK = 500  # hosts deleted per statement (SQLite's bound parameters: 32,766)
 
 T = TypeVar("T")
 CommittedCheck = Callable[[list[tuple[str, float | None]]], set[str]]
@@ -581,8 +582,12 @@ class Frontier:
         if hosts:
             db.execute("BEGIN")
             try:
-                db.executemany("DELETE FROM urls WHERE host=?", [(h,) for h in hosts])
-                db.executemany("DELETE FROM hosts WHERE host=?", [(h,) for h in hosts])
+                # One pass over the table per chunk: no index has every row of a host.
+                for start in range(0, len(hosts), FORGET_CHUNK):
+                    chunk = hosts[start : start + FORGET_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    db.execute(f"DELETE FROM urls WHERE host IN ({marks})", chunk)
+                    db.execute(f"DELETE FROM hosts WHERE host IN ({marks})", chunk)
                 db.execute("COMMIT")
             except BaseException:
                 _rollback(db)
