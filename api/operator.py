@@ -11,6 +11,9 @@ asking first, and a node bound to 0.0.0.0 is reachable from any page its operato
 So an operator request that carries a body must say ``application/json`` (which a browser
 only sends cross-site after a CORS preflight this node never answers), and a request with
 an ``Origin`` other than the node's own is refused, whatever credential it carries.
+
+The operator page (``/operator``) cannot send a Bearer header without JavaScript: it trades
+the token, typed once into a form, for a session cookie (``api/operator_session.py``).
 """
 
 from __future__ import annotations

@@ -218,7 +218,11 @@ async def status_page(request: web.Request) -> web.Response:
             _row("Shards held", net.get("shards_held", 0)),
             _row("Reachable", REACHABILITY_TEXT.get(net.get("reachability", ""), "unknown")),
         ]
-    body = f'<h2>About this node</h2><table id="status">{"".join(rows)}</table>'
+    body = (
+        f'<h2>About this node</h2><table id="status">{"".join(rows)}</table>'
+        '<p class="meta">Running this node? The <a href="/operator">operator page</a> '
+        "takes the operator token.</p>"
+    )
     return page("About this node – Rhizome", body)
 
 
