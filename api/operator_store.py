@@ -8,6 +8,7 @@ temporary file and renamed, so a kill leaves the old state or the new one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rhizome.crawler import BadRule, parse_rule
+from rhizome.crawler.blocklist import host_name
 from rhizome.federation.blocklists import MAX_LIST_RULES, MAX_NAME_CHARS
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,9 @@ def parse_host_key(text: str) -> str:
     host = text.strip().lower()
     if "://" in host:
         host = host.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    if not host.isascii():  # as canonical URLs spell it (host_name drops only the port)
+        name, colon, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+        host = host_name(name) + colon + port
     if not host or len(host) > MAX_HOST_CHARS or any(c.isspace() or c in "/?#" for c in host):
         raise StateError(f"{text[:80]!r} is not a host (example.org, or 10.0.0.5:8080)")
     return host
@@ -56,9 +61,17 @@ class OperatorState:
             data: Any = json.loads(state.path.read_text())
         except FileNotFoundError:
             return state
-        except (OSError, ValueError):
-            # Not replaced silently: the node keeps running without, and says so.
-            log.error("unreadable %s: no blocklist or pins applied until it is fixed", state.path)
+        except (OSError, ValueError) as exc:
+            # Kept aside, not overwritten by the next change: the operator may mend it.
+            aside = state.path.with_name(f"{STATE_FILE}.unreadable-{int(time.time())}")
+            with contextlib.suppress(OSError):
+                os.replace(state.path, aside)
+            log.error(
+                "unreadable %s (%s): moved to %s; starting with no blocklist or pins",
+                state.path,
+                exc,
+                aside,
+            )
             return state
         if not isinstance(data, dict):
             return state

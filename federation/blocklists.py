@@ -202,8 +202,11 @@ class Subscriptions:
             entries = list(data["subscriptions"])[:MAX_SUBSCRIPTIONS]
         except FileNotFoundError:
             return
-        except (OSError, ValueError, TypeError, KeyError):
-            log.warning("unreadable %s; subscribed to no blocklists", self.path)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            aside = self.path.with_name(f"{SUBSCRIPTIONS_FILE}.unreadable-{int(time.time())}")
+            with contextlib.suppress(OSError):
+                os.replace(self.path, aside)  # kept for the operator, not overwritten
+            log.error("unreadable %s (%s): moved to %s; no subscriptions", self.path, exc, aside)
             return
         for entry in entries:
             try:

@@ -1,10 +1,14 @@
 """Blocklist rules and matching (``crawler/blocklist.py``, ``crawler/domains.py``): the
-syntax, wildcards, registrable domains from the bundled Public Suffix List, IDNs and case."""
+syntax, wildcards, registrable domains from the bundled Public Suffix List, IDNs and case;
+and the operator's rules and pins on disk (``api/operator_store.py``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from rhizome.api.operator_store import OperatorState, parse_host_key
 from rhizome.crawler import BadRule, Blocklist, parse_rule
 from rhizome.crawler.blocklist import MAX_PATTERN_RULES, OWN, literal_suffix
 from rhizome.crawler.domains import is_public_suffix, registrable_domain
@@ -168,3 +172,26 @@ def test_an_empty_blocklist_is_still_the_object_it_is() -> None:
     empty = Blocklist()
     assert empty.rule_count == 0 and empty  # never falsy: callers test "is None"
     assert not empty.blocks_url("http://example.com/")
+
+
+def test_the_operators_rules_and_pins_persist_and_a_damaged_file_is_kept_aside(
+    tmp_path: Path,
+) -> None:
+    state = OperatorState.load(tmp_path)
+    assert state.add_rules([parse_rule("Example.COM"), parse_rule("*.ads.example")]) == [
+        "example.com",
+        "*.ads.example",
+    ]
+    assert state.add_pins([parse_host_key("http://Bücher.de:8080/x")]) == ["xn--bcher-kva.de:8080"]
+    state.save()
+    again = OperatorState.load(tmp_path)
+    assert list(again.rules) == ["example.com", "*.ads.example"]
+    assert again.pins == ["xn--bcher-kva.de:8080"]
+
+    (tmp_path / "operator.json").write_text('{"rules": [ half a file')
+    damaged = OperatorState.load(tmp_path)
+    assert damaged.rules == {} and damaged.pins == []
+    kept = list(tmp_path.glob("operator.json.unreadable-*"))
+    assert len(kept) == 1 and kept[0].read_text().startswith('{"rules": [ half')
+    damaged.save()  # the next change writes a new file; the damaged one stays aside
+    assert kept[0].exists()

@@ -215,3 +215,14 @@ async def test_unsubscribing_lifts_the_lists_blocks(
         assert again.subs.all() == []
     finally:
         await again.client.close()
+
+
+async def test_a_damaged_subscriptions_file_is_kept_aside_not_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "subscriptions.json").write_text("{not json")
+    made = await _subscriber(tmp_path)
+    try:
+        assert made.subs.all() == [] and made.blocklist.rule_count == 0
+        kept = list(tmp_path.glob("subscriptions.json.unreadable-*"))
+        assert len(kept) == 1 and kept[0].read_text() == "{not json"
+    finally:
+        await made.client.close()
