@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from rhizome.crawler.domains import registrable_domain
+from rhizome.crawler import BadRule
+from rhizome.crawler.blocklist import domain_rule
 
 from .cli_http import add_operator_flags, operator_call
 
@@ -21,7 +22,9 @@ def _when(ts: float | None) -> str:
 
 
 def cmd_block_add(args: argparse.Namespace) -> int:
-    rules = [registrable_domain(r) for r in args.rules] if args.domain else args.rules
+    rules = args.rules
+    if args.domain:
+        rules = [_domain(r) for r in rules]
     data = operator_call(args, "/api/blocklist/add", {"rules": rules})
     for rule in data["added"]:
         print(f"blocked {rule}")
@@ -36,6 +39,13 @@ def cmd_block_add(args: argparse.Namespace) -> int:
     for text in sorted(known):
         print(f"{text}: blocked already")
     return 1 if data["refused"] else 0
+
+
+def _domain(text: str) -> str:
+    try:
+        return domain_rule(text)
+    except BadRule:
+        return text  # the node says why, with the others
 
 
 def cmd_block_remove(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from rhizome.crawler.blocklist import OWN, host_name
-from rhizome.crawler.domains import registrable_domain
+from rhizome.crawler.domains import domain_of
 
 from .keys import HTTP_URL, OPERATOR_ACTIONS, OPERATOR_STATE
 from .operator_actions import OperatorActions
@@ -216,7 +216,7 @@ async def _queue_section(ops: OperatorActions, csrf: str) -> str:
             if q.host in pinned
             else _form("pin", "Pin", csrf, {"host": q.host})
         )
-        domain, name = registrable_domain(q.host), host_name(q.host)
+        domain, name = host_name(domain_of(q.host)), host_name(q.host)
         actions = (
             _form("recrawl", "Recrawl now", csrf, {"host": q.host})
             + pin

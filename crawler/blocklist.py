@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import idna
 
-from .domains import is_public_suffix
+# The one copy of the Public Suffix List in memory is domains.py's (loaded on first use).
+from .domains import _suffixes, registrable_domain
 from .errors import BadRule
 
 MAX_RULE_CHARS = 253  # a DNS name at most
@@ -79,6 +80,13 @@ def _ip(name: str) -> str | None:
         return None
 
 
+def is_public_suffix(name: str) -> bool:
+    """Whether ``name`` is on the list as a public suffix (``com``, ``co.uk``, ``github.io``):
+    blocking one whole would block every domain registered under it. A TLD the list does
+    not know (``localhost``, ``example``) is nobody's suffix here."""
+    return bool(_suffixes().is_public(name, accept_unknown=False))
+
+
 def parse_rule(text: str) -> str:
     """``text`` as a rule in its one spelling (see the module's docstring); BadRule says
     what is wrong with it."""
@@ -117,6 +125,13 @@ def parse_rule(text: str) -> str:
             f"write *.{name} if that is meant"
         )
     return f"={name}" if exact else name
+
+
+def domain_rule(text: str) -> str:
+    """The rule for the whole registrable domain of the host ``text`` names (a host, a
+    URL or a rule): ``www.example.co.uk`` → ``example.co.uk``. Patterns stay as they are."""
+    rule = parse_rule(text)
+    return rule if "*" in rule else parse_rule(registrable_domain(rule.lstrip("=")))
 
 
 def literal_suffix(rule: str) -> str:

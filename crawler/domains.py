@@ -1,55 +1,65 @@
-"""Registrable domains ("eTLD+1") by the Public Suffix List.
+"""Registrable domains (eTLD+1): who owns a host, by the Public Suffix List.
 
-The list is the copy shipped inside the ``publicsuffixlist`` wheel: read once at import,
-never fetched, so this works offline and gives the same answer on every node of a release.
+The list is the snapshot that ships inside the ``publicsuffixlist`` wheel (updated with
+each release), read from disk: nothing is fetched, so a node works offline. Private
+suffixes count (``github.io``, ``blogspot.com``): each user's site there is its own domain.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from functools import cache, lru_cache
 
 from publicsuffixlist import PublicSuffixList
 
-# accept_unknown=False: a name under a TLD the list does not know (``localhost``, ``test``,
-# ``example``) is not taken for a public suffix, so such hosts still have a domain.
-_LIST = PublicSuffixList(accept_unknown=False)
+# Every discovered link's host, and every host with due URLs while the crawler looks for
+# work, goes through here (in the frontier's thread): ~6 µs uncached, a site's links share
+# a few hosts.
+DOMAIN_CACHE_SIZE = 16_384
 
 
-def _bare(host: str) -> str:
-    """``host`` without port, brackets or trailing dot, in lower case."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host[1:]
-    if host.count(":") == 1:
-        host = host.rsplit(":", 1)[0]
-    return host.rstrip(".")
+@cache
+def _suffixes() -> PublicSuffixList:
+    # Loaded on first use (~0.1 s): crawl worker processes import this package but never
+    # ask, and must start fast.
+    return PublicSuffixList()
 
 
+@lru_cache(maxsize=DOMAIN_CACHE_SIZE)
 def registrable_domain(host: str) -> str:
-    """The registrable domain of ``host``: ``www.example.co.uk`` → ``example.co.uk``.
+    """``a.b.example.co.uk`` → ``example.co.uk``. IP addresses, single-label hosts and
+    public suffixes themselves (``github.io``) map to themselves."""
+    host = host.lower().rstrip(".")
+    if "." not in host or ":" in host:  # single label, or an IPv6 address
+        return host
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    return _suffixes().privatesuffix(host) or host
 
-    ``host`` may carry a port (a crawler host key); IDNs are expected in their ASCII
-    (``xn--``) form, as canonical URLs have them. A host with no registrable domain is its
-    own: an IP address, a public suffix itself (``co.uk``), a single label (``localhost``).
-    Under a TLD the list does not know, the last two labels.
+
+@lru_cache(maxsize=DOMAIN_CACHE_SIZE)
+def domain_of(host_key: str) -> str:
+    """The registrable domain of a politeness key (``host`` or ``host:port``).
+
+    A name's port is dropped: ``a.spam.example:8080`` and ``b.spam.example`` are one
+    domain, or a link farm would mint a budget per port. An IP literal keeps its port: it
+    has no registrable domain, and its ports are as often different servers (a LAN, the
+    test fixtures) as not; literals cannot be minted the way wildcard names can.
     """
-    name = _bare(host)
+    if host_key.startswith("["):
+        return host_key  # an IPv6 literal, with or without a port
+    name, colon, port = host_key.rpartition(":")
+    if not colon or not port.isdigit():
+        name = host_key
+    return host_key if _is_ip(name) else registrable_domain(name)
+
+
+def _is_ip(name: str) -> bool:
     try:
         ipaddress.ip_address(name)
     except ValueError:
-        pass
-    else:
-        return name
-    domain = _LIST.privatesuffix(name)
-    if domain:
-        return str(domain)
-    if _LIST.is_public(name):
-        return name
-    labels = name.split(".")
-    return ".".join(labels[-2:]) if len(labels) > 2 else name
-
-
-def is_public_suffix(name: str) -> bool:
-    """Whether ``name`` is on the list as a public suffix (``com``, ``co.uk``, ``github.io``):
-    blocking one whole would block every domain registered under it."""
-    return bool(_LIST.is_public(_bare(name)))
+        return False
+    return True

@@ -10,8 +10,13 @@ import pytest
 
 from rhizome.api.operator_store import OperatorState, parse_host_key
 from rhizome.crawler import BadRule, Blocklist, parse_rule
-from rhizome.crawler.blocklist import MAX_PATTERN_RULES, OWN, literal_suffix
-from rhizome.crawler.domains import is_public_suffix, registrable_domain
+from rhizome.crawler.blocklist import (
+    MAX_PATTERN_RULES,
+    OWN,
+    domain_rule,
+    is_public_suffix,
+    literal_suffix,
+)
 
 
 def blocklist(*rules: str, source: str = OWN, label: str = "this node") -> Blocklist:
@@ -113,18 +118,17 @@ def test_a_whole_suffix_is_blocked_only_when_written_as_a_pattern() -> None:
     assert parse_rule("tracker.example") == "tracker.example"
 
 
-def test_registrable_domains_come_from_the_public_suffix_list() -> None:
-    assert registrable_domain("www.example.co.uk") == "example.co.uk"
-    assert registrable_domain("a.b.example.com:8080") == "example.com"
-    assert registrable_domain("alice.github.io") == "alice.github.io"  # a private suffix
-    assert registrable_domain("x.alice.github.io") == "alice.github.io"
-    assert registrable_domain("WWW.Example.COM.") == "example.com"
-    assert registrable_domain("co.uk") == "co.uk"  # a suffix is its own
-    assert registrable_domain("127.0.0.1:8080") == "127.0.0.1"
-    assert registrable_domain("[::1]:80") == "::1"
-    assert registrable_domain("localhost:8080") == "localhost"
-    assert registrable_domain("a.b.tracker.example") == "tracker.example"  # unknown TLD
-    assert is_public_suffix("co.uk") and not is_public_suffix("example.co.uk")
+def test_a_hosts_whole_domain_is_its_registrable_domain_by_the_public_suffix_list() -> None:
+    assert domain_rule("www.example.co.uk") == "example.co.uk"
+    assert domain_rule("https://a.b.Example.com:8080/x") == "example.com"
+    assert domain_rule("x.alice.github.io") == "alice.github.io"  # a private suffix's user
+    assert domain_rule("=www.bücher.de") == "xn--bcher-kva.de"
+    assert domain_rule("127.0.0.1:8080") == "127.0.0.1"
+    assert domain_rule("localhost") == "localhost"
+    assert domain_rule("a.b.tracker.example") == "tracker.example"  # a TLD the list lacks
+    assert domain_rule("ads*.example.com") == "ads*.example.com"
+    assert is_public_suffix("co.uk") and is_public_suffix("github.io")
+    assert not is_public_suffix("example.co.uk") and not is_public_suffix("localhost")
 
 
 def test_a_block_names_its_source_this_node_first() -> None:
