@@ -24,6 +24,8 @@ from . import (
     blocklist_routes,
     client_quotas,
     discovery,
+    health,
+    history,
     memory,
     metrics,
     operator,
@@ -31,6 +33,7 @@ from . import (
     peer_routes,
     relay_routes,
     routes,
+    systemd,
     web_ui,
 )
 from .config import NodeConfig, split_host_port
@@ -259,6 +262,10 @@ def create_app(config: NodeConfig, *, http_url: str = "") -> web.Application:
             _subscriptions_ctx,
         ]
     )
+    # Graphs and counts for the status page and /metrics; systemd's watchdog pings.
+    app.cleanup_ctx.extend([history.history_ctx, systemd.watchdog_ctx])
+    history.setup(app)
+    health.setup(app)
     metrics.setup(app)
     client_quotas.setup(app, config)
     routes.setup(app)

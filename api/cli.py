@@ -1,4 +1,4 @@
-"""The ``rhizome`` command: node, demo, search, status, wait, seed, block, pin."""
+"""The ``rhizome`` command: node, demo, search, status, wait, seed, block, pin, completion."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import faulthandler
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -17,17 +18,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import shtab
+
 from . import memory
 from .cli_http import add_operator_flags, operator_call
 from .cli_http import call as _call
 from .cli_operator import add_operator_commands
-from .config import DEFAULT_HTTP, ConfigError, add_node_flags, load_config
+from .config import (
+    DEFAULT_HTTP,
+    ConfigError,
+    load_config,
+    user_config_file,
+)
 from .demo import run_demo
+from .flags import add_node_flags
 from .runner import event_loop_runner, serve
+from .version import VERSION
 
 log = logging.getLogger("rhizome")
 
 DEFAULT_NODE_URL = f"http://{DEFAULT_HTTP}"
+NODE_HELP = "the node's URL (default: %(default)s)"
 
 
 class JsonFormatter(logging.Formatter):
@@ -54,8 +65,10 @@ def setup_logging(level: str, fmt: str) -> None:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    config = load_config(file=args.config, flags=vars(args))
+    file = args.config or user_config_file(os.environ)
+    config = load_config(file=file, flags=vars(args))
     setup_logging(config.log_level, config.log_format)
+    log.info("rhizome %s, settings file: %s", VERSION, file or "none")
     memory.tune_malloc()  # before the index's and frontier's threads exist
     event_loop_runner()(serve(config))
     return 0
@@ -153,10 +166,17 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 1 if rejected else 0
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    """Print the shell's completion script, made from this parser (no cost at run time)."""
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rhizome", description="Rhizome: a decentralized web search engine."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     node = sub.add_parser("node", help="run a node: crawl, index, answer searches")
@@ -167,26 +187,35 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run an offline demo: a node crawling Python's docs rendered by pydoc"
     )
     add_node_flags(demo)
-    demo.add_argument("--docs-dir", type=Path, default=None, help="keep rendered docs here")
+    demo.add_argument(
+        "--docs-dir", type=Path, help="keep rendered docs here (default: a temporary directory)"
+    ).complete = shtab.DIRECTORY  # type: ignore[attr-defined]
     demo.set_defaults(func=cmd_demo)
 
     search = sub.add_parser("search", help="search through a running node")
     search.add_argument("query")
-    search.add_argument("--node", default=DEFAULT_NODE_URL, help="node URL")
-    search.add_argument("--limit", type=int, default=10)
-    search.add_argument("--offset", type=int, default=0)
-    search.add_argument("--scope", choices=("network", "local"), default="network")
+    search.add_argument("--node", default=DEFAULT_NODE_URL, help=NODE_HELP)
+    search.add_argument("--limit", type=int, default=10, help="results (default: %(default)s)")
+    search.add_argument("--offset", type=int, default=0, help="skip (default: %(default)s)")
+    search.add_argument(
+        "--scope",
+        choices=("network", "local"),
+        default="network",
+        help="the whole network or this node's index (default: %(default)s)",
+    )
     search.add_argument("--json", action="store_true", help="print the raw JSON response")
     search.set_defaults(func=cmd_search)
 
     status = sub.add_parser("status", help="show a running node's health")
-    status.add_argument("--node", default=DEFAULT_NODE_URL, help="node URL")
+    status.add_argument("--node", default=DEFAULT_NODE_URL, help=NODE_HELP)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 
     wait = sub.add_parser("wait", help="wait until a node has nothing left to crawl")
-    wait.add_argument("--node", default=DEFAULT_NODE_URL)
-    wait.add_argument("--timeout", type=float, default=600.0)
+    wait.add_argument("--node", default=DEFAULT_NODE_URL, help=NODE_HELP)
+    wait.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds at most (default: %(default)s)"
+    )
     wait.set_defaults(func=cmd_wait)
 
     seed = sub.add_parser(
@@ -196,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_operator_flags(seed)
     seed.set_defaults(func=cmd_seed)
     add_operator_commands(sub)
+
+    completion = sub.add_parser(
+        "completion", help="print a shell completion script: rhizome completion bash > FILE"
+    )
+    completion.add_argument("shell", choices=shtab.SUPPORTED_SHELLS)
+    completion.set_defaults(func=cmd_completion)
     return parser
 
 

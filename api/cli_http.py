@@ -10,6 +10,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import shtab
+
 from .config import NodeConfig, load_config
 from .operator import read_token
 
@@ -48,8 +50,12 @@ def add_operator_flags(parser: argparse.ArgumentParser) -> None:
     """How a command finds the node and its credential: by default the settings `rhizome
     node` reads (file, RHIZOME_*), so on the node's machine no flag is needed."""
     parser.add_argument("--node", default=None, help="node URL (default: the node's --http)")
-    parser.add_argument("--data-dir", default=None, help="the node's data directory")
-    parser.add_argument("--config", type=Path, help="the node's TOML config file")
+    parser.add_argument(
+        "--data-dir", help="the node's data directory (default: as `rhizome node` finds it)"
+    ).complete = shtab.DIRECTORY  # type: ignore[attr-defined]
+    parser.add_argument(
+        "--config", type=Path, help="the node's TOML config file (default: as `rhizome node`)"
+    ).complete = shtab.FILE  # type: ignore[attr-defined]
 
 
 def operator_call(args: argparse.Namespace, path: str, payload: object = None) -> Any:

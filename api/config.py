@@ -1,12 +1,13 @@
 """Node configuration, parsed once at start-up: defaults < TOML file < RHIZOME_* env < flags.
 
 Every setting has one name used everywhere: ``crawl_delay`` is the TOML key, the
-``RHIZOME_CRAWL_DELAY`` environment variable and the ``--crawl-delay`` flag.
+``RHIZOME_CRAWL_DELAY`` environment variable and the ``--crawl-delay`` flag. The TOML file is
+the first of ``--config FILE``, ``$RHIZOME_CONFIG`` and ``$XDG_CONFIG_HOME/rhizome/rhizome.toml``
+(``~/.config/rhizome/rhizome.toml``) that is given; the last only if it exists.
 """
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import os
 import tomllib
@@ -36,11 +37,41 @@ DEFAULT_RELAY_MAX_NODES = 16
 DEFAULT_RELAY_MB_PER_NODE_HOUR = 64.0
 REACHABILITY_MODES = ("auto", "public", "private")
 DEFAULT_MEMORY = "normal"
+LOG_LEVELS = ("debug", "info", "warning", "error")  # any case
+# The settings that take one of a few words: checked once, offered by shell completion.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "memory": MEMORY_PROFILES,
+    "log_format": ("text", "json"),
+    "semantic": ("on", "off"),
+    "reachability": REACHABILITY_MODES,
+}
+# Seconds between the points of the status page's hour graphs (api/history.py: 60 of them;
+# the day graphs have one point for every 5).
+DEFAULT_HISTORY_STEP = 60.0
+MIN_HISTORY_STEP = 0.1  # each step counts the frontier's rows: not many times a second
 ENV_PREFIX = "RHIZOME_"
+CONFIG_FILE_NAME = "rhizome.toml"  # looked up in $XDG_CONFIG_HOME/rhizome/
 
 
 class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message names the setting."""
+
+
+def user_config_file(env: Mapping[str, str]) -> Path | None:
+    """The TOML file that applies without ``--config``: ``$RHIZOME_CONFIG``, else the user's
+    ``$XDG_CONFIG_HOME/rhizome/rhizome.toml`` (``~/.config/…``) if it exists, else none."""
+    if env.get(ENV_PREFIX + "CONFIG"):
+        return Path(env[ENV_PREFIX + "CONFIG"])
+    base = env.get("XDG_CONFIG_HOME", "")
+    if not Path(base).is_absolute():  # the XDG spec: a relative path is invalid, ignored
+        if not env.get("HOME"):
+            return None
+        base = str(Path(env["HOME"]) / ".config")
+    path = Path(base) / "rhizome" / CONFIG_FILE_NAME
+    try:
+        return path if path.is_file() else None
+    except OSError:  # a home the service may not read (systemd's ProtectHome): no file
+        return None
 
 
 def default_data_dir() -> Path:
@@ -65,6 +96,11 @@ class NodeConfig:
     global_concurrency: int = crawl_defaults.DEFAULT_GLOBAL_CONCURRENCY
     max_depth: int = crawl_defaults.DEFAULT_MAX_DEPTH
     max_urls_per_host: int = crawl_defaults.DEFAULT_MAX_URLS_PER_HOST
+    max_urls_per_domain: int = crawl_defaults.DEFAULT_MAX_URLS_PER_DOMAIN
+    max_queued_urls: int = crawl_defaults.DEFAULT_MAX_QUEUED_URLS
+    # NAME=ADDRESS (or *.NAME=ADDRESS for every subdomain): the crawler connects there
+    # instead of asking DNS, as curl's --resolve (a LAN site without a DNS name).
+    resolve: tuple[str, ...] = ()
     recrawl_days: float = crawl_defaults.DEFAULT_RECRAWL_INTERVAL / 86400
     parse_workers: int = crawl_defaults.DEFAULT_PARSE_WORKERS
     contact_url: str = crawl_defaults.DEFAULT_CONTACT_URL
@@ -91,6 +127,7 @@ class NodeConfig:
     relay: bool = True
     relay_max_nodes: int = DEFAULT_RELAY_MAX_NODES  # 0: no relaying, as --no-relay
     relay_mb_per_node_hour: float = DEFAULT_RELAY_MB_PER_NODE_HOUR
+    history_step: float = DEFAULT_HISTORY_STEP
     # This node's own blocklist, signed, for nodes that subscribe to it (federation/
     # blocklists.py). It shows what the operator blocked: --no-publish-blocklist keeps it.
     publish_blocklist: bool = True
@@ -127,48 +164,14 @@ class NodeConfig:
             global_concurrency=self.global_concurrency,
             max_depth=self.max_depth,
             max_urls_per_host=self.max_urls_per_host,
+            max_urls_per_domain=self.max_urls_per_domain,
+            max_queued_urls=self.max_queued_urls,
+            resolve=tuple(parse_resolve(entry) for entry in self.resolve),
             recrawl_interval=self.recrawl_days * 86400,
             parse_workers=self.parse_workers or self.memory_profile.parse_workers,
             seen_cache=self.memory_profile.seen_cache,
             anchor_cache=self.memory_profile.anchor_cache,
         )
-
-
-HELP: dict[str, str] = {
-    "data_dir": "directory for the index, frontier and keys",
-    "http": "HOST:PORT of the HTTP API and web UI",
-    "public_url": "URL peers use to reach this node's HTTP API (default: from --http)",
-    "dht": "UDP HOST:PORT of the DHT node (empty: run alone)",
-    "bootstrap": "HOST:PORT of a DHT node to join through (repeatable)",
-    "seed": "URL to start crawling from (repeatable)",
-    "pin_host": "host this node always crawls itself (repeatable)",
-    "allow_private_networks": "allow crawling private, loopback and link-local addresses",
-    "allow_private_peers": "talk to peers on private/loopback addresses (LAN-only networks)",
-    "seed_hosts_only": "follow links only within the hosts of the seeds",
-    "crawl_delay": "seconds between requests to one host (robots.txt may ask for more)",
-    "host_concurrency": "requests in flight to one host at most",
-    "global_concurrency": "requests in flight in total at most",
-    "max_depth": "link hops from a seed at most (0: only the seeds)",
-    "max_urls_per_host": "URLs one host may add to the frontier at most",
-    "recrawl_days": "days before a page is fetched again",
-    "parse_workers": "HTML parser processes (0: one per CPU core, or 1 with memory small)",
-    "contact_url": "URL in the crawler's User-Agent where site owners reach you",
-    "commit_interval": "seconds between index commits while crawling",
-    "writer_heap_mb": "tantivy writer memory budget in MiB (0: 64, or 16 with memory small)",
-    "memory": "normal or small (a 1 GB machine: 1 parser process, 16 MiB writer heap, ...)",
-    "log_level": "debug, info, warning or error",
-    "log_format": "text or json",
-    "semantic": "on or off: re-rank by meaning with a static embedding model (+40 MB)",
-    "held_shards_mb": "MiB of disk for the shards held for other nodes (each publisher 1/16)",
-    "shard_expiry_interval": "seconds between removals of expired shards held for others",
-    "search_rate": "network searches a second per client address (local ones cost 1/5)",
-    "trusted_proxies": "reverse proxy address whose X-Forwarded-For is believed (repeatable)",
-    "reachability": "auto, public or private: can peers dial this node (auto: they try)",
-    "relay": "relay for nodes behind NAT when reachable (--no-relay: never)",
-    "relay_max_nodes": "nodes behind NAT relayed for at once at most (0: no relaying)",
-    "relay_mb_per_node_hour": "MB each relayed node may use of this node's upstream an hour",
-    "publish_blocklist": "serve this node's blocklist, signed, to nodes that subscribe to it",
-}
 
 
 def split_host_port(value: str, name: str) -> tuple[str, int]:
@@ -182,6 +185,20 @@ def split_host_port(value: str, name: str) -> tuple[str, int]:
     if not 0 <= number <= 65535:
         raise ConfigError(f"{name}: port {number} is out of range")
     return host.strip("[]"), number
+
+
+def parse_resolve(entry: str) -> tuple[str, str]:
+    """``NAME=ADDRESS`` (``*.NAME=ADDRESS``) as the crawler's (name, address)."""
+    name, sep, address = entry.partition("=")
+    name = name.strip().lower().rstrip(".")
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
+        ip = None
+    bare = name.removeprefix("*.")
+    if not sep or ip is None or not bare or "*" in bare or "/" in bare or ":" in bare:
+        raise ConfigError(f"resolve: expected NAME=ADDRESS or *.NAME=ADDRESS, got {entry!r}")
+    return name, str(ip)
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
@@ -230,8 +247,8 @@ def load_config(
     env = os.environ if env is None else env
     kinds = _kinds()
     values: dict[str, Any] = {}
-    if file is None and env.get(ENV_PREFIX + "CONFIG"):
-        file = Path(env[ENV_PREFIX + "CONFIG"])
+    if file is None:
+        file = user_config_file(env)
     if file is not None:
         try:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
@@ -268,7 +285,13 @@ def validate(config: NodeConfig) -> None:
     for name in ("crawl_delay", "recrawl_days", "commit_interval"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{name}: must not be negative")
-    for name in ("host_concurrency", "global_concurrency", "max_urls_per_host"):
+    for name in (
+        "host_concurrency",
+        "global_concurrency",
+        "max_urls_per_host",
+        "max_urls_per_domain",
+        "max_queued_urls",
+    ):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name}: must be at least 1")
     if config.max_depth < 0:  # 0: fetch the seeds themselves and follow nothing
@@ -278,6 +301,10 @@ def validate(config: NodeConfig) -> None:
     for name in ("shard_expiry_interval", "search_rate"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name}: must be positive")
+    for entry in config.resolve:
+        parse_resolve(entry)
+    if config.history_step < MIN_HISTORY_STEP:
+        raise ConfigError(f"history_step: at least {MIN_HISTORY_STEP} s")
     for proxy in config.trusted_proxies:
         try:
             ipaddress.ip_address(proxy)
@@ -285,40 +312,12 @@ def validate(config: NodeConfig) -> None:
             raise ConfigError(f"trusted_proxies: {proxy!r} is not an IP address") from None
     if 0 < config.writer_heap_mb < MIN_WRITER_HEAP_MB or config.writer_heap_mb < 0:
         raise ConfigError("writer_heap_mb: tantivy needs at least 16 MiB (0: by memory)")
-    if config.log_format not in ("text", "json"):
-        raise ConfigError("log_format: text or json")
-    if config.semantic not in ("on", "off"):
-        raise ConfigError("semantic: on or off")
-    if config.reachability not in REACHABILITY_MODES:
-        raise ConfigError("reachability: auto, public or private")
+    for name, choices in CHOICES.items():
+        if getattr(config, name) not in choices:
+            raise ConfigError(f"{name}: one of {', '.join(choices)}")
+    if config.log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"log_level: one of {', '.join(LOG_LEVELS)}")
     if config.relay_max_nodes < 0:
         raise ConfigError("relay_max_nodes: must not be negative")
     if config.relay_mb_per_node_hour <= 0:
         raise ConfigError("relay_mb_per_node_hour: must be positive")
-    if config.memory not in MEMORY_PROFILES:
-        raise ConfigError(f"memory: one of {', '.join(MEMORY_PROFILES)}")
-
-
-def add_node_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting, named after it; ``--config FILE`` picks the TOML file."""
-    parser.add_argument("--config", type=Path, help="TOML config file (or RHIZOME_CONFIG)")
-    for f in fields(NodeConfig):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = HELP.get(f.name, "")
-        if f.type in (bool, "bool"):
-            parser.add_argument(
-                flag, dest=f.name, action="store_const", const=True, default=None, help=help_text
-            )
-            if f.default is True:  # on unless said: --no-relay
-                parser.add_argument(
-                    "--no-" + f.name.replace("_", "-"),
-                    dest=f.name,
-                    action="store_const",
-                    const=False,
-                    default=None,
-                    help=f"the opposite of {flag}",
-                )
-        elif f.type in (tuple[str, ...], "tuple[str, ...]"):
-            parser.add_argument(flag, dest=f.name, action="append", default=None, help=help_text)
-        else:
-            parser.add_argument(flag, dest=f.name, default=None, help=help_text)

@@ -168,6 +168,31 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness: the node serves (reads no table; for Docker, systemd)",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["status", "storage_ok", "disk_full"],
+                            "properties": {
+                                "status": {"type": "string", "enum": ["ok", "degraded"]},
+                                "storage_ok": {"type": "boolean"},
+                                "disk_full": {"type": "boolean"},
+                                "uptime_s": {"type": "number"},
+                                "version": {"type": "string"},
+                            },
+                        },
+                        "Serving (degraded: the data directory refuses writes)",
+                    ),
+                    "503": _json(
+                        {"type": "object", "properties": {"status": {"type": "string"}}},
+                        "Starting",
+                    ),
+                },
+            }
+        },
         "/api/suggest": {
             "get": {
                 "summary": "OpenSearch suggestions",

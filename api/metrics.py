@@ -1,83 +1,59 @@
-"""Prometheus metrics at /metrics: crawl, index and query figures of this node.
+"""Prometheus metrics at /metrics, by the conventions: base units in names (``_seconds``,
+``_bytes``), ``_total`` on counters, the process and Python collectors, ``rhizome_build_info``.
 
 One registry per app (not the library's global one), so several nodes in one process
-(tests, the demo) never share counters.
+(tests, the demo) never share counters. What the node's parts count is read at scrape time
+(``api/node_metrics.py``); what costs a table scan comes from the history sampler's last
+count (``api/history.py``), so a scrape never scans the frontier.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.registry import CollectorRegistry
 
-from .keys import NODE
+from .history import HISTORY
+from .node_metrics import NodeCollector
+from .search import SCOPES
 
-QUERY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+# Search latency buckets, seconds: a local search takes 2-5 ms, a network one 20-50 ms on
+# a small network, and one waits at most the 2 s deadline for peers.
+SEARCH_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 class Metrics:
     def __init__(self, app: web.Application) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.query_seconds = Histogram(
-            "rhizome_query_seconds",
-            "Search request latency",
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.search_seconds = Histogram(
+            "rhizome_search_duration_seconds",
+            "Time to answer a search (JSON API and web page), by scope",
             ["scope"],
-            buckets=QUERY_BUCKETS,
+            buckets=SEARCH_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_NodeCollector(app))
-
-
-class _NodeCollector(Collector):
-    """Reads the node's counters at scrape time (no second bookkeeping to keep in sync)."""
-
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        node = self.app.get(NODE)
-        if node is None:
-            return
-        crawler = node.crawler
-        yield CounterMetricFamily(
-            "rhizome_crawl_fetched", "Pages fetched and parsed", value=crawler.fetched
-        )
-        yield CounterMetricFamily(
-            "rhizome_crawl_failed", "Fetches that failed", value=crawler.failed
-        )
-        yield GaugeMetricFamily(
-            "rhizome_crawl_in_flight", "URLs leased and not yet committed", value=crawler.in_flight
-        )
-        yield GaugeMetricFamily(
-            "rhizome_index_documents", "Documents in the local index", value=node.store.num_docs
-        )
-        yield GaugeMetricFamily(
-            "rhizome_index_pending", "Changes waiting for a commit", value=node.store.pending
-        )
-        yield GaugeMetricFamily(
-            "rhizome_index_last_commit_timestamp",
-            "Unix time of the last index commit",
-            value=node.store.last_commit_at,
-        )
-        if node.network is not None:  # spot-checks of peers' claims (hostile peers, #5)
-            checker = node.network.spot_checker
-            checks = CounterMetricFamily(
-                "rhizome_spot_checks", "Spot-checks of peers' claimed results", labels=["verdict"]
-            )
-            for verdict in ("passed", "failed", "inconclusive", "unattributable", "dropped"):
-                checks.add_metric([verdict], checker.counts[verdict])
-            yield checks
-            yield GaugeMetricFamily(
-                "rhizome_distrusted_peers",
-                "Publishers ignored after failed spot-checks",
-                value=len(checker.distrusted),
-            )
+        for scope in SCOPES:  # every series from the start, at 0
+            self.search_seconds.labels(scope=scope)
+        self.registry.register(NodeCollector(app))
 
 
 METRICS = web.AppKey("metrics", Metrics)
+
+
+def observe_search(app: web.Application, scope: str, seconds: float) -> None:
+    """A search answered: into the histogram and the status page's graphs."""
+    app[METRICS].search_seconds.labels(scope=scope).observe(seconds)
+    app[HISTORY].searched(seconds)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

@@ -35,7 +35,7 @@ from rhizome.dht import InvalidRecord
 from rhizome.dht.quotas import DistinctCap, RateLimiter, source_key
 from rhizome.dht.records import decode_record
 from rhizome.federation import Network, PushRefused
-from rhizome.federation.answer import answer_locally
+from rhizome.federation.answer import MAX_OWNER_RESULTS, answer_locally
 from rhizome.federation.proof import answer_whoami
 from rhizome.federation.shard_store import DEFAULT_SHARD_TTL
 from rhizome.federation.wire import (
@@ -53,7 +53,7 @@ from rhizome.federation.wire import (
 )
 
 from .keys import NODE
-from .search import BadRequest, SearchParams
+from .search import BadRequest, SearchParams, int_param
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +261,13 @@ async def peer_search(request: web.Request) -> web.Response:
     params = SearchParams.from_query({**request.query, "scope": "local"})
     node = request.app[NODE]
     named = request.query.getall("snippet_url", [])
+    # Older queriers do not send it: every hit gets its snippet, as before.
+    hits = request.query.get("snippet_hits")
+    snippet_hits = (
+        None if hits is None else int_param(request.query, "snippet_hits", 0, 0, MAX_OWNER_RESULTS)
+    )
     page, weights, found = await answer_locally(
-        node.store, params.q, params.limit, params.offset, named
+        node.store, params.q, params.limit, params.offset, named, snippet_hits
     )
     response = _json_response(request, encode_owner_answer(params.q, page, weights, found))
     if node.network is not None:

@@ -20,7 +20,7 @@ from rhizome.index import QuerySyntaxError
 from . import client_quotas
 from .client_quotas import SEARCH_QUOTA
 from .keys import NODE, OPERATOR_ACTIONS
-from .metrics import METRICS
+from .metrics import observe_search
 from .node import public_status
 from .operator import asks_as_operator, operator_only, refusal
 from .search import BadRequest, SearchParams, asks_network, run_search
@@ -74,7 +74,7 @@ async def search(request: web.Request) -> web.Response:
         return client_quotas.refusal(wait)
     body = await run_search(node, params)
     took = time.perf_counter() - started
-    request.app[METRICS].query_seconds.labels(scope=params.scope).observe(took)
+    observe_search(request.app, params.scope, took)
     body["took_ms"] = round(took * 1000, 2)
     # Where a federated query's time went (shards, score, owners, merge), for the operator
     # only: a fast shards phase tells anyone else the query's words were searched here in

@@ -21,6 +21,7 @@ from aiohttp import web
 from rhizome.crawler import FrontierError
 from rhizome.index import IndexUnavailable
 
+from . import systemd
 from .app import create_app
 from .config import NodeConfig
 from .keys import NETWORK
@@ -128,9 +129,11 @@ async def stop_within(*runners: web.AppRunner, limit: float = STOP_LIMIT) -> Non
 
 async def serve(config: NodeConfig) -> None:
     """Run the node until SIGINT/SIGTERM (or cancellation)."""
-    runner, _app, _url = await start_node(config)
+    runner, _app, url = await start_node(config)
+    systemd.notify(f"READY=1\nSTATUS=serving on {url}")  # Type=notify: the node serves
     try:
         await wait_for_signal()
     finally:
         log.info("shutting down")
+        systemd.notify("STOPPING=1")
         await stop_within(runner)

@@ -38,13 +38,13 @@ class SearchParams:
             raise BadRequest("missing query: pass ?q=words")
         return cls(
             q=str(q),
-            limit=_int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
-            offset=_int_param(query, "offset", 0, 0, MAX_OFFSET),
+            limit=int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
+            offset=int_param(query, "offset", 0, 0, MAX_OFFSET),
             scope=_scope(query.get("scope", "network")),
         )
 
 
-def _int_param(query: Any, name: str, default: int, low: int, high: int) -> int:
+def int_param(query: Any, name: str, default: int, low: int, high: int) -> int:
     raw = query.get(name)
     if raw is None or raw == "":
         return default

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,8 +16,11 @@ from aiohttp import web
 
 from rhizome.index import QuerySyntaxError
 
+from . import charts
 from .client_quotas import SEARCH_QUOTA
+from .history import HISTORY
 from .keys import NODE
+from .metrics import observe_search
 from .node import public_status
 from .search import DEFAULT_LIMIT, MAX_OFFSET, BadRequest, SearchParams, asks_network, run_search
 
@@ -72,7 +76,7 @@ def page(title: str, body: str, *, query: str = "", hero: bool = False) -> web.R
         f"<title>{E(title)}</title>"
         '<link rel="search" type="application/opensearchdescription+xml" '
         'title="Rhizome" href="/opensearch.xml">'
-        f"<style>{STYLE}</style></head><body>{content}</body></html>"
+        f"<style>{STYLE}{charts.CSS}</style></head><body>{content}</body></html>"
     )
     return web.Response(text=text, content_type="text/html")
 
@@ -164,6 +168,7 @@ async def index(request: web.Request) -> web.Response:
         if wait is not None:
             return _too_many(q, wait)
         data = await run_search(node, params)
+        observe_search(request.app, params.scope, data["took_ms"] / 1000)
     except (BadRequest, QuerySyntaxError) as exc:
         body = f'<p class="error" role="alert">Cannot search: {E(str(exc))}</p>'
         resp = page(f"{q} – Rhizome", body, query=q)
@@ -218,8 +223,9 @@ async def status_page(request: web.Request) -> web.Response:
             _row("Shards held", net.get("shards_held", 0)),
             _row("Reachable", REACHABILITY_TEXT.get(net.get("reachability", ""), "unknown")),
         ]
-    body = (
-        f'<h2>About this node</h2><table id="status">{"".join(rows)}</table>'
+    body = f'<h2>About this node</h2><table id="status">{"".join(rows)}</table>'
+    body += charts.history_html(request.app[HISTORY], time.time())
+    body += (
         '<p class="meta">Running this node? The <a href="/operator">operator page</a> '
         "takes the operator token.</p>"
     )

@@ -8,6 +8,7 @@ from .blocklist import Block, Blocklist, parse_rule
 from .config import CrawlerConfig
 from .engine import Crawler, CrawlStats, HostRouter, PageSink
 from .errors import BadRule, BlockedAddress, CrawlerError, FetchError, FrontierError
+from .frontier import FrontierCounts
 from .parse import Link, ParsedPage, parse_html
 from .urls import canonicalize, host_of
 
@@ -21,6 +22,7 @@ __all__ = [
     "CrawlerConfig",
     "CrawlerError",
     "FetchError",
+    "FrontierCounts",
     "FrontierError",
     "HostRouter",
     "Link",

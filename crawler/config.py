@@ -13,6 +13,24 @@ DEFAULT_GLOBAL_CONCURRENCY = 64
 DEFAULT_MAX_ACTIVE_HOSTS = 256
 DEFAULT_MAX_DEPTH = 16
 DEFAULT_MAX_URLS_PER_HOST = 100_000
+# URLs all the hosts of one registrable domain (eTLD+1, crawler/domains.py) may add: a
+# domain with many sites gets twice one host's budget, a farm of wildcard subdomains
+# (a.spam.example, b.spam.example, ...) no more than that.
+DEFAULT_MAX_URLS_PER_DOMAIN = 200_000
+# Hosts of one registrable domain crawled at once: subdomains mostly share servers, so a
+# domain gets at most this many hosts' politeness (delay, concurrency) whatever its number
+# of subdomains, and cannot fill the active-host slots other domains need. Two, not one:
+# a slow host (a stuck www) does not hold up the domain's other sites.
+DEFAULT_MAX_ACTIVE_HOSTS_PER_DOMAIN = 2
+# URLs waiting in the frontier (QUEUED) at most; beyond it new links are dropped (and
+# found again by later crawls). ~1.3 KB a row with its indexes (docs/OPERATIONS.md: 1.51 MB
+# for 3,868 URLs): ~1.3 GB of disk, weeks of crawling for a home node at its politeness.
+DEFAULT_MAX_QUEUED_URLS = 1_000_000
+# Hosts whose state the crawler keeps in memory (each map an LRU of this size):
+# politeness (delay, back-off), robots.txt policies, sitemaps read, URL counts per host
+# and per domain. Beyond, the oldest is forgotten and had again (a robots.txt refetched,
+# a count re-read from SQLite). Far above max_active_hosts, so hosts being crawled stay.
+DEFAULT_HOST_MEMORY = 10_000
 DEFAULT_RECRAWL_INTERVAL = 7 * 24 * 3600.0
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_PARSE_WORKERS = 0  # 0: one per CPU core
@@ -54,6 +72,10 @@ class CrawlerConfig:
     max_active_hosts: int = DEFAULT_MAX_ACTIVE_HOSTS
     max_depth: int = DEFAULT_MAX_DEPTH
     max_urls_per_host: int = DEFAULT_MAX_URLS_PER_HOST
+    max_urls_per_domain: int = DEFAULT_MAX_URLS_PER_DOMAIN
+    max_active_hosts_per_domain: int = DEFAULT_MAX_ACTIVE_HOSTS_PER_DOMAIN
+    max_queued_urls: int = DEFAULT_MAX_QUEUED_URLS
+    host_memory: int = DEFAULT_HOST_MEMORY
     recrawl_interval: float = DEFAULT_RECRAWL_INTERVAL
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     parse_workers: int = DEFAULT_PARSE_WORKERS
@@ -67,6 +89,10 @@ class CrawlerConfig:
     # Only follow links within the hosts of the seeds (a site-focused node, and a fair
     # comparison with a Scrapy spider's allowed_domains).
     seed_hosts_only: bool = False
+    # (name, address) pairs the resolver answers without DNS; a name "*.example" covers
+    # every subdomain of example (as a wildcard DNS record does). The SSRF guard still
+    # checks the address.
+    resolve: tuple[tuple[str, str], ...] = ()
 
     @property
     def user_agent(self) -> str:

@@ -16,16 +16,19 @@ import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from yarl import URL
 
 from .blocklist import Blocklist
+from .budgets import Budgets
 from .config import HOST_UNREACHABLE_DEFER, MAX_BACKOFF, CrawlerConfig
+from .domains import domain_of
 from .errors import FetchError, HTTPStatusError, RobotsDisallowed
 from .fetch import Fetcher, decompress
 from .frontier import CommittedCheck, Frontier, FrontierCounts, HostQueue, Lease
+from .lru import Lru
 from .parse import ParsedPage
 from .politeness import HostSlot
 from .robots import RobotsCache
@@ -39,9 +42,11 @@ SUPERVISOR_TICK = 1.0
 # How long stop() waits for its cancelled tasks. They do not resist cancellation, so this
 # only matters if one is stuck in a bug; stop() must still close the workers and frontier.
 TASK_STOP_TIMEOUT = 5.0
-MAX_REMEMBERED_HOSTS = 10_000
 RETRY_BASE = 60.0
 RATE_WINDOW = 60.0
+# Hosts a seed-hosts-only node follows links within. Peers' forwarded URLs add theirs,
+# so the set is capped: past it, hosts new to it are not followed (and it is logged).
+MAX_SEED_HOSTS = 100_000
 
 
 class PageSink(Protocol):
@@ -81,6 +86,8 @@ class CrawlStats:
     hosts: int
     active_hosts: int
     forwarded: int  # URLs handed to the nodes that own their hosts
+    # New URLs not queued, by reason: host_budget, domain_budget, frontier_full.
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 class Crawler:
@@ -106,10 +113,19 @@ class Crawler:
             recrawl_after=config.recrawl_interval,
             max_seen=config.seen_cache,
             max_anchor_urls=config.anchor_cache,
+            budgets=Budgets(
+                per_host=config.max_urls_per_host,
+                per_domain=config.max_urls_per_domain,
+                max_queued=config.max_queued_urls,
+                max_hosts=config.host_memory,
+            ),
         )
         self.fetcher = Fetcher(config)
-        self.robots = RobotsCache(self.fetcher.fetch_robots, config.user_agent_name)
+        self.robots = RobotsCache(
+            self.fetcher.fetch_robots, config.user_agent_name, max_hosts=config.host_memory
+        )
         self._slots: dict[str, HostSlot] = {}  # hosts being crawled right now
+        self._domain_slots: dict[str, int] = {}  # registrable domain -> its hosts in _slots
         # Politeness state outlives a host's crawl round: the last request time, back-off
         # and Crawl-delay still apply when new links for the host arrive a moment later.
         self._host_state: OrderedDict[str, HostSlot] = OrderedDict()
@@ -120,10 +136,10 @@ class Crawler:
         self._wake = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._workers = CrawlWorkers(config, config.parse_workers or os.cpu_count() or 1)
-        self._sitemaps_done: set[str] = set()
+        self._sitemaps_done: Lru[str, bool] = Lru(config.host_memory)  # origins read
         self._idle_since: float | None = None  # monotonic; None while there is work
-        self._recent: deque[float] = deque()
-        self._seed_hosts: set[str] = set()
+        self._recent: deque[float] = deque()  # fetch times within RATE_WINDOW
+        self._seed_hosts: set[str] = set()  # only kept with seed_hosts_only
         self.fetched = 0
         self.failed = 0
         self.forwarded = 0
@@ -135,7 +151,7 @@ class Crawler:
         if requeued:
             log.info("re-queued %d URLs leased before an unclean stop", requeued)
         if self.config.seed_hosts_only:
-            self._seed_hosts = await self.frontier.seed_hosts()
+            self._add_seed_hosts(await self.frontier.seed_hosts())
         await self.fetcher.start()
         await self._workers.start()
         self._supervisor = asyncio.create_task(self._supervise(), name="crawl-supervisor")
@@ -166,7 +182,7 @@ class Crawler:
         refetch them. Returns the accepted (canonical) URLs."""
         accepted = [c for c in (canonicalize(u) for u in urls) if c]
         accepted = self._unblocked(accepted)
-        self._seed_hosts.update(host_of(u) for u in accepted)
+        self._add_seed_hosts(host_of(u) for u in accepted)
         await self._route([(u, 0) for u in accepted], force=force)
         return accepted
 
@@ -183,10 +199,25 @@ class Crawler:
         ]
         # The sender followed them within its seed hosts; for a seed-hosts-only node they
         # are now seed hosts here too, or their links would be dropped.
-        self._seed_hosts.update(host_of(u) for u, _d in accepted)
+        self._add_seed_hosts(host_of(u) for u, _d in accepted)
         if accepted and await self.frontier.add(accepted):
             self._wake.set()
         return len(accepted)
+
+    def _add_seed_hosts(self, hosts: Iterable[str]) -> None:
+        if not self.config.seed_hosts_only:
+            return
+        for host in hosts:
+            if host in self._seed_hosts:
+                continue
+            if len(self._seed_hosts) >= MAX_SEED_HOSTS:
+                log.warning(
+                    "%d seed hosts: links of %s and other new ones are not followed",
+                    MAX_SEED_HOSTS,
+                    host,
+                )
+                return
+            self._seed_hosts.add(host)
 
     async def committed(self, urls: Iterable[str]) -> None:
         """Called by the sink once pages are durable: only now is a URL DONE."""
@@ -256,11 +287,24 @@ class Crawler:
             return False
         return not await self.frontier.has_due()
 
+    def map_sizes(self) -> dict[str, int]:
+        """Entries in each in-memory map keyed by crawled input (each one bounded)."""
+        return {
+            "host_state": len(self._host_state),
+            "robots": self.robots.cached,
+            "sitemaps_read": len(self._sitemaps_done),
+            "seed_hosts": len(self._seed_hosts),
+            **self.frontier.map_sizes(),
+        }
+
+    def _trim_recent(self, now: float) -> None:
+        while self._recent and self._recent[0] < now - RATE_WINDOW:
+            self._recent.popleft()
+
     async def stats(self) -> CrawlStats:
         counts: FrontierCounts = await self.frontier.counts()
         now = time.monotonic()
-        while self._recent and self._recent[0] < now - RATE_WINDOW:
-            self._recent.popleft()
+        self._trim_recent(now)
         span = min(RATE_WINDOW, max(now - self._recent[0], 1.0)) if self._recent else RATE_WINDOW
         return CrawlStats(
             queued=counts.queued,
@@ -272,6 +316,7 @@ class Crawler:
             hosts=counts.hosts,
             active_hosts=len(self._slots),
             forwarded=self.forwarded,
+            dropped=dict(self.frontier.budgets.dropped),
         )
 
     # --- scheduling ------------------------------------------------------------------
@@ -292,7 +337,12 @@ class Crawler:
             room = self.config.max_active_hosts - len(self._slots)
             if room > 0:
                 try:
-                    hosts = await self.frontier.hosts_with_work(room, set(self._slots))
+                    hosts = await self.frontier.hosts_with_work(
+                        room,
+                        set(self._slots),
+                        busy_domains=self._domain_slots,
+                        per_domain=self.config.max_active_hosts_per_domain,
+                    )
                 except Exception:
                     log.exception("frontier unavailable; retrying")
                     hosts = []
@@ -300,9 +350,11 @@ class Crawler:
                     slot = self._host_state.pop(host, None) or HostSlot(host, self.config)
                     slot.stopped = False
                     self._host_state[host] = slot
-                    if len(self._host_state) > MAX_REMEMBERED_HOSTS:
+                    if len(self._host_state) > self.config.host_memory:
                         self._host_state.popitem(last=False)
                     self._slots[host] = slot
+                    domain = domain_of(host)
+                    self._domain_slots[domain] = self._domain_slots.get(domain, 0) + 1
                     task = asyncio.create_task(self._run_slot(slot), name=f"slot:{host}")
                     self._slot_tasks.add(task)
                     task.add_done_callback(self._slot_tasks.discard)
@@ -377,7 +429,11 @@ class Crawler:
                     self._pending.pop(url, None)
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.frontier.release(rest))
-            self._slots.pop(slot.host, None)
+            if self._slots.pop(slot.host, None) is not None:
+                domain = domain_of(slot.host)
+                left = self._domain_slots.pop(domain, 1) - 1
+                if left > 0:
+                    self._domain_slots[domain] = left
             self._wake.set()
 
     # --- one URL ---------------------------------------------------------------------
@@ -399,7 +455,7 @@ class Crawler:
                 return
             slot.apply_robots_delay(policy.crawl_delay)
             if policy.sitemaps and origin not in self._sitemaps_done:
-                self._sitemaps_done.add(origin)
+                self._sitemaps_done.put(origin, True)
                 self._spawn(self._load_sitemaps(list(policy.sitemaps), origin))
             if not policy.allows(url, self.robots.user_agent):
                 raise RobotsDisallowed(url)
@@ -417,7 +473,9 @@ class Crawler:
             await self._failed(slot, lease, FetchError(f"internal: {exc!r}"))
             return
         self.fetched += 1
-        self._recent.append(time.monotonic())
+        now = time.monotonic()
+        self._recent.append(now)
+        self._trim_recent(now)
         aliases = [u for u in (url, *meta.redirected_from) if u != page.url]
         for alias in aliases:
             self._pending.setdefault(alias, lease.depth)

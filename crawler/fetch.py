@@ -123,7 +123,7 @@ class Fetcher:
             limit=self.config.global_concurrency + 8,
             limit_per_host=0,
             ttl_dns_cache=300,
-            resolver=ThreadPoolResolver(),
+            resolver=ThreadPoolResolver(overrides=self.config.resolve),
             socket_factory=GuardedSocketFactory(allow_private=self.config.allow_private_networks),
         )
         self._session = aiohttp.ClientSession(

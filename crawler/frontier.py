@@ -28,7 +28,9 @@ from enum import IntEnum
 from pathlib import Path
 from typing import TypeVar
 
+from .budgets import Budgets
 from .config import DEFAULT_ANCHOR_CACHE, DEFAULT_RECRAWL_INTERVAL, DEFAULT_SEEN_CACHE
+from .domains import domain_of
 from .errors import FrontierError
 from .urls import host_of, looks_like_trap
 
@@ -108,11 +110,12 @@ class Lease:
 
 @dataclass(slots=True, frozen=True)
 class FrontierCounts:
-    queued: int
+    queued: int  # due now, in any state but LEASED (new, to retry, to recrawl)
     leased: int
     done: int
     failed: int
     hosts: int
+    waiting: int  # rows in state QUEUED, due or not (never fetched, or re-queued)
 
 
 @dataclass(slots=True, frozen=True)
@@ -140,17 +143,18 @@ class Frontier:
         recrawl_after: float = DEFAULT_RECRAWL_INTERVAL,
         max_seen: int = DEFAULT_SEEN_CACHE,
         max_anchor_urls: int = DEFAULT_ANCHOR_CACHE,
+        budgets: Budgets | None = None,
     ) -> None:
         self.path = path
         self.max_seen = max_seen
         self.max_anchor_urls = max_anchor_urls
-        self.max_urls_per_host = max_urls_per_host
         self.max_depth = max_depth
+        # Per host, per registrable domain, in total (crawler/budgets.py).
+        self.budgets = budgets or Budgets(per_host=max_urls_per_host)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frontier")
         self._db: sqlite3.Connection | None = None
         self._seen: set[str] = set()
         self._anchors: dict[str, list[str]] = {}
-        self._host_urls: dict[str, int] = {}
         # Writes the database refused (disk full), oldest first: (function, args, rows).
         self._backlog: deque[tuple[Callable[..., object], tuple[object, ...], int]] = deque()
         self._backlog_rows = 0
@@ -274,6 +278,7 @@ class Frontier:
                 [(now + self.recrawl_after, now, url) for url in committed],
             )
         cur = db.execute(f"UPDATE urls SET state={QUEUED} WHERE state={LEASED}")
+        self.budgets.open(db)
         self._db = db
         return cur.rowcount
 
@@ -336,18 +341,11 @@ class Frontier:
         assert self._db is not None
         db = self._db
         rows: list[tuple[str, str, int, float, str | None]] = []
-        per_host: dict[str, int] = {}
+        admission = self.budgets.admission(db, force=force)
         for url, depth in fresh:
             host = host_of(url)
-            count = self._host_urls.get(host)
-            if count is None:
-                row = db.execute("SELECT urls FROM hosts WHERE host=?", (host,)).fetchone()
-                count = row[0] if row else 0
-            if count + per_host.get(host, 0) >= self.max_urls_per_host and not force:
-                self._host_urls[host] = count
+            if not admission.admit(host):
                 continue
-            per_host[host] = per_host.get(host, 0) + 1
-            self._host_urls[host] = count
             # Shallow pages first: next_fetch grows with depth, so BFS order survives restarts.
             # The offset is never positive: a URL added now is due now (a host slot that
             # leased right after its links were added would otherwise find nothing and end).
@@ -365,6 +363,7 @@ class Frontier:
                 )
                 if cur.rowcount:
                     added[row[1]] = added.get(row[1], 0) + 1
+                    admission.inserted(row[1])
                 elif force:
                     db.execute(
                         "UPDATE urls SET next_fetch=?, attempts=0 "
@@ -377,12 +376,12 @@ class Frontier:
                 "ON CONFLICT(host) DO UPDATE SET urls = urls + excluded.urls",
                 list(added.items()),
             )
+            admission.write(db)
             db.execute("COMMIT")
         except BaseException:
             _rollback(db)
             raise
-        for host, n in added.items():
-            self._host_urls[host] = self._host_urls.get(host, 0) + n
+        admission.done(added)
         return list(added)
 
     def _note_anchor(self, target: str, text: str, *, new: bool) -> None:
@@ -412,24 +411,46 @@ class Frontier:
         return texts
 
     # --- leasing ---------------------------------------------------------------------
-    async def hosts_with_work(self, limit: int, exclude: set[str]) -> list[str]:
-        return await self._run(self._hosts_with_work, limit, exclude, time.time())
+    async def hosts_with_work(
+        self,
+        limit: int,
+        exclude: set[str],
+        *,
+        busy_domains: Mapping[str, int] | None = None,
+        per_domain: int = 0,
+    ) -> list[str]:
+        """Up to ``limit`` hosts with due URLs, not in ``exclude`` (being crawled). With
+        ``per_domain``, no registrable domain gets more hosts than that, counting its
+        ``busy_domains`` (domain -> hosts of it being crawled)."""
+        taken = dict(busy_domains or {})
+        return await self._run(
+            self._hosts_with_work, limit, exclude, time.time(), taken, per_domain
+        )
 
-    def _hosts_with_work(self, limit: int, exclude: set[str], now: float) -> list[str]:
+    def _hosts_with_work(
+        self, limit: int, exclude: set[str], now: float, taken: dict[str, int], per_domain: int
+    ) -> list[str]:
         assert self._db is not None
         if not self._writable():
             return []  # a lease could not be recorded: start no host until writes work
         hosts: list[str] = []
-        # Walk due URLs in time order and collect distinct hosts; skip the busy ones.
+        # Distinct hosts with due URLs (SQLite walks urls_due in host order), read lazily
+        # past the busy ones and those of domains at their cap.
         cur = self._db.execute(
-            f"SELECT DISTINCT host FROM urls WHERE state != {LEASED} AND next_fetch <= ? LIMIT ?",
-            (now, limit + len(exclude)),
+            f"SELECT DISTINCT host FROM urls WHERE state != {LEASED} AND next_fetch <= ?", (now,)
         )
         for (host,) in cur:
-            if host not in exclude:
-                hosts.append(host)
-                if len(hosts) >= limit:
-                    break
+            if host in exclude:
+                continue
+            if per_domain:
+                domain = domain_of(host)
+                if taken.get(domain, 0) >= per_domain:
+                    continue
+                taken[domain] = taken.get(domain, 0) + 1
+            hosts.append(host)
+            if len(hosts) >= limit:
+                break
+        cur.close()  # a statement left mid-way would hold its read snapshot open
         return hosts
 
     async def lease(self, host: str, n: int) -> list[Lease]:
@@ -441,7 +462,7 @@ class Frontier:
         if not self._writable():
             return []
         rows = db.execute(
-            "SELECT url, depth, attempts, anchor, fetched_at IS NOT NULL FROM urls "
+            "SELECT url, depth, attempts, anchor, fetched_at IS NOT NULL, state FROM urls "
             f"WHERE host=? AND state != {LEASED} AND next_fetch <= ? "
             "ORDER BY next_fetch LIMIT ?",
             (host, now, n),
@@ -461,6 +482,7 @@ class Frontier:
                 self._failed_write(exc)
                 return []
             self._wrote()
+            self.budgets.leased(sum(1 for r in rows if r[5] == QUEUED))
         return [Lease(r[0], host, r[1], r[2], r[3], bool(r[4])) for r in rows]
 
     async def seed_hosts(self) -> set[str]:
@@ -537,7 +559,10 @@ class Frontier:
 
     def _release(self, rows: list[tuple[str]]) -> None:
         assert self._db is not None
-        self._db.executemany(f"UPDATE urls SET state={QUEUED} WHERE url=? AND state={LEASED}", rows)
+        cur = self._db.executemany(
+            f"UPDATE urls SET state={QUEUED} WHERE url=? AND state={LEASED}", rows
+        )
+        self.budgets.released(cur.rowcount)
 
     async def defer_host(self, host: str, until: float) -> None:
         await self._run(self._persist, self._defer_host, (host, until), 1, None)
@@ -571,8 +596,6 @@ class Frontier:
         hosts = await self._run(self._forget_hosts, blocked)
         if hosts:
             self._seen.clear()
-            for host in hosts:
-                self._host_urls.pop(host, None)
         return hosts
 
     def _forget_hosts(self, blocked: Callable[[str], bool]) -> list[str]:
@@ -586,12 +609,14 @@ class Frontier:
                 for start in range(0, len(hosts), FORGET_CHUNK):
                     chunk = hosts[start : start + FORGET_CHUNK]
                     marks = ",".join("?" * len(chunk))
+                    self.budgets.forget_hosts(db, chunk)
                     db.execute(f"DELETE FROM urls WHERE host IN ({marks})", chunk)
                     db.execute(f"DELETE FROM hosts WHERE host IN ({marks})", chunk)
                 db.execute("COMMIT")
             except BaseException:
                 _rollback(db)
                 raise
+            self.budgets.count_waiting(db)
         return hosts
 
     async def forget(self, url: str) -> None:
@@ -635,7 +660,12 @@ class Frontier:
             done=by_state.get(DONE, 0),
             failed=by_state.get(FAILED, 0),
             hosts=hosts,
+            waiting=by_state.get(QUEUED, 0),
         )
+
+    def map_sizes(self) -> dict[str, int]:
+        """Entries in the in-memory maps keyed by crawled URLs and hosts (all bounded)."""
+        return {"seen": len(self._seen), "anchors": len(self._anchors), **self.budgets.map_sizes()}
 
     async def state_of(self, url: str) -> tuple[int, int] | None:
         """(state, attempts) of one URL, for status pages and tests."""

@@ -1,7 +1,8 @@
 """HTML → ParsedPage with selectolax: metadata, robots directives, visible text and links.
 
-Pure functions on bytes, so they can run in a worker process (``selectolax`` parsers are not
-thread-safe and hold the GIL; a separate process keeps the event loop's core free).
+Pure functions on bytes (decoded by crawler/charsets.py), so they can run in a worker
+process (``selectolax`` parsers are not thread-safe and hold the GIL; a separate process
+keeps the event loop's core free).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from selectolax.lexbor import LexborHTMLParser
 from yarl import URL
 
+from .charsets import BINARY_SNIFF_BYTES, decode_html, sniff_utf16
 from .config import DEFAULT_USER_AGENT_NAME
 from .urls import LinkResolver, canonicalize
 
@@ -38,15 +40,9 @@ REFRESH_REDIRECT_DELAY = 1.0
 # tags, and the text has what the index keeps (100,000 characters) long before.
 MAX_TREE_CHARS = 1_000_000
 MAX_SCANNED_ANCHOR_CHARS = 2_000  # of an <a> element's content, in the scanned rest
-BINARY_SNIFF_BYTES = 1024
-META_SNIFF_BYTES = 2048
 # Text with NULs in it (a broken title, a stray byte) is still text; executables and
 # archives are mostly NULs.
 BINARY_NUL_SHARE = 8  # more than one NUL in this many bytes of the head: binary
-UTF16_MIN_PAIRS = 16
-WIDE_CODECS = frozenset({"utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"})
-# The Encoding Standard reads all of these labels as windows-1252.
-WESTERN_CODECS = frozenset({"ascii", "iso8859-1", "cp1252"})
 ROBOTS_AGENTS = frozenset({"rhizome", DEFAULT_USER_AGENT_NAME.lower()})
 ROBOTS_META_NAMES = ROBOTS_AGENTS | {"robots"}
 # X-Robots-Tag directives that carry a value after a colon (not a robot's name).
@@ -73,8 +69,6 @@ _A_ELEMENT = re.compile(rf"<a\s([^>]*)>(.{{0,{MAX_SCANNED_ANCHOR_CHARS}}}?)</a\s
 _HREF = re.compile(r"""\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.I)
 _NOFOLLOW_REL = re.compile(r"""\brel\s*=\s*(?:"[^"]*|'[^']*|[^\s>]*)nofollow""", re.I)
 _TAG = re.compile(r"<[^>]*>")
-_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_\-:.]+)""", re.I)
-_HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([a-zA-Z0-9_\-:.]+)", re.I)
 _BINARY_CONTROLS = bytes([*range(0x01, 0x09), *range(0x0E, 0x1B), *range(0x1C, 0x20)])
 
 
@@ -121,7 +115,7 @@ def looks_binary(body: bytes) -> bool:
     if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return False  # UTF-16 text is half NULs; detect_charset decodes it
     head = body[:BINARY_SNIFF_BYTES]
-    if _sniff_utf16(head):
+    if sniff_utf16(head):
         return False
     nuls = head.count(b"\x00")
     if nuls > 2 and nuls * BINARY_NUL_SHARE > len(head):
@@ -130,88 +124,6 @@ def looks_binary(body: bytes) -> bool:
     # one byte in ten is a C0 control; text has next to none (ESC is ISO-2022's, kept out).
     controls = len(head) - len(head.translate(None, _BINARY_CONTROLS))
     return controls > max(8, len(head) // 20)
-
-
-def _sniff_utf16(head: bytes) -> str | None:
-    """UTF-16 without a BOM: markup is ASCII, so every other byte is a NUL."""
-    pairs = len(head) // 2
-    if pairs < UTF16_MIN_PAIRS:
-        return None
-    even = head[0 : pairs * 2 : 2].count(0)
-    odd = head[1 : pairs * 2 : 2].count(0)
-    if odd * 2 > pairs and even * 20 < pairs:
-        return "utf-16-le"
-    if even * 2 > pairs and odd * 20 < pairs:
-        return "utf-16-be"
-    return None
-
-
-def detect_charset(body: bytes, content_type: str | None) -> str:
-    """BOM, then UTF-16 by its NULs, then the HTTP header, then <meta charset>, then UTF-8.
-
-    A BOM beats the header (as in browsers). A UTF-16 label on bytes without UTF-16's
-    NULs is a lie: the header is skipped, and a <meta> saying UTF-16 means UTF-8 (it
-    could only be read because the bytes are ASCII-compatible).
-    """
-    if body.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    sniffed = _sniff_utf16(body[:BINARY_SNIFF_BYTES])
-    if sniffed:
-        return sniffed
-    if content_type:
-        m = _HEADER_CHARSET.search(content_type)
-        if m and _codec(m.group(1)) not in (None, *WIDE_CODECS):
-            return m.group(1)
-    m2 = _META_CHARSET.search(body[:META_SNIFF_BYTES])
-    if m2:
-        name = m2.group(1).decode("ascii", "replace")
-        codec = _codec(name)
-        if codec in WIDE_CODECS:
-            return "utf-8"
-        if codec is not None:
-            return name
-    return "utf-8"
-
-
-def _codec(name: str) -> str | None:
-    try:
-        return codecs.lookup(name).name
-    except LookupError:
-        return None
-
-
-def decode_html(body: bytes, content_type: str | None) -> str:
-    """Decode without ever raising: bad bytes become U+FFFD, NULs are dropped."""
-    return _decode(body, detect_charset(body, content_type)).replace("\x00", "")
-
-
-def _decode(body: bytes, charset: str) -> str:
-    codec = _codec(charset) or "utf-8"
-    if codec in WESTERN_CODECS:
-        # Servers send a Latin-1 default in the header for pages written in UTF-8; valid
-        # multi-byte UTF-8 next to never occurs in real Latin-1 text, so it wins.
-        if not body.isascii():
-            try:
-                return body.decode("utf-8")
-            except UnicodeDecodeError:
-                pass
-        return body.decode("cp1252", "replace")
-    try:
-        return body.decode(codec)
-    except UnicodeDecodeError:
-        pass
-    if codec not in ("utf-8", "utf-8-sig"):
-        return body.decode(codec, "replace")
-    # Declared UTF-8 that isn't: mostly valid (a few stray bytes) keeps UTF-8, so the
-    # rest of the page does not turn into mojibake; mostly invalid is windows-1252.
-    text = body.decode(codec, "replace")
-    bad = text.count("\ufffd")
-    non_ascii = len(text) - len(text.encode("ascii", "ignore"))
-    if non_ascii - bad >= bad:
-        return text
-    return body.decode("cp1252", "replace")
 
 
 def _header_directives(header: str) -> list[str]:

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from protego import Protego
 from yarl import URL
 
-from .config import MAX_CRAWL_DELAY, ROBOTS_ERROR_TTL, ROBOTS_TTL
+from .config import DEFAULT_HOST_MEMORY, MAX_CRAWL_DELAY, ROBOTS_ERROR_TTL, ROBOTS_TTL
 from .errors import FetchError, HTTPStatusError
+from .lru import Lru
 
 log = logging.getLogger(__name__)
-
-MAX_CACHED_HOSTS = 10_000
 
 # Fetches an origin's /robots.txt: returns the body, or raises FetchError/HTTPStatusError.
 RobotsFetch = Callable[[str], Awaitable[bytes]]
@@ -65,10 +64,13 @@ class RobotsCache:
     disallow, retried after ROBOTS_ERROR_TTL.
     """
 
-    def __init__(self, fetch: RobotsFetch, user_agent_name: str) -> None:
+    def __init__(
+        self, fetch: RobotsFetch, user_agent_name: str, *, max_hosts: int = DEFAULT_HOST_MEMORY
+    ) -> None:
         self._fetch = fetch
         self.user_agent = user_agent_name
-        self._cache: dict[str, RobotsPolicy] = {}
+        # Least recently used goes first: the hosts being crawled ask on every URL and stay.
+        self._cache: Lru[str, RobotsPolicy] = Lru(max_hosts)
         self._inflight: dict[str, asyncio.Task[RobotsPolicy]] = {}
 
     async def policy(self, origin: str) -> RobotsPolicy:
@@ -93,10 +95,13 @@ class RobotsCache:
 
     async def _load_and_store(self, origin: str, now: float) -> RobotsPolicy:
         result = await self._load(origin, now)
-        if len(self._cache) >= MAX_CACHED_HOSTS:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[origin] = result
+        self._cache.put(origin, result)
         return result
+
+    @property
+    def cached(self) -> int:
+        """Origins whose policy is cached."""
+        return len(self._cache)
 
     async def _load(self, origin: str, now: float) -> RobotsPolicy:
         try:

@@ -127,13 +127,15 @@ class _Worker:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-c",
-                "import crawler.workers as w; w.serve()",
+                # This module under the name the node imported it by (rhizome.crawler.workers
+                # when installed): the pickles both ways then name the same classes.
+                f"import {__name__} as w; w.serve()",
                 str(child.fileno()),
                 pass_fds=(child.fileno(),),
                 env={
                     "GLIBC_TUNABLES": MALLOC_TUNABLES,  # unless the operator set their own
                     **os.environ,
-                    "PYTHONPATH": _package_root(),
+                    **_import_path(),
                 },
             )
         finally:
@@ -169,8 +171,13 @@ class _Worker:
                     fut.set_result((first, second))
                 else:
                     fut.set_exception(_decode_error(first))
-        except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError):
+        except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except (pickle.UnpicklingError, ImportError, AttributeError, EOFError, ValueError) as exc:
+            # A reply naming code this process cannot load: without this the URLs in flight
+            # would wait for it forever. They fail as WorkerDied (retried) instead.
+            log.error("crawl worker %d sent a reply that cannot be read: %r", self.index, exc)
+            self._kill()
         for fut in self.pending.values():
             if not fut.done():
                 fut.set_exception(WorkerDied("crawl worker exited; will retry"))
@@ -227,10 +234,20 @@ class _Worker:
                     log.error("crawl worker %d (pid %d) did not exit", self.index, self.proc.pid)
 
 
-def _package_root() -> str:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def _import_path() -> dict[str, str]:
+    """PYTHONPATH for a worker: the folder this module's package imports from, first, where
+    the files are laid out as the names say (a wheel, a tree of links); else, as under an
+    editable install's package-dir mapping, nothing added: the worker finds the package as
+    this process did (same interpreter, same site-packages, same PYTHONPATH)."""
+    *packages, _ = __name__.split(".")
+    folder = os.path.dirname(os.path.abspath(__file__))
+    root = folder
+    for _ in packages:
+        root = os.path.dirname(root)
+    if os.path.relpath(folder, root).split(os.sep) != packages:
+        return {}
     existing = os.environ.get("PYTHONPATH")
-    return root if not existing else f"{root}{os.pathsep}{existing}"
+    return {"PYTHONPATH": root if not existing else f"{root}{os.pathsep}{existing}"}
 
 
 class CrawlWorkers:
@@ -328,7 +345,7 @@ async def _serve(sock: socket.socket) -> None:
     writer.write(_frame(("ready",)))
 
     # Only redirect targets are checked here; the node checked the leased URL itself.
-    robots = RobotsCache(fetcher.fetch_robots, config.user_agent_name)
+    robots = RobotsCache(fetcher.fetch_robots, config.user_agent_name, max_hosts=config.host_memory)
     tasks: set[asyncio.Task[None]] = set()
 
     async def handle(req_id: int, url: str) -> None:

@@ -98,6 +98,17 @@ JUNK_COST = 20.0  # tokens a malformed datagram costs its source (one is 1 token
 JUNK_REASONS = frozenset(
     {"oversized", "garbage", "unknown_rpc", "bad_arity", "bad_args", "bad_hello", "bad_proof"}
 )
+# Every reason ``dropped`` counts (metrics show each, at 0 until it happens).
+DROP_REASONS = JUNK_REASONS | {
+    "rate_limited",
+    "overloaded",
+    "unknown_response",
+    "wrong_sender",
+    "handler_error",
+    "would_amplify",
+    "reply_too_large",
+    "error",
+}
 PROOF_CONTEXT = b"RZP1"  # domain separation: never a valid prefix of a record ("RZR1")
 NONCE_TTL = 30.0  # seconds a nonce we handed out may be answered with a proof
 MAX_ISSUED_NONCES = 4096  # outstanding nonces (LRU by address)

@@ -17,13 +17,22 @@ MAX_OWNER_RESULTS = 100  # results an owner returns to one query, however deep i
 
 
 async def answer_locally(
-    store: IndexStore, q: str | PreparedQuery, limit: int, offset: int, named: Sequence[str]
+    store: IndexStore,
+    q: str | PreparedQuery,
+    limit: int,
+    offset: int,
+    named: Sequence[str],
+    snippet_hits: int | None = None,
 ) -> tuple[SearchPage, PageWeights, dict[str, Snippet]]:
     """An owner's answer to a federated query: its search, the hits' term weights, and
     snippets of the ``named`` pages its search does not return (pages the querying node
-    expects on its first page from shards; they would show as bare titles)."""
+    expects on its first page from shards; they would show as bare titles). Only its
+    first ``snippet_hits`` hits get snippets (all when None): the querier says how many
+    of its pages may reach the first page, and asks again for any other that does."""
     query = store.prepare(q)
-    page, weights = await store.search_with_weights(query, limit=limit, offset=offset)
+    page, weights = await store.search_with_weights(
+        query, limit=limit, offset=offset, snippets=snippet_hits
+    )
     returned = {hit.url for hit in page.hits}
     others = [u for u in named[:MAX_SNIPPET_URLS] if u not in returned]
     return page, weights, await store.snippets(query, others)
@@ -36,9 +45,15 @@ class LocalOwner:
         self.store = store
         self.node_id = node_id
 
-    async def answer(self, query: PreparedQuery, depth: int, named: Sequence[str]) -> PeerAnswer:
+    async def answer(
+        self,
+        query: PreparedQuery,
+        depth: int,
+        named: Sequence[str],
+        snippet_hits: int | None = None,
+    ) -> PeerAnswer:
         page, weights, snippets = await answer_locally(
-            self.store, query, min(depth, MAX_OWNER_RESULTS), 0, named
+            self.store, query, min(depth, MAX_OWNER_RESULTS), 0, named, snippet_hits
         )
         return PeerAnswer(
             self.node_id, page_rows(page, self.node_id), weights, snippet_fields(snippets)

@@ -98,9 +98,11 @@ class Peers(Protocol):
         named: Sequence[str],
         deadline: float,
         tally: QueryTally,
+        snippet_hits: int | None = None,
     ) -> PeerAnswer | None:
-        """An owner's results for ``q`` (at most ``depth``), weights, and snippets of the
-        ``named`` pages it does not return; None if it did not answer."""
+        """An owner's results for ``q`` (at most ``depth``, the first ``snippet_hits`` of
+        them with snippets, all when None), weights, and snippets of the ``named`` pages
+        it does not return; None if it did not answer."""
         ...
 
     async def snippets(
@@ -299,12 +301,14 @@ class NetworkPeers:
         named: Sequence[str],
         deadline: float,
         tally: QueryTally,
+        snippet_hits: int | None = None,
     ) -> PeerAnswer | None:
         named = list(named[:MAX_SNIPPET_URLS])
         params = [
             ("q", q),
             ("limit", str(min(depth, MAX_OWNER_RESULTS))),
             *(("snippet_url", u) for u in named),
+            *(() if snippet_hits is None else (("snippet_hits", str(snippet_hits)),)),
         ]
         data = await self._ask(self._by_hex[peer], PATH_SEARCH, params, tally, deadline)
         return None if data is None else parse_owner_answer(data, peer, named)
@@ -357,11 +361,14 @@ class LocalPeers:
         named: Sequence[str],
         deadline: float,
         tally: QueryTally,
+        snippet_hits: int | None = None,
     ) -> PeerAnswer | None:
         if not self._answers(peer, tally):
             return None
         limit = min(depth, MAX_OWNER_RESULTS)
-        page, weights, found = await answer_locally(self.stores[peer], q, limit, 0, named)
+        page, weights, found = await answer_locally(
+            self.stores[peer], q, limit, 0, named, snippet_hits
+        )
         body = orjson.loads(orjson.dumps(encode_owner_answer(q, page, weights, found)))
         return parse_owner_answer(body, peer, named)
 

@@ -89,12 +89,24 @@ class RelaySession:
     closed: bool = False
 
 
+# What ``RelayHub.counts`` counts (metrics show each, at 0 until it happens).
+RELAY_EVENTS = (
+    "attached",
+    "relayed",
+    "refused_not_attached",
+    "refused_busy",
+    "refused_budget",
+    "timed_out",
+)
+
+
 class RelayHub:
     def __init__(self, limits: RelayLimits) -> None:
         self.limits = limits
         self._sessions: dict[str, RelaySession] = {}
         self._usage: dict[str, _Usage] = {}
         self.counts: Counter[str] = Counter()  # relayed, refused_*, attached, ...
+        self.relayed_bytes = 0  # answer frames relayed since start, all nodes
 
     @property
     def enabled(self) -> bool:
@@ -200,6 +212,7 @@ class RelayHub:
         future = session.pending.get(answer.id)
         if future is not None and not future.done():
             self._usage_of(session.node).bytes += len(frame)
+            self.relayed_bytes += len(frame)
             future.set_result(answer)
 
     def usage(self) -> dict[str, int]:

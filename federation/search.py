@@ -6,6 +6,7 @@
     choose    PeerChoice: owners of the best candidates, and who makes which snippets
     gather    answers of the owners (this node among them) and snippet-only requests
     merge     ResultRows: owners' exact scores, shard candidates, title evidence, ordered
+    fill      snippets of the first page's rows whose owner made none (``snippet_hits``)
 
 One deadline covers the whole query; peers that miss it are named, not waited for. Peers
 are reached through the ``Peers`` seam, this node's own pages through ``LocalOwner``.
@@ -86,6 +87,7 @@ class Ranking:
 class PeerChoice:
     owners: list[str]  # owners of the best candidates, in order (this node may be one)
     shown: dict[str, list[str]]  # publisher -> its pages on the first page, from shards
+    snippet_hits: dict[str, int] = field(default_factory=dict)  # owner -> hits it snippets
 
 
 @dataclass(slots=True)
@@ -146,7 +148,11 @@ def choose(plan: QueryPlan, ranking: Ranking, settings: FederationSettings) -> P
     first_page = ranked[plan.offset : plan.offset + settings.snippet_pages * plan.limit]
     for url in first_page:
         shown[owner[url]].append(url)
-    return PeerChoice(owners, dict(shown))
+    hits = {
+        o: min(plan.depth, plan.offset + len(shown.get(o, ())) + settings.snippet_margin)
+        for o in owners
+    }
+    return PeerChoice(owners, dict(shown), hits)
 
 
 def merge(
@@ -282,7 +288,8 @@ class FederatedSearch:
             choice = choose(plan, ranking, self.settings)
             if own is None and (me in choice.owners or not ranking.ranked):
                 named = choice.shown.get(me, [])
-                own = asyncio.create_task(self.local.answer(plan.query, plan.depth, named))
+                hits = choice.snippet_hits.get(me)
+                own = asyncio.create_task(self.local.answer(plan.query, plan.depth, named, hits))
             answers, snippets = await self._gather(plan, choice, own, deadline, tally)
             timings.lap("owners")
         finally:
@@ -292,10 +299,14 @@ class FederatedSearch:
             for answer in answers:  # an owner's own results of a blocked host
                 answer.results = [r for r in answer.results if not self.blocklist.blocks_url(r.url)]
         rows = merge(plan, ranking, answers, snippets, self.analyze)
+        timings.lap("merge")
+        await self._fill(
+            plan, rows[plan.offset : plan.offset + plan.limit], answers, deadline, tally
+        )
         if self.spot_checker is not None:
             page = rows[plan.offset : plan.offset + plan.limit]
             self.spot_checker.offer_page(page, answers, plan.terms)
-        timings.lap("merge")
+        timings.lap("fill")
         return FederatedPage(rows, max(len(rows), len(ranking.scores)), tally, timings.laps)
 
     async def _gather(
@@ -316,7 +327,15 @@ class FederatedSearch:
         async def owners() -> list[PeerAnswer]:
             found = await asyncio.gather(
                 *(
-                    self.peers.search(o, q, plan.depth, choice.shown.get(o, []), deadline, tally)
+                    self.peers.search(
+                        o,
+                        q,
+                        plan.depth,
+                        choice.shown.get(o, []),
+                        deadline,
+                        tally,
+                        choice.snippet_hits.get(o),
+                    )
                     for o in asked
                 )
             )
@@ -336,3 +355,38 @@ class FederatedSearch:
         snippets.update(local)
         answers = [*([await own] if own is not None else []), *remote]
         return answers, snippets
+
+    async def _fill(
+        self,
+        plan: QueryPlan,
+        page: Sequence[ResultRow],
+        answers: Sequence[PeerAnswer],
+        deadline: float,
+        tally: QueryTally,
+    ) -> None:
+        """Snippets for the rows of ``page`` an owner returned without one (beyond the
+        ``snippet_hits`` it was asked to make), from that owner, within the deadline."""
+        bare = {r.url for a in answers for r in a.results if not r.content} - {
+            u for a in answers for u in a.snippets
+        }
+        wanted: dict[str, list[ResultRow]] = defaultdict(list)
+        for row in page:
+            if row.url in bare and not row.content and row.peers:
+                wanted[row.peers[0]].append(row)
+        if not wanted or time.monotonic() >= deadline:
+            return
+        me = self.local.node_id
+
+        async def ask(peer: str, rows: list[ResultRow]) -> None:
+            urls = [r.url for r in rows]
+            if peer == me:
+                found = await self.local.snippets(plan.query, urls)
+            else:
+                found = await self.peers.snippets(peer, plan.text, urls, deadline, tally)
+            for row in rows:
+                snippet = found.get(row.url)
+                if snippet:
+                    row.content = snippet.get("content", "")
+                    row.content_html = snippet.get("content_html", "")
+
+        await asyncio.gather(*(ask(p, rows) for p, rows in wanted.items()))

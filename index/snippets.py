@@ -152,6 +152,9 @@ def _generated(generator: Any, doc: Any, *, need_highlights: bool) -> Snippet | 
     return Snippet(*_tidy(fragment, _byte_to_char_ranges(fragment, ranges)))
 
 
+NO_SNIPPET = Snippet("", ())  # a hit whose snippet was not asked for
+
+
 def _fallback(doc: Any) -> Snippet:
     for name in ("description", "body"):
         values = doc.get_all(name)

@@ -42,7 +42,7 @@ from .shards import (
     term_weights,
     token_count,
 )
-from .snippets import Snippet, make_snippet
+from .snippets import NO_SNIPPET, Snippet, make_snippet
 
 log = logging.getLogger(__name__)
 
@@ -446,7 +446,17 @@ class IndexStore:
             self._read_pool, self._search, query.parsed, limit, offset, query.focus
         )
 
-    def _search(self, parsed: ParsedQuery, limit: int, offset: int, focus: list[str]) -> SearchPage:
+    def _search(
+        self,
+        parsed: ParsedQuery,
+        limit: int,
+        offset: int,
+        focus: list[str],
+        snippets: int | None = None,
+    ) -> SearchPage:
+        """The asked page of hits; only the first ``snippets`` of them get a snippet (all
+        when None): an owner's snippets took half its answer's CPU, and most of its hits
+        never reach the querier's first page."""
         started = time.perf_counter()
         limit = max(1, min(limit, MAX_RESULTS_WINDOW))
         offset = max(0, min(offset, MAX_RESULTS_WINDOW - limit))
@@ -481,12 +491,17 @@ class IndexStore:
                 break
         similarity = self._rerank(found, parsed)
         hits: list[Hit] = []
-        for score, doc, canonical in found[offset : offset + limit]:
+        snipped = limit if snippets is None else max(0, snippets)
+        for rank, (score, doc, canonical) in enumerate(found[offset : offset + limit]):
             hits.append(
                 Hit(
                     url=_first(doc, "url"),
                     title=_first(doc, "title"),
-                    snippet=make_snippet(generator, doc, parsed, focus),
+                    snippet=(
+                        make_snippet(generator, doc, parsed, focus)
+                        if rank < snipped
+                        else NO_SNIPPET
+                    ),
                     score=score,
                     host=_first(doc, "host"),
                     language=_first(doc, "language"),
@@ -561,7 +576,12 @@ class IndexStore:
         return shards
 
     async def search_with_weights(
-        self, text: str | PreparedQuery, *, limit: int, offset: int = 0
+        self,
+        text: str | PreparedQuery,
+        *,
+        limit: int,
+        offset: int = 0,
+        snippets: int | None = None,
     ) -> tuple[SearchPage, PageWeights]:
         """A search and its hits' term weights in one trip to a reader thread: a federated
         query's own answer would otherwise queue its second half behind the scoring that
@@ -569,7 +589,7 @@ class IndexStore:
         query = self.prepare(text)
 
         def both() -> tuple[SearchPage, PageWeights]:
-            page = self._search(query.parsed, limit, offset, query.focus)
+            page = self._search(query.parsed, limit, offset, query.focus, snippets)
             urls = [h.url for h in page.hits]
             weights = self._term_weights(urls, query.units, query.near)
             weights.semantic.update(

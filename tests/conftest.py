@@ -12,6 +12,7 @@ Everything listens on 127.0.0.1 with port 0, so tests run in parallel and offlin
   dir, ``operator_headers``); ``get``, ``get_json`` and ``request`` are anyone's.
 * ``crawled_node``: one session-wide node that has crawled the fixture site and is idle
   (read-only tests share it; its site is ``crawled_node.site``).
+* ``browser``: Debian's chromium through Playwright, one a module (the ``browser`` tests).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from playwright.sync_api import Browser, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE_DIR = Path(__file__).resolve().parent / "fixtures" / "site"
@@ -377,14 +379,17 @@ class NodeFactory:
         private_peers: bool = True,
         private_networks: bool = True,
         netns: str | None = None,
+        installed: Path | None = None,
     ) -> NodeHandle:
         """``netns``: run the node inside that network namespace (tests/netns.py); pass
-        its ``--http`` and ``--dht`` addresses in ``flags`` (the last flag wins)."""
+        its ``--http`` and ``--dht`` addresses in ``flags`` (the last flag wins).
+        ``installed``: the python of a venv to run the node with, from the venv's folder and
+        without PYTHON* variables, so nothing of the checkout is on its path."""
         if data_dir is None:
             data_dir = self.tmp / f"node{len(self.nodes)}"
         cmd = [
             *(("ip", "netns", "exec", netns) if netns else ()),
-            sys.executable,
+            str(installed or sys.executable),
             "-m",
             "rhizome",
             "node",
@@ -404,11 +409,12 @@ class NodeFactory:
         ]
         for seed in seeds:
             cmd += ["--seed", seed]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RHIZOME_")}
+        drop = ("RHIZOME_", "PYTHON") if installed else ("RHIZOME_",)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
         env["PYTHONUNBUFFERED"] = "1"
         proc = subprocess.Popen(
             cmd,
-            cwd=ROOT,
+            cwd=installed.parent.parent if installed else ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -475,3 +481,37 @@ def crawled_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeHandl
             yield node
         finally:
             factory.close()
+
+
+# --- a real browser ---------------------------------------------------------------------
+
+# CI installs chromium (``apt-get install chromium``); a machine without it fails the
+# browser tests rather than skipping them, so a missing browser never turns the suite green.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's browser with "
+            "`apt-get update && apt-get install -y chromium` (CI does this in .ci/run)",
+            pytrace=False,
+        )
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -77,6 +77,13 @@ TEXTS = {
     "zurich": "Zürich Fondue Käse",
     "reykjavik": "Reykjavík Geysir Þingvellir",
     "malmo": "Malmö Göteborg Västerås",
+    # 镕 is in GBK, not in GB2312: read by the label's own codec it would be lost.
+    "beijing": "朱镕基 北京 欢迎你们 中华人民共和国的首都 是全国的政治中心和文化中心",
+    "tokyo": (
+        "東京 日本の首都であり 世界最大級の都市圏を形成している 今日は天気が良いので公園に行きます"
+    ),
+    "moskva": "Москва столица России и крупнейший по численности населения город страны",
+    "plain": "Grüße naïve café Ελλάδα 東京",
 }
 BINARY_WORD = "binaryleakword"
 NUL_TITLE = "Zeppelin hangar manifest"
@@ -150,6 +157,34 @@ def _encoded_pages() -> dict[str, tuple[bytes, str, str, str]]:
             "text/html; charset=utf-16",
             "borage",
             t["malmo"],
+        ),
+        # GBK labelled gb2312 (as most Chinese pages are): the Encoding Standard reads the
+        # label as GBK.
+        "/enc/gbk-as-gb2312.html": (
+            doc("kohlrabi", t["beijing"]).encode("gbk"),
+            "text/html; charset=gb2312",
+            "kohlrabi",
+            t["beijing"],
+        ),
+        # No charset anywhere, and not UTF-8: detected, not read as windows-1252.
+        "/enc/sjis-undeclared.html": (
+            doc("rutabaga", t["tokyo"]).encode("shift_jis"),
+            plain,
+            "rutabaga",
+            t["tokyo"],
+        ),
+        "/enc/cp1251-undeclared.html": (
+            doc("parsnip", t["moskva"]).encode("cp1251"),
+            plain,
+            "parsnip",
+            t["moskva"],
+        ),
+        # No charset anywhere, and UTF-8: still UTF-8, detection must not second-guess it.
+        "/enc/utf8-undeclared.html": (
+            doc("celeriac", t["plain"]).encode(),
+            plain,
+            "celeriac",
+            t["plain"],
         ),
         # The header claims UTF-16; the bytes are plain UTF-8.
         "/enc/header-utf16-lie.html": (

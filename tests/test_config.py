@@ -65,11 +65,35 @@ def test_repeatable_flags_collect() -> None:
         ({"RHIZOME_LOG_FORMAT": "xml"}, "log_format"),
         ({"RHIZOME_MEMORY": "tiny"}, "memory: one of normal, small"),
         ({"RHIZOME_WRITER_HEAP_MB": "-1"}, "writer_heap_mb"),
+        ({"RHIZOME_MAX_URLS_PER_DOMAIN": "0"}, "max_urls_per_domain"),
+        ({"RHIZOME_MAX_QUEUED_URLS": "0"}, "max_queued_urls"),
+        ({"RHIZOME_RESOLVE": "spam.test"}, "resolve: expected NAME=ADDRESS"),
+        ({"RHIZOME_RESOLVE": "spam.test=localhost"}, "resolve: expected NAME=ADDRESS"),
+        ({"RHIZOME_RESOLVE": "*.*.test=127.0.0.1"}, "resolve: expected NAME=ADDRESS"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(env=env)
+
+
+def test_crawl_budgets_and_resolve_overrides_reach_the_crawler() -> None:
+    args = build_parser().parse_args(
+        [
+            "node",
+            "--max-urls-per-domain",
+            "40",
+            "--max-queued-urls",
+            "5000",
+            "--resolve",
+            "*.Spam.Test=127.0.0.1",
+            "--resolve",
+            "good.test=[::1]",
+        ]
+    )
+    crawler = load_config(env={}, flags=vars(args)).crawler_config()
+    assert (crawler.max_urls_per_domain, crawler.max_queued_urls) == (40, 5000)
+    assert crawler.resolve == (("*.spam.test", "127.0.0.1"), ("good.test", "::1"))
 
 
 def test_bad_files_are_clear_errors(tmp_path: Path) -> None:

@@ -134,6 +134,7 @@ def test_schema_covers_the_api(crawled_node: NodeHandle) -> None:
         ("GET", "/api/status"),
         ("POST", "/api/seeds"),
         ("GET", "/api/suggest"),
+        ("GET", "/healthz"),
     }
 
 

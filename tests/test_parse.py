@@ -211,6 +211,63 @@ def test_unknown_charset_and_invalid_bytes_never_raise() -> None:
     assert page.text.endswith("still")
 
 
+CHINESE = "朱镕基 北京欢迎你们，中华人民共和国的首都是全国的政治中心和文化中心。"
+JAPANESE = "東京は日本の首都であり、世界最大級の都市圏を形成している。今日は天気が良い。"
+RUSSIAN = "Москва — столица России и крупнейший по численности населения город страны."
+
+
+def _doc(text: str, head: str = "") -> str:
+    return f"<html><head>{head}<title>t</title></head><body><p>{text}</p></body></html>"
+
+
+def test_gbk_labelled_gb2312_is_read_as_gbk() -> None:
+    """镕 is GBK, not GB2312: Python's gb2312 codec would turn it into U+FFFD."""
+    body = _doc(CHINESE).encode("gbk")
+    assert parse_html(URL_, body, content_type="text/html; charset=gb2312").text == CHINESE
+    meta = _doc(CHINESE, '<meta charset="GB2312">').encode("gbk")
+    assert parse_html(URL_, meta).text == CHINESE
+
+
+def test_charset_labels_mean_what_they_mean_to_browsers() -> None:
+    sjis = _doc(JAPANESE, '<meta charset="x-sjis">').encode("cp932")
+    assert parse_html(URL_, sjis).text == JAPANESE
+    # latin1 and iso-8859-1 are windows-1252: 0x80 is the euro sign, not a C1 control.
+    for label in ("latin1", "iso-8859-1", "us-ascii"):
+        body = _doc("5 \x80 caf\xe9").encode("latin-1")
+        assert parse_html(URL_, body, content_type=f"text/html; charset={label}").text == (
+            "5 € café"
+        )
+
+
+@pytest.mark.parametrize(
+    ("text", "codec"), [(JAPANESE, "shift_jis"), (RUSSIAN, "cp1251"), (CHINESE, "gbk")]
+)
+def test_an_undeclared_legacy_charset_is_detected_not_read_as_windows_1252(
+    text: str, codec: str
+) -> None:
+    page = parse_html(URL_, _doc(text).encode(codec), content_type="text/html")
+    assert page.text == text
+
+
+def test_an_undeclared_utf8_page_stays_utf8() -> None:
+    text = "Grüße, naïve café — Ελλάδα, Москва, 東京"
+    assert parse_html(URL_, _doc(text).encode(), content_type="text/html").text == text
+
+
+def test_detection_reads_a_prefix_of_a_large_page() -> None:
+    """The charset of an undeclared page is what its first 64 KiB say (as in browsers),
+    so a 1.5 MB page costs no more than a small one. Detection over the whole of this
+    body (75 KB of Russian, then 1.5 MB of Shift_JIS) finds no charset at all."""
+    body = b"<html><body><p>%s</p><p>%s</p></body></html>" % (
+        (RUSSIAN * 1_000).encode("cp1251"),
+        (JAPANESE * 20_000).encode("shift_jis"),
+    )
+    started = time.perf_counter()
+    text = decode_html(body, "text/html")
+    assert RUSSIAN in text
+    assert time.perf_counter() - started < 1.0  # measured 0.06 s
+
+
 def test_utf8_bom_and_utf16_bom() -> None:
     html = "<html><title>Héllo</title><body><p>Wörld</p></body></html>"
     assert parse_html(URL_, b"\xef\xbb\xbf" + html.encode()).title == "Héllo"
@@ -394,7 +451,7 @@ TREE_MEMORY_LIMIT_MB = 40  # a whole tree of a 4 MiB page took +60 MB (measured)
 def test_a_four_mib_page_is_parsed_in_bounded_memory() -> None:
     script = (
         "import sys\n"
-        "from crawler.parse import parse_html\n"
+        "from rhizome.crawler.parse import parse_html\n"
         "def hwm():\n"
         "    for line in open('/proc/self/status'):\n"
         "        if line.startswith('VmHWM'): return int(line.split()[1]) // 1024\n"
