@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from rhizome.crawler import Blocklist, parse_rule
 from rhizome.crawler.blocklist import OWN
+from rhizome.crawler.budgets import Budgets
+from rhizome.crawler.frontier import Frontier
 from rhizome.federation import DEFAULT_SETTINGS, FederatedSearch, LocalPeers
 from rhizome.federation.answer import LocalOwner
 from rhizome.federation.peers import QueryTally
@@ -77,6 +80,34 @@ async def test_shard_postings_and_owner_results_of_a_blocked_host_are_dropped(
     assert posted == {"http://bob.example/hunting.html"}
     page = await search.search(plan)
     assert [r.url for r in page.rows] == ["http://bob.example/hunting.html"]
+
+
+async def test_forgetting_a_blocked_host_gives_its_domain_budget_back(tmp_path: Path) -> None:
+    frontier = Frontier(
+        tmp_path / "f.sqlite3",
+        max_urls_per_host=100,
+        max_depth=5,
+        budgets=Budgets(per_host=100, per_domain=6),
+    )
+    await frontier.open()
+    try:
+        await frontier.add([(f"http://bad.spam.example/{i}", 1) for i in range(4)], now=1.0)
+        await frontier.add([(f"http://ok.spam.example/{i}", 1) for i in range(2)], now=1.0)
+        assert frontier.budgets.waiting == 6
+        bl = Blocklist()
+        bl.set_rules(OWN, "this node", [parse_rule("=bad.spam.example")])
+        assert await frontier.forget_hosts(lambda h: bl.match_host(h) is not None) == [
+            "bad.spam.example"
+        ]
+        assert frontier.budgets.waiting == 2
+        assert (await frontier.counts()).queued == 2
+        # The 4 forgotten URLs no longer count against spam.example's budget of 6.
+        more = [(f"http://new.spam.example/{i}", 1) for i in range(6)]
+        await frontier.add(more, now=1.0)
+        assert frontier.budgets.dropped["domain_budget"] == 2
+        assert (await frontier.counts()).queued == 6
+    finally:
+        await frontier.close()
 
 
 # --- real nodes -------------------------------------------------------------------------
