@@ -26,13 +26,13 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import (
     SITE_INDEXABLE,
+    TIMEOUT_MS,
     FixtureSite,
     HttpResponse,
     NodeFactory,
     NodeHandle,
     serve_site,
 )
-from tests.test_web_ui import TIMEOUT_MS, browser  # noqa: F401  (the module's browser fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -48,7 +48,7 @@ def sites() -> Iterator[tuple[FixtureSite, FixtureSite, FixtureSite]]:
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:  # noqa: F811
+def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
