@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -10,14 +11,17 @@ from dataclasses import replace
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from rhizome.crawler import Crawler
+from rhizome.crawler import Blocklist, Crawler
+from rhizome.crawler.blocklist import OWN
 from rhizome.dht import DhtNode, Identity
 from rhizome.federation import DEFAULT_SETTINGS, Network, ShardStore, SpotChecker
+from rhizome.federation.blocklists import OwnList, Subscriptions
 from rhizome.federation.relay import RelayLimits
 from rhizome.index import Commit, IndexStore
 from rhizome.index.semantic import Embedder
 
 from . import (
+    blocklist_routes,
     client_quotas,
     discovery,
     health,
@@ -25,6 +29,7 @@ from . import (
     memory,
     metrics,
     operator,
+    operator_page,
     peer_routes,
     relay_routes,
     routes,
@@ -32,8 +37,21 @@ from . import (
     web_ui,
 )
 from .config import NodeConfig, split_host_port
-from .keys import CONFIG, HTTP_URL, NETWORK, NODE, OPERATOR_TOKEN, STORE
+from .keys import (
+    BLOCKLIST,
+    CONFIG,
+    HTTP_URL,
+    NETWORK,
+    NODE,
+    OPERATOR_ACTIONS,
+    OPERATOR_STATE,
+    OPERATOR_TOKEN,
+    OWN_LIST,
+    STORE,
+)
 from .node import IndexSink, Node, committed_before_crash
+from .operator_actions import OWN_LABEL, OperatorActions, purge
+from .operator_store import OperatorState
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +94,15 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.stop()
 
 
+async def _blocklist_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The operator's blocklist and pins, before anything crawls, forwards or searches."""
+    state = await asyncio.to_thread(OperatorState.load, app[CONFIG].data_dir)
+    blocklist = Blocklist()
+    blocklist.set_rules(OWN, OWN_LABEL, list(state.rules))
+    app[OPERATOR_STATE], app[BLOCKLIST] = state, blocklist
+    yield
+
+
 async def _network_ctx(app: web.Application) -> AsyncIterator[None]:
     """Join the DHT (when configured). The HTTP socket is already bound, so peers that
     learn our URL from the DHT can connect at once."""
@@ -105,7 +132,7 @@ async def _network_ctx(app: web.Application) -> AsyncIterator[None]:
         bootstrap=[split_host_port(b, "bootstrap") for b in config.bootstrap],
         listen=split_host_port(config.dht, "dht"),
         allow_private_peers=config.allow_private_peers,
-        pinned=config.pin_host,
+        pinned=(*config.pin_host, *app[OPERATOR_STATE].pins),
         settings=replace(DEFAULT_SETTINGS, expire_every=config.shard_expiry_interval),
         reachability=config.reachability,
         relay_limits=RelayLimits(
@@ -113,6 +140,7 @@ async def _network_ctx(app: web.Application) -> AsyncIterator[None]:
             bytes_per_hour=int(config.relay_mb_per_node_hour * 1024 * 1024),
         ),
         local_url=loopback_url(app[HTTP_URL]),
+        blocklist=app[BLOCKLIST],
     )
     await network.start()
     app[NETWORK] = network
@@ -128,6 +156,7 @@ async def _crawler_ctx(app: web.Application) -> AsyncIterator[None]:
         # Host slices: URLs of hosts another node owns go to that node.
         router=network.slices if network is not None else None,
         committed_before_crash=committed_before_crash(store),
+        blocklist=app[BLOCKLIST],
     )
 
     async def committed(commit: Commit) -> None:
@@ -141,6 +170,33 @@ async def _crawler_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("node started; data in %s", config.data_dir)
     yield
     await crawler.stop()
+
+
+async def _subscriptions_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Lists of other nodes, applied and refreshed; this node's own list, served signed."""
+    config, network, node, blocklist = app[CONFIG], app[NETWORK], app[NODE], app[BLOCKLIST]
+    subscriptions = None
+    task: asyncio.Task[None] | None = None
+    app[OWN_LIST] = None
+    if network is not None:
+        subscriptions = Subscriptions(
+            config.data_dir,
+            blocklist,
+            network.client,
+            membership=network.membership,
+            applied=functools.partial(purge, node, blocklist),
+        )
+        await asyncio.to_thread(subscriptions.load)
+        task = asyncio.create_task(subscriptions.run(), name="blocklist-subscriptions")
+        if config.publish_blocklist:
+            app[OWN_LIST] = OwnList(network.identity)
+    app[OPERATOR_ACTIONS] = OperatorActions(
+        node, blocklist=blocklist, state=app[OPERATOR_STATE], subscriptions=subscriptions
+    )
+    yield
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _trim_when_idle(node: Node) -> None:
@@ -195,7 +251,16 @@ def create_app(config: NodeConfig, *, http_url: str = "") -> web.Application:
     app[CONFIG] = config
     app[HTTP_URL] = http_url
     app.cleanup_ctx.extend(
-        [_operator_ctx, _store_ctx, _network_ctx, _crawler_ctx, _memory_ctx, _spot_check_ctx]
+        [
+            _operator_ctx,
+            _store_ctx,
+            _blocklist_ctx,
+            _network_ctx,
+            _crawler_ctx,
+            _memory_ctx,
+            _spot_check_ctx,
+            _subscriptions_ctx,
+        ]
     )
     # Graphs and counts for the status page and /metrics; systemd's watchdog pings.
     app.cleanup_ctx.extend([history.history_ctx, systemd.watchdog_ctx])
@@ -208,4 +273,6 @@ def create_app(config: NodeConfig, *, http_url: str = "") -> web.Application:
     peer_routes.setup(app)
     relay_routes.setup(app)
     web_ui.setup(app)
+    blocklist_routes.setup(app)
+    operator_page.setup(app)
     return app

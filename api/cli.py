@@ -1,4 +1,4 @@
-"""The ``rhizome`` command: node, demo, search, status, wait, seed, completion."""
+"""The ``rhizome`` command: node, demo, search, status, wait, seed, block, pin, completion."""
 
 from __future__ import annotations
 
@@ -21,16 +21,17 @@ from typing import Any
 import shtab
 
 from . import memory
+from .cli_http import add_operator_flags, operator_call
+from .cli_http import call as _call
+from .cli_operator import add_operator_commands
 from .config import (
     DEFAULT_HTTP,
     ConfigError,
-    NodeConfig,
     load_config,
     user_config_file,
 )
 from .demo import run_demo
 from .flags import add_node_flags
-from .operator import read_token
 from .runner import event_loop_runner, serve
 from .version import VERSION
 
@@ -38,7 +39,6 @@ log = logging.getLogger("rhizome")
 
 DEFAULT_NODE_URL = f"http://{DEFAULT_HTTP}"
 NODE_HELP = "the node's URL (default: %(default)s)"
-CLIENT_TIMEOUT = 30.0
 
 
 class JsonFormatter(logging.Formatter):
@@ -83,24 +83,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _get_json(url: str) -> Any:
     return _call(urllib.request.Request(url, headers={"Accept": "application/json"}))
-
-
-def _call(req: urllib.request.Request, *, refused_hint: str = "") -> Any:
-    try:
-        with urllib.request.urlopen(req, timeout=CLIENT_TIMEOUT) as resp:
-            return json.load(resp)
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.load(exc).get("error", exc.reason)
-        except (ValueError, AttributeError):
-            message = exc.reason
-        hint = refused_hint if exc.code == 401 else ""
-        raise SystemExit(f"rhizome: the node refused: {message}{hint}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise SystemExit(
-            f"rhizome: cannot reach a node at {req.full_url.split('/api/')[0]} ({exc}).\n"
-            "Start one with `rhizome node` or pass --node URL."
-        ) from None
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -169,45 +151,19 @@ def cmd_wait(args: argparse.Namespace) -> int:
     return 1
 
 
-def _local_url(config: NodeConfig) -> str:
-    """Where this machine reaches the node configured by ``config`` (its --http)."""
-    host, port = config.http.rsplit(":", 1)
-    host = host.strip("[]")
-    # A node bound to every address is reached on loopback.
-    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
 def cmd_seed(args: argparse.Namespace) -> int:
     """Add seeds to a running node, as its operator (the token in its data dir)."""
-    # The same settings `rhizome node` reads (file, RHIZOME_*, flags) name the data dir and
-    # the HTTP address, so on the node's machine no flag is needed.
-    config = load_config(file=args.config, flags={"data_dir": args.data_dir})
-    token = read_token(config.data_dir)
-    node = (args.node or _local_url(config)).rstrip("/")
-    req = urllib.request.Request(
-        f"{node}/api/seeds",
-        data=json.dumps({"urls": args.urls}).encode(),
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "Authorization": f"Bearer {token}",
-        },
-    )
-    hint = (
-        f"\nThe credential was read from {config.data_dir}: "
-        f"is {node} the node that uses that data dir?"
-    )
-    data = _call(req, refused_hint=hint)
+    data = operator_call(args, "/api/seeds", {"urls": args.urls})
     accepted, rejected = data["accepted"], data["rejected"]
     print(f"accepted {len(accepted)} of {len(args.urls)} URLs")
     for url in accepted:
         print(f"  {url}")
-    if rejected:
-        print(f"rhizome: {rejected} refused (not http or https URLs)", file=sys.stderr)
-        return 1
-    return 0
+    blocked = data.get("blocked", [])
+    for entry in blocked:
+        print(f"rhizome: {entry['url']} is {entry['by']}", file=sys.stderr)
+    if (unusable := rejected - len(blocked)) > 0:
+        print(f"rhizome: {unusable} refused (not http or https URLs)", file=sys.stderr)
+    return 1 if rejected else 0
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
@@ -266,14 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         "seed", help="add seed URLs to a running node (reads its credential from the data dir)"
     )
     seed.add_argument("urls", nargs="+", metavar="URL")
-    seed.add_argument("--node", default=None, help="node URL (default: the node's --http)")
-    seed.add_argument(
-        "--data-dir", help="the node's data directory (default: as `rhizome node` finds it)"
-    ).complete = shtab.DIRECTORY  # type: ignore[attr-defined]
-    seed.add_argument(
-        "--config", type=Path, help="the node's TOML config file (default: as `rhizome node`)"
-    ).complete = shtab.FILE  # type: ignore[attr-defined]
+    add_operator_flags(seed)
     seed.set_defaults(func=cmd_seed)
+    add_operator_commands(sub)
 
     completion = sub.add_parser(
         "completion", help="print a shell completion script: rhizome completion bash > FILE"

@@ -128,6 +128,9 @@ class NodeConfig:
     relay_max_nodes: int = DEFAULT_RELAY_MAX_NODES  # 0: no relaying, as --no-relay
     relay_mb_per_node_hour: float = DEFAULT_RELAY_MB_PER_NODE_HOUR
     history_step: float = DEFAULT_HISTORY_STEP
+    # This node's own blocklist, signed, for nodes that subscribe to it (federation/
+    # blocklists.py). It shows what the operator blocked: --no-publish-blocklist keeps it.
+    publish_blocklist: bool = True
 
     @property
     def relays(self) -> int:

@@ -146,6 +146,16 @@ OPENAPI: dict[str, Any] = {
                             "properties": {
                                 "accepted": {"type": "array", "items": {"type": "string"}},
                                 "rejected": {"type": "integer"},
+                                "blocked": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "url": {"type": "string"},
+                                            "by": {"type": "string"},
+                                        },
+                                    },
+                                },
                             },
                         },
                         "Seeds queued",

@@ -13,7 +13,7 @@ from typing import Any
 
 import tantivy
 
-from rhizome.crawler import Crawler, ParsedPage
+from rhizome.crawler import Blocklist, Crawler, ParsedPage
 from rhizome.dht import DhtNotRunning
 from rhizome.federation import Network
 from rhizome.index import IndexDoc, IndexStore, SearchPage
@@ -136,8 +136,11 @@ class Node:
         store: IndexStore,
         crawler: Crawler,
         network: Network | None,
+        blocklist: Blocklist | None = None,
     ) -> None:
         self.config = config
+        # What no result may show.
+        self.blocklist = blocklist if blocklist is not None else crawler.blocklist
         self.started_at = time.time()
         self.store = store
         self.crawler = crawler

@@ -97,6 +97,11 @@ class NodeCollector(Collector):
             "URLs handed to the nodes that own their hosts (host slices)",
             crawler.forwarded,
         )
+        yield counter(
+            "crawl_blocked_urls",
+            "URLs left out because the blocklist names their host",
+            crawler.blocked,
+        )
         yield gauge("crawl_in_flight_urls", "URLs leased and not yet committed", crawler.in_flight)
         storage = node.storage_status()
         yield gauge("storage_ok", "1 while the index and frontier take writes", storage["ok"])

@@ -11,6 +11,9 @@ asking first, and a node bound to 0.0.0.0 is reachable from any page its operato
 So an operator request that carries a body must say ``application/json`` (which a browser
 only sends cross-site after a CORS preflight this node never answers), and a request with
 an ``Origin`` other than the node's own is refused, whatever credential it carries.
+
+The operator page (``/operator``) cannot send a Bearer header without JavaScript: it trades
+the token, typed once into a form, for a session cookie (``api/operator_session.py``).
 """
 
 from __future__ import annotations
@@ -118,9 +121,20 @@ def _own_origins(request: web.Request) -> set[str]:
     return origins
 
 
+def foreign_origin(request: web.Request) -> bool:
+    """Whether ``request`` was sent by another site's page (its ``Origin`` is not ours)."""
+    origin = request.headers.get("Origin")
+    return origin is not None and origin.rstrip("/") not in _own_origins(request)
+
+
+def token_matches(request: web.Request, presented: str) -> bool:
+    """Whether ``presented`` is the operator token (compared in constant time)."""
+    expected = request.app[OPERATOR_TOKEN]
+    return hmac.compare_digest(presented.strip().encode(), expected.encode())
+
+
 def refusal(request: web.Request) -> web.Response | None:
     """Why ``request`` is not the operator's (a response to send), or None if it is."""
-    expected = request.app[OPERATOR_TOKEN]
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
         return _refuse(
@@ -129,12 +143,11 @@ def refusal(request: web.Request) -> web.Response | None:
             "the node's data dir, operator.token>",
             challenge=REALM,
         )
-    if not hmac.compare_digest(presented.strip().encode(), expected.encode()):
+    if not token_matches(request, presented):
         return _refuse(
             401, "the operator credential is wrong", challenge=f'{REALM}, error="invalid_token"'
         )
-    origin = request.headers.get("Origin")
-    if origin is not None and origin.rstrip("/") not in _own_origins(request):
+    if foreign_origin(request):
         return _refuse(403, "operator requests are not taken from other sites' pages")
     if request.method in _BODY_METHODS and request.content_type != "application/json":
         return _refuse(415, "the body must be sent as Content-Type: application/json")

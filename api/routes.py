@@ -19,7 +19,7 @@ from rhizome.index import QuerySyntaxError
 
 from . import client_quotas
 from .client_quotas import SEARCH_QUOTA
-from .keys import NODE
+from .keys import NODE, OPERATOR_ACTIONS
 from .metrics import observe_search
 from .node import public_status
 from .operator import asks_as_operator, operator_only, refusal
@@ -100,9 +100,8 @@ async def add_seeds(request: web.Request) -> web.Response:
         raise BadRequest('body must be JSON like {"urls": ["https://example.org/"]}')
     if len(urls) > MAX_SEEDS_PER_REQUEST:
         raise BadRequest(f"at most {MAX_SEEDS_PER_REQUEST} URLs per request")
-    accepted = await request.app[NODE].crawler.add_seeds(urls)
-    rejected = len(urls) - len(accepted)
-    return web.json_response({"accepted": accepted, "rejected": rejected}, status=202)
+    # "blocked": the seeds a blocklist refused, each with why ("blocked by list ...").
+    return web.json_response(await request.app[OPERATOR_ACTIONS].add_seeds(urls), status=202)
 
 
 def setup(app: web.Application) -> None:

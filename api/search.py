@@ -130,7 +130,9 @@ async def _run(node: Node, params: SearchParams) -> dict[str, Any]:
             ],
         }
     local = await node.store.search(query, limit=params.limit, offset=params.offset)
-    rows = page_rows(local, "local")
+    # Blocked pages are deleted from the index when blocked; until that deletion is
+    # committed (or a page slipped in meanwhile) they are left out here.
+    rows = [r for r in page_rows(local, "local") if not node.blocklist.blocks_url(r.url)]
     return {
         **_envelope(params),
         "number_of_results": local.total,

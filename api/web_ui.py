@@ -225,6 +225,10 @@ async def status_page(request: web.Request) -> web.Response:
         ]
     body = f'<h2>About this node</h2><table id="status">{"".join(rows)}</table>'
     body += charts.history_html(request.app[HISTORY], time.time())
+    body += (
+        '<p class="meta">Running this node? The <a href="/operator">operator page</a> '
+        "takes the operator token.</p>"
+    )
     return page("About this node – Rhizome", body)
 
 

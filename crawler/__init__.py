@@ -4,15 +4,19 @@ Imports nothing from the other Rhizome packages; the node wires it to the index 
 the ``PageSink`` protocol and to the DHT through ``HostRouter``.
 """
 
+from .blocklist import Block, Blocklist, parse_rule
 from .config import CrawlerConfig
 from .engine import Crawler, CrawlStats, HostRouter, PageSink
-from .errors import BlockedAddress, CrawlerError, FetchError, FrontierError
+from .errors import BadRule, BlockedAddress, CrawlerError, FetchError, FrontierError
 from .frontier import FrontierCounts
 from .parse import Link, ParsedPage, parse_html
 from .urls import canonicalize, host_of
 
 __all__ = [
+    "BadRule",
+    "Block",
     "BlockedAddress",
+    "Blocklist",
     "CrawlStats",
     "Crawler",
     "CrawlerConfig",
@@ -27,4 +31,5 @@ __all__ = [
     "canonicalize",
     "host_of",
     "parse_html",
+    "parse_rule",
 ]

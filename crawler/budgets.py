@@ -118,6 +118,28 @@ class Budgets:
         """``rows`` LEASED rows became QUEUED again."""
         self.waiting += max(0, rows)
 
+    def forget_hosts(self, db: sqlite3.Connection, hosts: list[str]) -> None:
+        """``hosts`` are blocked and their rows about to be deleted (inside that
+        transaction): their URLs leave their domains' counts. ``count_waiting`` after."""
+        marks = ",".join("?" * len(hosts))
+        per_domain: dict[str, int] = {}
+        for host, urls in db.execute(
+            f"SELECT host, urls FROM hosts WHERE host IN ({marks})", hosts
+        ):
+            domain = domain_of(host)
+            per_domain[domain] = per_domain.get(domain, 0) + int(urls)
+            self._hosts.pop(host)
+        db.executemany(
+            "UPDATE domains SET urls = max(0, urls - ?) WHERE domain=?",
+            [(n, d) for d, n in per_domain.items()],
+        )
+        for domain in per_domain:
+            self._domains.pop(domain)
+
+    def count_waiting(self, db: sqlite3.Connection) -> None:
+        """Count the QUEUED rows again (after rows were deleted)."""
+        self._recount(db)
+
     def map_sizes(self) -> dict[str, int]:
         return {"host_counts": len(self._hosts), "domain_counts": len(self._domains)}
 

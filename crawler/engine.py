@@ -21,12 +21,13 @@ from typing import Protocol
 
 from yarl import URL
 
+from .blocklist import Blocklist
 from .budgets import Budgets
 from .config import HOST_UNREACHABLE_DEFER, MAX_BACKOFF, CrawlerConfig
 from .domains import domain_of
 from .errors import FetchError, HTTPStatusError, RobotsDisallowed
 from .fetch import Fetcher, decompress
-from .frontier import CommittedCheck, Frontier, FrontierCounts, Lease
+from .frontier import CommittedCheck, Frontier, FrontierCounts, HostQueue, Lease
 from .lru import Lru
 from .parse import ParsedPage
 from .politeness import HostSlot
@@ -97,10 +98,13 @@ class Crawler:
         *,
         router: HostRouter | None = None,
         committed_before_crash: CommittedCheck | None = None,
+        blocklist: Blocklist | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
         self.router = router
+        # Hosts never fetched, queued or forwarded (the operator's and subscribed lists).
+        self.blocklist = blocklist if blocklist is not None else Blocklist()
         self.frontier = Frontier(
             config.data_dir / "frontier.sqlite3",
             max_urls_per_host=config.max_urls_per_host,
@@ -139,6 +143,7 @@ class Crawler:
         self.fetched = 0
         self.failed = 0
         self.forwarded = 0
+        self.blocked = 0  # URLs left out because their host is blocked
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -176,6 +181,7 @@ class Crawler:
         request); seeds from the configuration use force=False, so a restart does not
         refetch them. Returns the accepted (canonical) URLs."""
         accepted = [c for c in (canonicalize(u) for u in urls) if c]
+        accepted = self._unblocked(accepted)
         self._add_seed_hosts(host_of(u) for u in accepted)
         await self._route([(u, 0) for u in accepted], force=force)
         return accepted
@@ -187,7 +193,9 @@ class Crawler:
         membership differ must not bounce URLs between each other. Returns how many
         canonical URLs were accepted."""
         accepted = [
-            (c, max(0, int(depth))) for c, depth in ((canonicalize(u), d) for u, d in urls) if c
+            (c, max(0, int(depth)))
+            for c, depth in ((canonicalize(u), d) for u, d in urls)
+            if c and not self.blocklist.blocks_url(c)
         ]
         # The sender followed them within its seed hosts; for a seed-hosts-only node they
         # are now seed hosts here too, or their links would be dropped.
@@ -231,6 +239,10 @@ class Crawler:
     ) -> None:
         if self.config.seed_hosts_only:
             urls = [(u, d) for u, d in urls if host_of(u) in self._seed_hosts]
+        if self.blocklist.rule_count:
+            kept = [(u, d) for u, d in urls if not self.blocklist.blocks_url(u)]
+            self.blocked += len(urls) - len(kept)
+            urls = kept
         if self.router is not None:
             mine: list[tuple[str, int]] = []
             theirs: list[tuple[str, int]] = []
@@ -243,6 +255,27 @@ class Crawler:
             urls = mine
         if urls and await self.frontier.add(urls, force=force, anchors=anchors):
             self._wake.set()
+
+    def _unblocked(self, urls: list[str]) -> list[str]:
+        kept = [u for u in urls if not self.blocklist.blocks_url(u)]
+        self.blocked += len(urls) - len(kept)
+        return kept
+
+    # --- the operator's ------------------------------------------------------------------
+    async def drop_blocked(self) -> list[str]:
+        """Forget every queued URL of the hosts the blocklist now names (after it grew);
+        those in flight are dropped before their page is indexed. Returns the hosts."""
+        return await self.frontier.forget_hosts(lambda h: self.blocklist.match_host(h) is not None)
+
+    async def recrawl_host(self, host: str) -> int:
+        """Fetch every known URL of ``host`` (a host key: ``example.org``, ``10.0.0.5:8080``)
+        again now. Returns how many URLs are due."""
+        count = await self.frontier.requeue_host(host)
+        self._wake.set()
+        return count
+
+    async def queue_by_host(self, limit: int) -> list[HostQueue]:
+        return await self.frontier.queue_by_host(limit)
 
     # --- status ----------------------------------------------------------------------
     @property
@@ -406,6 +439,11 @@ class Crawler:
     # --- one URL ---------------------------------------------------------------------
     async def _crawl_one(self, slot: HostSlot, lease: Lease) -> None:
         url = lease.url
+        if self.blocklist.blocks_url(url):  # blocked after it was queued
+            self.blocked += 1
+            self._pending.pop(url, None)
+            await self.frontier.forget(url)
+            return
         try:
             origin = str(URL(url).origin())
             policy = await self.robots.policy(origin)
@@ -443,6 +481,9 @@ class Crawler:
             self._pending.setdefault(alias, lease.depth)
         self._pending.setdefault(page.url, lease.depth)
         page.aliases = aliases
+        if self.blocklist.blocks_url(page.url):
+            # Redirected into a blocked host: the sink removes rather than indexes it.
+            page.noindex, page.links = True, []
         try:
             if page.links and lease.depth < self.config.max_depth:
                 anchors = {

@@ -8,7 +8,8 @@ CrawlerError
 │   ├── TooManyRedirects
 │   ├── RobotsDisallowed       a redirect hop led somewhere robots.txt forbids
 │   └── HTTPStatusError        a non-2xx final status (kept for retry decisions)
-└── FrontierError              the SQLite frontier is unusable (e.g. disk full)
+├── FrontierError              the SQLite frontier is unusable (e.g. disk full)
+└── BadRule                    a blocklist rule that cannot be used (the message says why)
 """
 
 from __future__ import annotations
@@ -55,3 +56,7 @@ class HTTPStatusError(FetchError):
 
 class FrontierError(CrawlerError):
     """The frontier database failed (for example the disk is full)."""
+
+
+class BadRule(CrawlerError, ValueError):
+    """A blocklist rule (``crawler.blocklist.parse_rule``) that cannot be used."""

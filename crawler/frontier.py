@@ -54,6 +54,7 @@ STORAGE_RETRY = 2.0  # seconds between write attempts while the database cannot 
 # again by later crawls.
 MAX_BACKLOG_ROWS = 200_000
 STORAGE_ERRORS = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+FORGET_CHUNK = 500  # hosts deleted per statement (SQLite's bound parameters: 32,766)
 
 T = TypeVar("T")
 CommittedCheck = Callable[[list[tuple[str, float | None]]], set[str]]
@@ -115,6 +116,18 @@ class FrontierCounts:
     failed: int
     hosts: int
     waiting: int  # rows in state QUEUED, due or not (never fetched, or re-queued)
+
+
+@dataclass(slots=True, frozen=True)
+class HostQueue:
+    """One host's URLs by state (``Frontier.queue_by_host``)."""
+
+    host: str
+    due: int  # queued or to be fetched again, due now
+    leased: int
+    done: int
+    failed: int
+    next_fetch: float | None  # the earliest time one of its URLs is due
 
 
 class Frontier:
@@ -560,6 +573,75 @@ class Frontier:
             f"UPDATE urls SET next_fetch=? WHERE host=? AND state != {LEASED} AND next_fetch < ?",
             (until, host, until),
         )
+
+    # --- the operator's ------------------------------------------------------------------
+    async def requeue_host(self, host: str) -> int:
+        """Every URL of ``host`` (a host key, port included) due now: "recrawl this site".
+        Returns how many; those in flight are left to finish."""
+        return await self._run(self._persist, self._requeue_host, (host, time.time()), 1, 0)
+
+    def _requeue_host(self, host: str, now: float) -> int:
+        assert self._db is not None
+        cur = self._db.execute(
+            f"UPDATE urls SET next_fetch=?, attempts=0 WHERE host=? AND state != {LEASED}",
+            (now, host),
+        )
+        return cur.rowcount
+
+    async def forget_hosts(self, blocked: Callable[[str], bool]) -> list[str]:
+        """Delete every URL of the hosts ``blocked`` names (the blocklist): none is leased
+        again, and links to them are not queued (the crawler checks before adding).
+        Returns the hosts. The seen-URL cache is emptied so that a host unblocked later
+        can be queued again from its links."""
+        hosts = await self._run(self._forget_hosts, blocked)
+        if hosts:
+            self._seen.clear()
+        return hosts
+
+    def _forget_hosts(self, blocked: Callable[[str], bool]) -> list[str]:
+        assert self._db is not None
+        db = self._db
+        hosts = [h for (h,) in db.execute("SELECT host FROM hosts") if blocked(h)]
+        if hosts:
+            db.execute("BEGIN")
+            try:
+                # One pass over the table per chunk: no index has every row of a host.
+                for start in range(0, len(hosts), FORGET_CHUNK):
+                    chunk = hosts[start : start + FORGET_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    self.budgets.forget_hosts(db, chunk)
+                    db.execute(f"DELETE FROM urls WHERE host IN ({marks})", chunk)
+                    db.execute(f"DELETE FROM hosts WHERE host IN ({marks})", chunk)
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+            self.budgets.count_waiting(db)
+        return hosts
+
+    async def forget(self, url: str) -> None:
+        """Delete one URL (leased from a host blocked since it was queued)."""
+        self._anchors.pop(url, None)
+        await self._run(self._persist, self._forget, (url,), 1, None)
+
+    def _forget(self, url: str) -> None:
+        assert self._db is not None
+        self._db.execute("DELETE FROM urls WHERE url=?", (url,))
+
+    async def queue_by_host(self, limit: int) -> list[HostQueue]:
+        """The hosts with the most URLs due, then the most URLs: the crawl queue as the
+        operator page shows it. One pass over the table (on the frontier's thread)."""
+        return await self._run(self._queue_by_host, limit, time.time())
+
+    def _queue_by_host(self, limit: int, now: float) -> list[HostQueue]:
+        assert self._db is not None
+        rows = self._db.execute(
+            f"SELECT host, sum(state != {LEASED} AND next_fetch <= ?), sum(state = {LEASED}), "
+            f"sum(state = {DONE}), sum(state = {FAILED}), min(CASE WHEN state != {LEASED} "
+            "THEN next_fetch END) FROM urls GROUP BY host ORDER BY 2 DESC, count(*) DESC LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [HostQueue(*row) for row in rows]
 
     async def counts(self) -> FrontierCounts:
         return await self._run(self._counts, time.time())

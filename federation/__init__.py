@@ -22,7 +22,8 @@ from .errors import (
 )
 from .network import Network
 from .peers import LocalPeers, NetworkPeers, Peers, QueryTally
-from .search import FederatedPage, FederatedSearch, QueryPlan
+from .phases import FederatedPage, QueryPlan
+from .search import FederatedSearch
 from .settings import DEFAULT_SETTINGS, FederationSettings
 from .shard_store import ShardStore
 from .spot_check import SpotChecker

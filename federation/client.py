@@ -22,7 +22,7 @@ import orjson
 
 from rhizome.crawler import CrawlerError
 from rhizome.crawler.ssrf import GuardedSocketFactory
-from rhizome.dht import Peer
+from rhizome.dht import Peer, node_id_for
 
 from . import proof
 from .errors import (
@@ -36,8 +36,10 @@ from .errors import (
 from .relay_wire import PATH_CONTACT
 from .settings import FederationSettings
 from .wire import (
+    MAX_BLOCKLIST_ANSWER_BYTES,
     MAX_LOOKUP_ANSWER_BYTES,
     MAX_OWNER_ANSWER_BYTES,
+    PATH_BLOCKLIST,
     PATH_SEARCH,
     PATH_SHARDS,
     PATH_SNIPPETS,
@@ -63,6 +65,7 @@ ANSWER_LIMIT = {
     PATH_SNIPPETS: MAX_OWNER_ANSWER_BYTES,
     PATH_WHOAMI: proof.MAX_ANSWER_BYTES,
     PATH_CONTACT: 4 * 1024,  # a base64 contact record of at most 1 KB
+    PATH_BLOCKLIST: MAX_BLOCKLIST_ANSWER_BYTES,
 }
 READ_CHUNK = 64 * 1024
 
@@ -199,6 +202,22 @@ class PeerClient:
             log.debug("dial back to %s failed: %s", base, exc)
             return False
         return proof.proves(answer, node_id, nonce, base)
+
+    async def identify(self, base: str, *, within: float) -> bytes:
+        """The node id ``base`` proves it serves (a fresh whoami, checked against the key it
+        answers with): for a URL the operator typed, whose id nobody told us. The proof is
+        cached as any other; PeerUnproven if there is none."""
+        base = base.rstrip("/")
+        nonce = os.urandom(proof.NONCE_BYTES)
+        answer = await self._get(base, PATH_WHOAMI, {"nonce": nonce.hex(), "url": base}, within)
+        try:
+            node_id = node_id_for(bytes.fromhex(str(answer.get("public_key", ""))))
+        except (AttributeError, ValueError):
+            raise PeerUnproven(base, "its whoami answer is not a key and signature") from None
+        if not proof.proves(answer, node_id, nonce, base):
+            raise PeerUnproven(base, "did not prove it serves the node id it names")
+        self._proofs.record(node_id, base, True)
+        return node_id
 
     # --- requests ----------------------------------------------------------------------
     @staticmethod

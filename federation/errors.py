@@ -16,10 +16,13 @@
      │    └── RelayProtocolError a frame or handshake that does not parse
      ├── PushRefused          a shard batch this node was sent is not taken (bad
      │                        signature, wrong kind, distrusted publisher, no usable line)
-     └── PublishIncomplete    some holders did not take their shards; tried again later
+     ├── PublishIncomplete    some holders did not take their shards; tried again later
+     └── ListRefused          a subscribed blocklist is not taken (forged, another
+                              node's, oversized, older than the one held, malformed)
 
 aiohttp, socket, timeout and JSON errors become ``PeerError`` in ``client.py`` and
-nowhere else; ``dht`` record errors become ``PushRefused`` in ``holding.py``.
+nowhere else; ``dht`` record errors become ``PushRefused`` in ``holding.py`` and
+``ListRefused`` in ``blocklists.py``.
 """
 
 from __future__ import annotations
@@ -80,3 +83,8 @@ class PushRefused(FederationError):
 
 class PublishIncomplete(FederationError):
     """Some holders did not take their shards; the publisher tries those terms again."""
+
+
+class ListRefused(FederationError):
+    """A blocklist a node serves is not taken; the message says why (for the log and the
+    operator page). The list held before is kept."""

@@ -14,6 +14,7 @@ import logging
 import sqlite3
 from typing import Any
 
+from rhizome.crawler import Blocklist
 from rhizome.dht import DhtNode, Identity
 from rhizome.index import IndexStore, PreparedQuery
 
@@ -22,11 +23,12 @@ from .client import PeerClient
 from .holding import ShardHolder
 from .membership import Membership
 from .peers import NetworkPeers
+from .phases import FederatedPage
 from .publisher import Publisher
 from .reachability import Reachability, ReachabilityProbe, Verdict
 from .relay import RelayHub, RelayLimits
 from .relay_link import RelayLink
-from .search import FederatedPage, FederatedSearch
+from .search import FederatedSearch
 from .settings import DEFAULT_SETTINGS, FederationSettings
 from .shard_store import ShardStore
 from .slices import HostSlices
@@ -52,10 +54,12 @@ class Network:
         reachability: str = "auto",
         relay_limits: RelayLimits | None = None,
         local_url: str = "",
+        blocklist: Blocklist | None = None,
     ) -> None:
         """``reachability``: "auto" (peers dial us back), "public" or "private" (the
         operator knows). ``local_url``: our own HTTP server as this host reaches it (relayed
-        requests are answered through it). ``dht`` starts in client mode unless public."""
+        requests are answered through it). ``dht`` starts in client mode unless public.
+        ``blocklist``: hosts whose postings and results a query leaves out."""
         self.store = store
         self.identity = identity
         self.node_id = identity.node_id.hex()
@@ -92,6 +96,7 @@ class Network:
             published=lambda: self.publisher.idle,
             spot_checker=spot_checker,
             meaning=None if store.embedder is None else store.embedder.similarities,
+            blocklist=blocklist,
         )
         self.forced = None if reachability == "auto" else Reachability(reachability)
         self.own_url = dht.http_url  # as configured; peers are told it only once public

@@ -17,97 +17,38 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
+from rhizome.crawler import Blocklist
 from rhizome.index import PreparedQuery
 from rhizome.index.semantic import semantic_factor
 
 from .answer import LocalOwner
+from .merging import TITLE_MEANING, merge
 from .peers import Merged, Peers, QueryTally
-from .ranking import GlobalScorer, title_bonus
+from .phases import FederatedPage, PeerChoice, PhaseTimer, QueryPlan, Ranking
+from .ranking import GlobalScorer
 from .selection import DEFAULT_BELIEF, publisher_beliefs
 from .settings import FederationSettings
 from .spot_check import SpotChecker
-from .wire import PeerAnswer, ResultRow, SnippetFields, speaks_for
+from .wire import PeerAnswer, ResultRow, SnippetFields
 
 MIN_SHARD_WAIT = 0.1  # seconds the shard phase always gets, even past the deadline
-OWNER_VOUCHED = 0.999  # a page its owner did not return ranks just below its last one
-# Terms whose shards one query looks up (each a DHT lookup, ~20 KB of datagrams, and a
-# share of the holder requests). A query of 512 chars had up to 171 distinct terms; of the
-# 6,863 judged description-style queries (bench/judged) 97% have at most 20, none over 27,
-# so none is cut. Owners still rank by the whole text.
-MAX_QUERY_TERMS = 32
-# A shard candidate whose publisher did not answer is lifted by this quantile of the
-# owners' exact/estimate factors on the query (in-process, small corpus, kill 2 of 5, 400
-# tune queries: 0.5 keeps 88.2%, 0.75 88.2%, 0.9 84.9%: dead owners' answers rise as much
-# as the live owners' fall).
-LIFT_QUANTILE = 0.5
-# The title's semantic factor stands in for the page's at this power (same runs, kept share
-# of the full network's MRR@10: none 88.2%, 1 88.5%, 0.5 89.6%, 0.25 89.5%): a title says
-# less than the page's own vector, and at full weight lifted dead pages over live answers.
-TITLE_MEANING = 0.5
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-class PhaseTimer:
-    """Milliseconds each phase of a query took, for the Server-Timing header."""
-
-    def __init__(self) -> None:
-        self.laps: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def lap(self, phase: str) -> None:
-        now = time.perf_counter()
-        self.laps[phase] = round((now - self._last) * 1000, 2)
-        self._last = now
-
-
-@dataclass(frozen=True, slots=True)
-class QueryPlan:
-    query: PreparedQuery
-    limit: int
-    offset: int
-    depth: int  # results each owner is asked for
-
-    @property
-    def text(self) -> str:
-        return self.query.text
-
-    @property
-    def terms(self) -> list[str]:
-        """The distinct tokens, the first ``MAX_QUERY_TERMS``: the DHT's term keys."""
-        return self.query.focus[:MAX_QUERY_TERMS]
-
-    @property
-    def tokens(self) -> list[str]:
-        return [t for unit in self.query.units for t in unit]
-
-
-@dataclass(slots=True)
-class Ranking:
-    scorer: GlobalScorer
-    scores: dict[str, float]  # url -> score from the shards (owners' answers refine it)
-    ranked: list[str]  # the best candidates, best first
-
-
-@dataclass(frozen=True, slots=True)
-class PeerChoice:
-    owners: list[str]  # owners of the best candidates, in order (this node may be one)
-    shown: dict[str, list[str]]  # publisher -> its pages on the first page, from shards
-    snippet_hits: dict[str, int] = field(default_factory=dict)  # owner -> hits it snippets
-
-
-@dataclass(slots=True)
-class FederatedPage:
-    rows: list[ResultRow]
-    number_of_results: int
-    tally: QueryTally
-    timings: dict[str, float] = field(default_factory=dict)
+def without_blocked(merged: Merged, blocklist: Blocklist) -> Merged:
+    """The shards with the postings of blocked hosts taken out, before anything is scored:
+    a blocked page is neither shown nor makes its publisher an owner to ask."""
+    out: Merged = {}
+    for term, shards in merged.items():
+        out[term] = {}
+        for publisher, shard in shards.items():
+            kept = tuple(p for p in shard.postings if not blocklist.blocks_url(p.url))
+            out[term][publisher] = (
+                shard if len(kept) == len(shard.postings) else replace(shard, postings=kept)
+            )
+    return out
 
 
 def rank(plan: QueryPlan, merged: Merged, settings: FederationSettings) -> Ranking:
@@ -157,94 +98,6 @@ def choose(plan: QueryPlan, ranking: Ranking, settings: FederationSettings) -> P
     return PeerChoice(owners, dict(shown), hits)
 
 
-def merge(
-    plan: QueryPlan,
-    ranking: Ranking,
-    answers: Sequence[PeerAnswer],
-    snippets: dict[str, SnippetFields],
-    analyze: Callable[[str], list[str]],
-    meaning: Mapping[str, float] | None = None,
-) -> list[ResultRow]:
-    """One list: owners' results scored with their exact weights on the network's scale,
-    candidates no owner returned with their shard titles (and snippets where named), each
-    multiplied by its title evidence; best first."""
-    scorer, scores = ranking.scorer, ranking.scores
-    meaning = meaning or {}
-    for answer in answers:
-        snippets.update(answer.snippets)
-    results: dict[str, ResultRow] = {}
-    lifts: list[float] = []
-    for answer in answers:
-        for row in answer.results:
-            url = row.url
-            if url in answer.weights.weights:
-                exact = scorer.score(scorer.owner_weights(answer.weights, url))
-                exact *= semantic_factor(answer.weights.semantic.get(url, 0.0))
-                if scores.get(url, 0.0) > 0:
-                    lifts.append(exact / (scores[url] * meaning.get(url, 1.0)))
-                scores[url] = exact
-            if url in results:
-                known = results[url]
-                known.peers.append(answer.peer)
-                if speaks_for(answer.peer, known.peers[0], url):  # its title, not a liar's
-                    known.title, known.content = row.title, row.content
-                    known.content_html = row.content_html
-                    known.peers.insert(0, known.peers.pop())
-                continue
-            named = snippets.get(url, {}) if not row.content else {}
-            results[url] = ResultRow(
-                url=url,
-                title=row.title,
-                content=row.content or named.get("content", ""),
-                content_html=row.content_html or named.get("content_html", ""),
-                host=row.host,
-                score=round(scores.get(url, 0.0), 4),
-                peers=[answer.peer],
-                language=row.language,
-                fetched=row.fetched,
-            )
-    # An owner that answered ranked all its pages: those it did not return score below
-    # the last it did (its ranking has proximity, which shards cannot know).
-    floor: dict[str, float] = {}
-    for answer in answers:
-        returned = [results[r.url].score for r in answer.results if r.url in results]
-        if returned:
-            floor[answer.peer] = min(returned)
-    # A publisher that did not answer (dead, late, or not asked) has only shard estimates,
-    # which lack proximity and meaning: put them on the owners' scale by the median factor
-    # the owners' exact scores had over their own estimates on this query. In-process, tune
-    # half: kill 2 of 5 MRR@10 0.524 -> 0.572; the full network unchanged (0.785; 8 large
-    # nodes 0.660) as unasked publishers' pages stay far behind. Most of that factor is the
-    # owners' semantic re-rank (exp(3 x cosine), 1.8-2.3 on median): where the querier can
-    # embed, each page's title stands in for its vector on both sides of the ratio
-    # (``meaning``), so a described page keeps more of its lead when its owner is gone.
-    lift = max(1.0, _quantile(lifts, LIFT_QUANTILE)) if lifts else 1.0
-    for url in ranking.ranked:
-        if url not in results:
-            snippet = snippets.get(url, {})
-            publisher = scorer.owner[url]
-            score = scores[url]
-            if publisher in floor:
-                score = min(score, floor[publisher] * OWNER_VOUCHED)
-            else:
-                score *= lift * meaning.get(url, 1.0)
-            results[url] = ResultRow(
-                url=url,
-                title=scorer.titles.get(url) or url,
-                content=snippet.get("content", ""),
-                content_html=snippet.get("content_html", ""),
-                host=url.split("/", 3)[2] if "://" in url else "",
-                score=round(score, 4),
-                peers=[publisher],
-            )
-    tokens = plan.tokens
-    for row in results.values():
-        bonus = title_bonus(tokens, row.title, analyze)
-        if bonus != 1.0:
-            row.score = round(row.score * bonus, 4)
-    return sorted(results.values(), key=lambda r: r.score, reverse=True)
-
-
 class FederatedSearch:
     def __init__(
         self,
@@ -256,9 +109,11 @@ class FederatedSearch:
         published: Callable[[], bool],
         spot_checker: SpotChecker | None = None,
         meaning: Callable[[str, Sequence[str]], list[float]] | None = None,
+        blocklist: Blocklist | None = None,
     ) -> None:
         self.local = local
         self.meaning = meaning  # query, texts -> cosines (the embedder's); None: no re-rank
+        self.blocklist = blocklist  # hosts whose pages this node never shows
         self.peers = peers
         self.settings = settings
         self.analyze = analyze
@@ -289,6 +144,8 @@ class FederatedSearch:
                 timings.lap("shards")
             except TimeoutError:
                 merged = {}
+            if self.blocklist is not None and self.blocklist.rule_count:
+                merged = without_blocked(merged, self.blocklist)
             ranking = rank(plan, merged, self.settings)
             timings.lap("score")
             choice = choose(plan, ranking, self.settings)
@@ -301,6 +158,9 @@ class FederatedSearch:
         finally:
             if own is not None:
                 own.cancel()
+        if self.blocklist is not None and self.blocklist.rule_count:
+            for answer in answers:  # an owner's own results of a blocked host
+                answer.results = [r for r in answer.results if not self.blocklist.blocks_url(r.url)]
         meaning = await self._title_meaning(plan, ranking, answers)
         rows = merge(plan, ranking, answers, snippets, self.analyze, meaning)
         timings.lap("merge")

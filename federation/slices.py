@@ -27,7 +27,18 @@ class HostSlices:
     ) -> None:
         self.membership = membership
         self.client = client
-        self._pinned = frozenset(h.lower() for h in pinned)
+        self._pinned = {h.lower() for h in pinned}
+
+    @property
+    def pinned(self) -> frozenset[str]:
+        return frozenset(self._pinned)
+
+    def pin(self, host: str) -> None:
+        """Crawl ``host`` (a host key: name, and port if not the default) here from now on."""
+        self._pinned.add(host.lower())
+
+    def unpin(self, host: str) -> None:
+        self._pinned.discard(host.lower())
 
     def owner_of_host(self, host: str) -> Peer | None:
         """The member closest to the host's key (None before the network is known)."""

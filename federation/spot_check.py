@@ -403,6 +403,16 @@ class SpotChecker:
             "distrusting publisher %s: %s; purged %d shard copies", publisher, reason, purged
         )
 
+    async def lift(self, publisher: str) -> bool:
+        """Trust ``publisher`` again (the operator's word): its strikes are forgotten, and
+        its shards come back with its next publication. False if it was not distrusted."""
+        if self.distrusted.pop(publisher, None) is None:
+            return False
+        self._history.pop(publisher, None)
+        await asyncio.to_thread(self._save, dict(self.distrusted))
+        log.warning("distrust of publisher %s lifted by the operator", publisher)
+        return True
+
     def strikes(self) -> dict[str, int]:
         now = time.time()
         out = {

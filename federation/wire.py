@@ -41,6 +41,7 @@ PATH_SEARCH = "/api/peer/search"  # an owner's results, weights and named snippe
 PATH_SNIPPETS = "/api/peer/snippets"  # snippets of named pages only
 PATH_URLS = "/api/peer/urls"  # URLs forwarded to the owner of their hosts
 PATH_WHOAMI = "/api/peer/whoami"  # ?nonce=HEX&url=URL: proof that a URL serves a node id
+PATH_BLOCKLIST = "/api/peer/blocklist"  # the node's own blocklist, signed (blocklists.py)
 
 # --- limits --------------------------------------------------------------------------
 MAX_PUSH_BYTES = 16 * 1024 * 1024  # a signed, compressed batch as sent
@@ -55,6 +56,10 @@ MAX_FORWARDED_URLS = 1_000  # URLs one forward request may carry
 # weights and snippets ~20 KB, its deepest answer (100 results) ~300 KB.
 MAX_LOOKUP_ANSWER_BYTES = 8 * 1024 * 1024
 MAX_OWNER_ANSWER_BYTES = 2 * 1024 * 1024
+# A published blocklist: 10,000 rules of ~30 bytes fit a signed record of 512 KiB; the
+# answer carries it in base64 (4/3) inside a little JSON.
+MAX_BLOCKLIST_BYTES = 512 * 1024
+MAX_BLOCKLIST_ANSWER_BYTES = MAX_BLOCKLIST_BYTES * 4 // 3 + 1024
 
 MAX_ANSWER_ROWS = 100  # results read from one owner's answer (an owner returns <= 100)
 

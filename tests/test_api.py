@@ -195,10 +195,14 @@ async def test_non_http_seed_urls_are_rejected_and_counted(client: TestClient[An
     ]
     resp = await client.post("/api/seeds", json={"urls": urls})
     assert resp.status == 202
-    assert await resp.json() == {"accepted": ["https://example.org/page"], "rejected": 6}
+    assert await resp.json() == {
+        "accepted": ["https://example.org/page"],
+        "rejected": 6,
+        "blocked": [],
+    }
     resp = await client.post("/api/seeds", json={"urls": []})
     assert resp.status == 202
-    assert await resp.json() == {"accepted": [], "rejected": 0}
+    assert await resp.json() == {"accepted": [], "rejected": 0, "blocked": []}
 
 
 async def test_in_process_search_errors_are_json(client: TestClient[Any, Any]) -> None:

@@ -21,7 +21,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from rhizome.api.client_quotas import SearchQuota
 from rhizome.dht import Identity
-from rhizome.federation.search import MAX_QUERY_TERMS, QueryPlan
+from rhizome.federation.phases import MAX_QUERY_TERMS, QueryPlan
 from rhizome.federation.shard_store import OVER_HOLDER_BYTES, OVER_PUBLISHER_BYTES, WAL_LIMIT
 from rhizome.federation.wire import sign_push
 from rhizome.index import IndexStore

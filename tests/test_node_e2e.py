@@ -159,7 +159,7 @@ def test_restart_serves_the_same_results_at_once(
     node = node_factory.start(site=fixture_site)
     assert node.status()["documents"] == 0
     accepted = node.seed(f"{fixture_site}/index.html")
-    assert accepted == {"accepted": [f"{fixture_site}/index.html"], "rejected": 0}
+    assert accepted == {"accepted": [f"{fixture_site}/index.html"], "rejected": 0, "blocked": []}
     node.wait_idle(60, min_documents=len(SITE_INDEXABLE))
     queries = ["telescope", '"ring of fire"', "site:127.0.0.1", "backyard", "glossary"]
     before = {q: _comparable(node.search(q, limit=20)) for q in queries}
