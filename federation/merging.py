@@ -19,6 +19,8 @@ LIFT_QUANTILE = 0.5
 # The title's semantic factor stands in for the page's at this power (same runs, kept share
 # of the full network's MRR@10: none 88.2%, 1 88.5%, 0.5 89.6%, 0.25 89.5%): a title says
 # less than the page's own vector, and at full weight lifted dead pages over live answers.
+# The full network is unchanged: 8 large-corpus nodes in-process (a real run's data), 300
+# tune queries, 6 of 8 publishers asked: MRR@10 0.6699 with and without it.
 TITLE_MEANING = 0.5
 
 
