@@ -22,11 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.conftest import (
     SITE_INDEXABLE,
-    TIMEOUT_MS,
     FixtureSite,
     HttpResponse,
     NodeFactory,
@@ -45,20 +44,6 @@ def sites() -> Iterator[tuple[FixtureSite, FixtureSite, FixtureSite]]:
     """kept (127.0.0.1), blocked (reached as localhost), listed (127.0.0.2)."""
     with serve_site() as kept, serve_site() as blocked, serve_site(host="127.0.0.2") as listed:
         yield kept, blocked, listed
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield page
-    finally:
-        context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def localhost(site: FixtureSite) -> str:
