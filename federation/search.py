@@ -29,7 +29,7 @@ from .merging import TITLE_MEANING, merge
 from .peers import Merged, Peers, QueryTally
 from .phases import FederatedPage, PeerChoice, PhaseTimer, QueryPlan, Ranking
 from .ranking import GlobalScorer
-from .selection import DEFAULT_BELIEF, publisher_beliefs
+from .selection import publisher_beliefs
 from .settings import FederationSettings
 from .spot_check import SpotChecker
 from .wire import PeerAnswer, ResultRow, SnippetFields
@@ -78,12 +78,8 @@ def choose(plan: QueryPlan, ranking: Ranking, settings: FederationSettings) -> P
         if owner[url] not in owners:
             owners.append(owner[url])
     beliefs = publisher_beliefs(ranking.scorer.merged)
-    by_belief = sorted(beliefs, key=lambda p: (-beliefs[p], p))
-    best = beliefs[by_belief[0]] - DEFAULT_BELIEF if by_belief else 0.0
-    for publisher in by_belief:
+    for publisher in sorted(beliefs, key=lambda p: (-beliefs[p], p)):
         if len(owners) >= settings.owners_asked:
-            break
-        if beliefs[publisher] - DEFAULT_BELIEF < settings.owner_belief_share * best:
             break
         if publisher not in owners:
             owners.append(publisher)

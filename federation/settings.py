@@ -61,9 +61,6 @@ class FederationSettings:
     # A second owner is taken from the candidates only within this share of the best
     # one's score.
     owner_score_share: float = 0.25
-    # A publisher is asked for its belief only if its belief above CORI's floor is at
-    # least this share of the best publisher's: 0 asks up to owners_asked whatever.
-    owner_belief_share: float = 0.0
     owner_depth: int = 10  # results each owner returns (at least a page)
     # Shard candidates that get snippets: this many pages' worth. 1 leaves one result in
     # eight a bare title (none: one in five) at no measurable cost; 2 leaves one in 125 but
