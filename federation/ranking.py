@@ -9,14 +9,17 @@ publisher together, and the same conjunctive bonus.
 
 from __future__ import annotations
 
-import heapq
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from operator import mul
 
+import numpy as np
+import numpy.typing as npt
+
 from rhizome.index import SHARD_FIELDS, PageWeights, TermShard, bm25_idf
-from rhizome.index.bm25 import renormalize
+from rhizome.index.bm25 import renormalize, renormalize_array
 from rhizome.index.query import ALL_TERMS_BOOST as LOCAL_ALL_TERMS_BOOST
 from rhizome.index.query import PROXIMITY_BOOST, Unit, near_key, unit_key
 
@@ -30,7 +33,6 @@ ALL_TERMS_FACTOR = 1.0 + LOCAL_ALL_TERMS_BOOST
 # phrase's tokens is credited this share of their smallest weights until its owner answers
 # with the phrase's exact weights.
 PHRASE_GUESS = 0.5
-RESCORED = 100  # candidates scored exactly: twice the owners' and the first pages' need
 # No publisher's claims count for more than this many times all the others' together in
 # the network's N, df and average lengths: one liar claiming df = N = 10^8 for a word once
 # drove its IDF to ~0 for everyone; now it moves the statistics as far as a node twice the
@@ -63,11 +65,9 @@ class GlobalScorer:
     avgdl: list[float] = field(default_factory=list)  # the network's, per field
     owner: dict[str, str] = field(default_factory=dict)  # url -> publisher
     titles: dict[str, str] = field(default_factory=dict)
-    _postings: dict[str, dict[str, Sequence[float]]] = field(default_factory=dict)
     _floor: dict[tuple[str, str], Sequence[float]] = field(default_factory=dict)
-    _lengths: dict[str, dict[str, tuple[Sequence[int], Sequence[float]]]] = field(
-        default_factory=dict
-    )
+    _chunks: list[tuple[str, str, TermShard]] = field(default_factory=list)  # term, publisher
+    _contested: set[str] = field(default_factory=set)  # pages named by two publishers
 
     def __post_init__(self) -> None:
         # Every publisher's N counted once; per field, df summed over publishers.
@@ -103,23 +103,21 @@ class GlobalScorer:
                 self.idfs[unit_key(unit)] = idf
         if self.near:
             self.near_idf = _phrase_idf(self.near, token_idf) or []
-        postings, lengths, owner, titles = self._postings, self._lengths, self.owner, self.titles
+        owner, titles, contested = self.owner, self.titles, self._contested
         for term, copies in self.merged.items():
             for publisher, shard in copies.items():
-                avgdl = shard.avgdl
-                for url, title, weights, dl in shard.postings:
-                    # As published; re-normalised to the network's averages only for the
-                    # candidates that can make the first pages (see shard_scores). Of two
-                    # publishers naming a page (for a while after a host changed hands, or
-                    # a liar), the one nearer its host's key speaks for it.
+                self._chunks.append((term, publisher, shard))
+                for url, title, _weights, _lengths in shard.postings:
+                    # Of two publishers naming a page (for a while after a host changed
+                    # hands, or a liar), the one nearer its host's key speaks for it; the
+                    # other's postings of it are not scored.
                     first = owner.get(url)
-                    if first is None or (first != publisher and speaks_for(publisher, first, url)):
+                    if first is None:
                         owner[url], titles[url] = publisher, title
-                        postings[url] = {term: weights}
-                        lengths[url] = {term: (dl, avgdl)}
-                    elif first == publisher:
-                        postings[url][term] = weights
-                        lengths[url][term] = (dl, avgdl)
+                    elif first != publisher:
+                        contested.add(url)
+                        if speaks_for(publisher, first, url):
+                            owner[url], titles[url] = publisher, title
                 # A shard lists only its top postings: a page missing from a common term's
                 # list still very likely has the term. Credit it with the list's lowest
                 # weights, scaled by how likely that is, instead of nothing.
@@ -130,19 +128,22 @@ class GlobalScorer:
 
     @property
     def candidates(self) -> list[str]:
-        return list(self._postings)
+        return list(self.owner)
 
     def _exact(self, url: str) -> dict[str, Sequence[float]]:
         """A candidate's per-term weights re-normalised to the network's averages."""
-        raw = self._postings.get(url, {})
-        lengths = self._lengths.get(url, {})
+        publisher = self.owner.get(url)
         return {
-            term: renormalize(w, lengths[term][0], lengths[term][1], self.avgdl)
-            for term, w in raw.items()
+            term: renormalize(p.weights, p.lengths, shard.avgdl, self.avgdl)
+            for term, by, shard in self._chunks
+            if by == publisher
+            for p in shard.postings
+            if p.url == url
         }
 
     def shard_weights(self, url: str) -> dict[str, Sequence[float]]:
-        """Per-unit weights of a candidate as far as the shards tell."""
+        """Per-unit weights of a candidate as far as the shards tell (page by page: the
+        reference that ``shard_scores`` computes for all at once)."""
         own = self._exact(url)
         publisher = self.owner.get(url, "")
         out: dict[str, Sequence[float]] = {}
@@ -168,62 +169,69 @@ class GlobalScorer:
         return [PHRASE_GUESS * least for least in map(min, *found)]
 
     def shard_scores(self) -> dict[str, float]:
-        """``score(shard_weights(url))`` of every candidate that can make the first pages,
-        and a close estimate for the rest: a query can name thousands of candidates, and
-        this runs on the event loop. All are scored with the weights as published (each
-        publisher's own averages, within a few per cent of the network's), then the best
-        ``RESCORED`` again exactly."""
-        out = self._scores(self._postings)
-        best = heapq.nlargest(RESCORED, out, key=out.__getitem__)
-        out.update(self._scores({url: self._exact(url) for url in best}))
-        return out
-
-    def _scores(self, candidates: Mapping[str, Mapping[str, Sequence[float]]]) -> dict[str, float]:
-        """What ``score(shard_weights(url))`` gives for each of ``candidates`` (url -> term
-        -> weights), computed without building the per-unit weights: a page starts from its
-        publisher's floors for every one-word unit, and each term the shards list it under
-        replaces that term's floor."""
+        """``score(shard_weights(url))`` of every candidate, all at once over arrays
+        (terms x candidates x fields): a query can name thousands of candidates, and this
+        runs on the event loop (page by page it was a fifth of a query's CPU)."""
         by_key = {unit_key(unit): unit for unit in self.units}
-        singles: dict[str, list[float]] = {}
-        phrases: list[tuple[Unit, list[float]]] = []
-        for key, idf in self.idfs.items():
-            unit = by_key[key]
-            if len(unit) == 1:
-                singles[unit[0]] = idf
-            else:
-                phrases.append((unit, idf))
-        floor_score: dict[tuple[str, str], float] = {}
-        base: dict[str, tuple[float, int]] = {}
+        scored = [(by_key[key], idf) for key, idf in self.idfs.items()]
+        terms = list(dict.fromkeys(t for unit, _idf in scored for t in unit))
+        if not terms or not self.owner:
+            return dict.fromkeys(self.owner, 0.0)
+        t_index = {t: i for i, t in enumerate(terms)}
+        c_index = {u: i for i, u in enumerate(self.owner)}
+        publishers = list(dict.fromkeys(self.owner.values()))
+        p_index = {p: i for i, p in enumerate(publishers)}
+        width = len(SHARD_FIELDS)
+        # Each candidate's own postings, of the publisher that speaks for it, on the
+        # network's scale: every shard's columns at once.
+        chunks = [(t_index[t], p, s) for t, p, s in self._chunks if t in t_index and s.postings]
+        columns = [tuple(zip(*s.postings, strict=True)) for _t, _p, s in chunks]
+        counts = [len(s.postings) for _t, _p, s in chunks]
+        urls = list(chain.from_iterable(c[0] for c in columns))
+        rows_t = np.repeat(np.array([t for t, _p, _s in chunks], dtype=np.intp), counts)
+        rows_c = np.fromiter((c_index[u] for u in urls), dtype=np.intp, count=len(urls))
+        avgdl_from = np.repeat(_matrix([s.avgdl for _t, _p, s in chunks], width), counts, axis=0)
+        own = renormalize_array(
+            _matrix(chain.from_iterable(c[2] for c in columns), width),
+            _matrix(chain.from_iterable(c[3] for c in columns), width),
+            avgdl_from,
+            self.avgdl,
+        )
+        if self._contested:
+            speaking = np.fromiter(
+                (self.owner[u] == p for (_t, p, s) in chunks for u in (q.url for q in s.postings)),
+                dtype=bool,
+                count=len(urls),
+            )
+            rows_t, rows_c, own = rows_t[speaking], rows_c[speaking], own[speaking]
+        # Everyone else starts from its publisher's floor of the term (or nothing).
+        floors = np.zeros((len(terms), len(publishers), width))
+        has_floor = np.zeros((len(terms), len(publishers)), dtype=bool)
         for (publisher, term), floor in self._floor.items():
-            term_idf = singles.get(term)
-            if term_idf is not None and any(floor):
-                floor_score[(publisher, term)] = gain = sum(map(mul, term_idf, floor))
-                total, matched = base.get(publisher, (0.0, 0))
-                base[publisher] = (total + gain, matched + 1)
-        every_unit = len(self.idfs)
-        owner = self.owner
-        out: dict[str, float] = {}
-        for url, per_term in candidates.items():
-            publisher = owner.get(url, "")
-            total, matched = base.get(publisher, (0.0, 0))
-            for term, weights in per_term.items():
-                term_idf = singles.get(term)
-                if term_idf is None:
-                    continue
-                floor_gain = floor_score.get((publisher, term))
-                if floor_gain is not None:
-                    total -= floor_gain
-                    matched -= 1
-                if any(weights):
-                    total += sum(map(mul, term_idf, weights))
-                    matched += 1
-            for unit, idf in phrases:
-                guess = self._unit_weight(per_term, publisher, unit)
-                if guess is not None and any(guess):
-                    matched += 1
-                    total += sum(map(mul, idf, guess))
-            out[url] = total * (ALL_TERMS_FACTOR if every_unit and matched >= every_unit else 1.0)
-        return out
+            t, p = t_index.get(term), p_index.get(publisher)
+            if t is not None and p is not None:
+                floors[t, p] = floor
+                has_floor[t, p] = True
+        of = np.array([p_index[p] for p in self.owner.values()], dtype=np.intp)
+        weights = floors[:, of, :]
+        known = has_floor[:, of]
+        weights[rows_t, rows_c] = own
+        known[rows_t, rows_c] = True
+        total = np.zeros(len(c_index))
+        matched = np.zeros(len(c_index), dtype=np.intp)
+        for unit, idf in scored:
+            tokens = [t_index[t] for t in unit]
+            if len(tokens) == 1:
+                unit_w = weights[tokens[0]]
+                present = known[tokens[0]]
+            else:  # a phrase's tokens in a row: guessed from the least of them
+                unit_w = PHRASE_GUESS * weights[tokens].min(axis=0)
+                present = known[tokens].all(axis=0)
+            hit = present & (unit_w != 0.0).any(axis=1)
+            total += np.where(hit, unit_w @ np.asarray(idf, dtype=np.float64), 0.0)
+            matched += hit
+        total *= np.where(matched >= len(scored), ALL_TERMS_FACTOR, 1.0)
+        return dict(zip(self.owner, total.tolist(), strict=True))
 
     def owner_weights(self, answer: PageWeights, url: str) -> dict[str, Sequence[float]]:
         """An owner's exact per-unit weights of one of its pages, on the network's scale."""
@@ -248,6 +256,11 @@ class GlobalScorer:
         if near:
             total += PROXIMITY_BOOST * sum(map(mul, self.near_idf, near))
         return total
+
+
+def _matrix(rows: Iterable[Sequence[float]], width: int) -> npt.NDArray[np.float64]:
+    flat = np.fromiter(chain.from_iterable(rows), dtype=np.float64)
+    return flat.reshape(len(flat) // width, width)
 
 
 def _phrase_idf(unit: Unit, token_idf: Mapping[str, list[float]]) -> list[float] | None:

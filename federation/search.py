@@ -15,6 +15,7 @@ are reached through the ``Peers`` seam, this node's own pages through ``LocalOwn
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -54,7 +55,7 @@ def without_blocked(merged: Merged, blocklist: Blocklist) -> Merged:
 def rank(plan: QueryPlan, merged: Merged, settings: FederationSettings) -> Ranking:
     scorer = GlobalScorer(plan.query.units, merged, plan.query.near)
     scores = scorer.shard_scores()
-    ranked = sorted(scores, key=lambda u: scores[u], reverse=True)[: settings.candidates]
+    ranked = heapq.nlargest(settings.candidates, scores, key=scores.__getitem__)
     return Ranking(scorer, scores, ranked)
 
 

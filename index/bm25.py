@@ -12,6 +12,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+import numpy.typing as npt
+
 from .schema import FIELD_BOOSTS, SHARD_FIELDS
 
 FieldWeights = tuple[float, ...]  # one entry per SHARD_FIELDS
@@ -51,6 +54,26 @@ def renormalize(
             continue
         out[i] = MAX_TF_NORM[i] * tf / (tf + K1 * (1.0 - B + B * dl / a_to))
     return tuple(out)
+
+
+def renormalize_array(
+    weights: npt.NDArray[np.float64],
+    lengths: npt.NDArray[np.float64],
+    avgdl_from: npt.NDArray[np.float64],
+    avgdl_to: Sequence[float],
+) -> npt.NDArray[np.float64]:
+    """``renormalize`` of many weight rows at once (rows x SHARD_FIELDS, each row with
+    its own lengths and averages): a querying node re-scales every posting of a query
+    this way, where the loop above cost a quarter of its scoring."""
+    to = np.asarray(avgdl_to, dtype=np.float64)
+    ceiling = np.asarray(MAX_TF_NORM, dtype=np.float64)
+    norm = weights / ceiling
+    known = (weights > 0.0) & (lengths > 0) & (avgdl_from > 0.0) & (norm < 0.999) & (to > 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tf = norm * K1 * (1.0 - B + B * lengths / avgdl_from) / (1.0 - norm)
+        again = ceiling * tf / (tf + K1 * (1.0 - B + B * lengths / to))
+    out: npt.NDArray[np.float64] = np.where(known, again, weights)
+    return out
 
 
 def recovered_tf(i: int, weight: float, dl: int, avgdl: float) -> float | None:

@@ -15,11 +15,15 @@ import itertools
 import random
 from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import rhizome.index.query
 from rhizome.federation.ranking import GlobalScorer
-from rhizome.index import IndexDoc, IndexStore, TermShard
+from rhizome.index import SHARD_FIELDS, IndexDoc, IndexStore, TermShard
+from rhizome.index.bm25 import renormalize, renormalize_array
 
 WORDS = (
     "release notes django python sqlite index query cache table vacuum backup logging "
@@ -38,6 +42,7 @@ QUERIES = (
 # Scores agree up to float rounding (the federated side quantises field lengths as tantivy
 # does; 4% is what exact token counts gave, so this also catches a lost quantisation).
 TOLERANCE = 0.002
+FIELDS = len(SHARD_FIELDS)
 # With the proximity phrase the BM25 arithmetic stays exact, but tantivy's own count of
 # sloppy matches is not: the same page (same text) got 9 matches of "sqlite vacuum"~10 in
 # one index and 10 in another (9 of 40 pages differed; 23 of 36 for a three-word phrase,
@@ -204,3 +209,34 @@ def test_exact_titles_get_the_title_bonus_and_near_duplicates_do_not() -> None:
     )
     assert title_bonus(query, "Django 1.7 release notes and more", analyze) == 1.0
     assert title_bonus([], exact, analyze) == 1.0
+
+
+# An average field length is unknown (0) or at least one token.
+AVERAGES = st.one_of(st.just(0.0), st.floats(1.0, 500.0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.floats(0.0, 7.0), min_size=FIELDS, max_size=FIELDS),
+            st.lists(st.integers(0, 3000), min_size=FIELDS, max_size=FIELDS),
+            st.lists(AVERAGES, min_size=FIELDS, max_size=FIELDS),
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    st.lists(AVERAGES, min_size=FIELDS, max_size=FIELDS),
+)
+def test_postings_rescaled_all_at_once_equal_the_one_by_one_rescaling(
+    rows: list[tuple[list[float], list[int], list[float]]], avgdl_to: list[float]
+) -> None:
+    """The querier rescales a query's postings to the network's averages in one array
+    operation; it must give what the per-posting formula gives, unknown lengths and
+    weights at the ceiling included."""
+    weights = np.array([w for w, _dl, _a in rows])
+    lengths = np.array([dl for _w, dl, _a in rows], dtype=np.float64)
+    avgdl_from = np.array([a for _w, _dl, a in rows])
+    together = renormalize_array(weights, lengths, avgdl_from, avgdl_to)
+    for got, (w, dl, a) in zip(together, rows, strict=True):
+        assert list(got) == pytest.approx(renormalize(w, dl, a, avgdl_to), rel=1e-9, abs=1e-12)
