@@ -67,7 +67,6 @@ class GlobalScorer:
     titles: dict[str, str] = field(default_factory=dict)
     _floor: dict[tuple[str, str], Sequence[float]] = field(default_factory=dict)
     _chunks: list[tuple[str, str, TermShard]] = field(default_factory=list)  # term, publisher
-    _contested: set[str] = field(default_factory=set)  # pages named by two publishers
 
     def __post_init__(self) -> None:
         # Every publisher's N counted once; per field, df summed over publishers.
@@ -103,7 +102,7 @@ class GlobalScorer:
                 self.idfs[unit_key(unit)] = idf
         if self.near:
             self.near_idf = _phrase_idf(self.near, token_idf) or []
-        owner, titles, contested = self.owner, self.titles, self._contested
+        owner, titles = self.owner, self.titles
         for term, copies in self.merged.items():
             for publisher, shard in copies.items():
                 self._chunks.append((term, publisher, shard))
@@ -112,12 +111,8 @@ class GlobalScorer:
                     # hands, or a liar), the one nearer its host's key speaks for it; the
                     # other's postings of it are not scored.
                     first = owner.get(url)
-                    if first is None:
+                    if first is None or (first != publisher and speaks_for(publisher, first, url)):
                         owner[url], titles[url] = publisher, title
-                    elif first != publisher:
-                        contested.add(url)
-                        if speaks_for(publisher, first, url):
-                            owner[url], titles[url] = publisher, title
                 # A shard lists only its top postings: a page missing from a common term's
                 # list still very likely has the term. Credit it with the list's lowest
                 # weights, scaled by how likely that is, instead of nothing.
@@ -182,6 +177,7 @@ class GlobalScorer:
         publishers = list(dict.fromkeys(self.owner.values()))
         p_index = {p: i for i, p in enumerate(publishers)}
         width = len(SHARD_FIELDS)
+        of = np.array([p_index[p] for p in self.owner.values()], dtype=np.intp)
         # Each candidate's own postings, of the publisher that speaks for it, on the
         # network's scale: every shard's columns at once.
         chunks = [(t_index[t], p, s) for t, p, s in self._chunks if t in t_index and s.postings]
@@ -190,6 +186,9 @@ class GlobalScorer:
         urls = list(chain.from_iterable(c[0] for c in columns))
         rows_t = np.repeat(np.array([t for t, _p, _s in chunks], dtype=np.intp), counts)
         rows_c = np.fromiter((c_index[u] for u in urls), dtype=np.intp, count=len(urls))
+        # (-1: a publisher that speaks for none of the pages it names)
+        by = [p_index.get(p, -1) for _t, p, _s in chunks]
+        rows_p = np.repeat(np.array(by, dtype=np.intp), counts)
         avgdl_from = np.repeat(_matrix([s.avgdl for _t, _p, s in chunks], width), counts, axis=0)
         own = renormalize_array(
             _matrix(chain.from_iterable(c[2] for c in columns), width),
@@ -197,13 +196,8 @@ class GlobalScorer:
             avgdl_from,
             self.avgdl,
         )
-        if self._contested:
-            speaking = np.fromiter(
-                (self.owner[u] == p for (_t, p, s) in chunks for u in (q.url for q in s.postings)),
-                dtype=bool,
-                count=len(urls),
-            )
-            rows_t, rows_c, own = rows_t[speaking], rows_c[speaking], own[speaking]
+        speaking = rows_p == of[rows_c]
+        rows_t, rows_c, own = rows_t[speaking], rows_c[speaking], own[speaking]
         # Everyone else starts from its publisher's floor of the term (or nothing).
         floors = np.zeros((len(terms), len(publishers), width))
         has_floor = np.zeros((len(terms), len(publishers)), dtype=bool)
@@ -212,7 +206,6 @@ class GlobalScorer:
             if t is not None and p is not None:
                 floors[t, p] = floor
                 has_floor[t, p] = True
-        of = np.array([p_index[p] for p in self.owner.values()], dtype=np.intp)
         weights = floors[:, of, :]
         known = has_floor[:, of]
         weights[rows_t, rows_c] = own

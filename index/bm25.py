@@ -27,6 +27,8 @@ B = 0.75
 # is a peer lying about its pages.
 MAX_FIELD_WEIGHT = max(FIELD_BOOSTS.values()) * 2.2 + 1e-6
 MAX_TF_NORM = tuple(FIELD_BOOSTS[f] * (K1 + 1.0) for f in SHARD_FIELDS)  # boost x (k1 + 1)
+# A weight this close to its ceiling says nothing of its tf (it grows without bound there).
+SATURATED = 0.999
 
 
 def bm25_idf(df: float, n_docs: float) -> float:
@@ -68,7 +70,7 @@ def renormalize_array(
     to = np.asarray(avgdl_to, dtype=np.float64)
     ceiling = np.asarray(MAX_TF_NORM, dtype=np.float64)
     norm = weights / ceiling
-    known = (weights > 0.0) & (lengths > 0) & (avgdl_from > 0.0) & (norm < 0.999) & (to > 0.0)
+    known = (weights > 0.0) & (lengths > 0) & (avgdl_from > 0.0) & (norm < SATURATED) & (to > 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         tf = norm * K1 * (1.0 - B + B * lengths / avgdl_from) / (1.0 - norm)
         again = ceiling * tf / (tf + K1 * (1.0 - B + B * lengths / to))
@@ -81,7 +83,7 @@ def recovered_tf(i: int, weight: float, dl: int, avgdl: float) -> float | None:
     length ``dl`` and average ``avgdl``; None where it cannot be told (unknown lengths, or
     a weight at the ceiling)."""
     norm = weight / MAX_TF_NORM[i]
-    if dl <= 0 or avgdl <= 0.0 or norm >= 0.999:
+    if dl <= 0 or avgdl <= 0.0 or norm >= SATURATED:
         return None
     return norm * K1 * (1.0 - B + B * dl / avgdl) / (1.0 - norm)
 
