@@ -59,6 +59,24 @@ FORGET_CHUNK = 500  # hosts deleted per statement (SQLite's bound parameters: 32
 T = TypeVar("T")
 CommittedCheck = Callable[[list[tuple[str, float | None]]], set[str]]
 
+# Hosts with due URLs, one index probe per host: urls_due is walked from host to next host
+# (a skip scan SQLite does not do by itself), each asked whether it has a due URL. A
+# DISTINCT over the rows read every row of every host: 8.8 ms a supervisor tick on an
+# idle node with 26k done URLs (5% of its CPU under query load), 7 us this way.
+HOSTS_WITH_DUE_URLS = f"""
+WITH RECURSIVE walk(host) AS (
+    SELECT (SELECT host FROM urls WHERE state != {LEASED} ORDER BY host LIMIT 1)
+    UNION ALL
+    SELECT (
+        SELECT host FROM urls WHERE state != {LEASED} AND host > walk.host ORDER BY host LIMIT 1
+    ) FROM walk WHERE walk.host IS NOT NULL
+)
+SELECT host FROM walk WHERE host IS NOT NULL AND EXISTS (
+    SELECT 1 FROM urls
+    WHERE urls.host = walk.host AND state != {LEASED} AND next_fetch <= ?
+)
+"""
+
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS urls (
     url TEXT PRIMARY KEY,
@@ -434,11 +452,9 @@ class Frontier:
         if not self._writable():
             return []  # a lease could not be recorded: start no host until writes work
         hosts: list[str] = []
-        # Distinct hosts with due URLs (SQLite walks urls_due in host order), read lazily
-        # past the busy ones and those of domains at their cap.
-        cur = self._db.execute(
-            f"SELECT DISTINCT host FROM urls WHERE state != {LEASED} AND next_fetch <= ?", (now,)
-        )
+        # Hosts with due URLs, in host order, read lazily past the busy ones and those of
+        # domains at their cap.
+        cur = self._db.execute(HOSTS_WITH_DUE_URLS, (now,))
         for (host,) in cur:
             if host in exclude:
                 continue

@@ -187,6 +187,20 @@ async def test_release_and_hosts_with_work(frontier: Frontier) -> None:
     assert [le.url for le in await frontier.lease("a.example", 10)] == [A + "/1"]
 
 
+async def test_hosts_with_work_skips_hosts_whose_urls_are_all_done_or_leased(
+    frontier: Frontier,
+) -> None:
+    hosts = [f"h{i:02}.example" for i in range(12)]
+    await frontier.add([(f"http://{h}/{n}", 0) for h in hosts for n in range(5)], now=past())
+    for h in hosts[:4]:  # crawled: due again only after the recrawl interval
+        leases = await frontier.lease(h, 10)
+        await frontier.mark_done([(le.url, 1) for le in leases], recrawl_after=3600)
+    await frontier.lease(hosts[4], 10)  # being crawled: nothing of it is due
+    await frontier.defer_host(hosts[5], time.time() + 600)
+    assert await frontier.hosts_with_work(100, set()) == hosts[6:]
+    assert await frontier.hosts_with_work(3, {hosts[7]}) == [hosts[6], *hosts[8:10]]
+
+
 async def test_defer_host(frontier: Frontier) -> None:
     await frontier.add([(A + "/1", 0), (A + "/2", 0), (B + "/1", 0)], now=past())
     await frontier.defer_host("a.example", time.time() + 600)
