@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,6 +26,7 @@ from .endpoints import relayed_endpoint
 from .errors import PeerError
 from .membership import Membership
 from .settings import FederationSettings
+from .shard_cache import CachedTerm, ShardCache
 from .shard_store import ShardStore
 from .wire import (
     MAX_SNIPPET_URLS,
@@ -129,12 +130,7 @@ class NetworkPeers:
         self.shard_store = shard_store
         self.settings = settings
         self._distrusted = distrusted
-        # Merged shards of recent query terms: common words recur in most queries, and a
-        # shard changes at most once a publish.
-        # {term: (fetched at, {publisher: shard}, {holder: publishers it withheld})}
-        self._shard_cache: OrderedDict[
-            str, tuple[float, dict[str, TermShard], dict[str, list[str]]]
-        ] = OrderedDict()
+        self._shard_cache = ShardCache(settings.shard_cache_seconds, settings.shard_cache_postings)
         self._by_hex: dict[str, Peer] = {}
         self.verifier = VerifiedRecords()
 
@@ -175,22 +171,18 @@ class NetworkPeers:
         now = time.monotonic()
         cache = self._shard_cache
         for term in terms:
-            cached = cache.get(term)
-            if cached is not None and now - cached[0] < self.settings.shard_cache_seconds:
-                merged[term] = dict(cached[1])
-                for holder, publishers in cached[2].items():  # still what was withheld
+            cached = cache.get(term, now)
+            if cached is not None:
+                merged[term] = dict(cached.shards)
+                for holder, publishers in cached.withheld.items():  # still what was withheld
                     tally.omitted.setdefault(holder, {})[term] = publishers
-                cache.move_to_end(term)
         missing = [t for t in terms if not merged[t]]
         if missing:
             await self._fetch_missing(missing, merged, tally)
             for term in missing:
                 if merged[term]:
                     omitted = {h: o[term] for h, o in tally.omitted.items() if term in o}
-                    cache[term] = (now, merged[term], omitted)
-                    cache.move_to_end(term)
-            while len(cache) > self.settings.shard_cache_terms:
-                cache.popitem(last=False)
+                    cache.put(term, CachedTerm(now, dict(merged[term]), omitted))
         distrusted = self._distrusted()  # may have grown since caching
         return {t: {p: s for p, s in c.items() if p not in distrusted} for t, c in merged.items()}
 
