@@ -106,13 +106,24 @@ class GlobalScorer:
         for term, copies in self.merged.items():
             for publisher, shard in copies.items():
                 self._chunks.append((term, publisher, shard))
-                for url, title, _weights, _lengths in shard.postings:
-                    # Of two publishers naming a page (for a while after a host changed
-                    # hands, or a liar), the one nearer its host's key speaks for it; the
-                    # other's postings of it are not scored.
-                    first = owner.get(url)
-                    if first is None or (first != publisher and speaks_for(publisher, first, url)):
-                        owner[url], titles[url] = publisher, title
+                # Of two publishers naming a page (for a while after a host changed hands,
+                # or a liar), the one nearer its host's key speaks for it; the other's
+                # postings of it are not scored. Pages seen first are taken in bulk (this
+                # ran per posting on the event loop, 3,400 postings a large-corpus query).
+                named = {p.url: p.title for p in shard.postings}
+                if len(named) < len(shard.postings):  # a page named twice: its first title
+                    named = {}
+                    for p in shard.postings:
+                        named.setdefault(p.url, p.title)
+                seen = named.keys() & owner.keys()
+                for url in seen:
+                    first = owner[url]
+                    if first != publisher and speaks_for(publisher, first, url):
+                        owner[url], titles[url] = publisher, named[url]
+                if seen:
+                    named = {u: t for u, t in named.items() if u not in seen}
+                owner.update(dict.fromkeys(named, publisher))
+                titles.update(named)
                 # A shard lists only its top postings: a page missing from a common term's
                 # list still very likely has the term. Credit it with the list's lowest
                 # weights, scaled by how likely that is, instead of nothing.
