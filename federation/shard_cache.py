@@ -4,7 +4,8 @@ Common words recur in most queries, and a shard changes at most once a publish, 
 fetched in the last ``shard_cache_seconds`` is not fetched again. The cache is bounded by
 the postings it holds, not by terms: a term's entry holds one shard per publisher, so its
 size grows with the network (203 KB a term with 8 large-corpus publishers, at 616 B a
-decoded posting); bounded at 20,000 terms it could have grown to 4 GB.
+decoded posting); bounded at 20,000 terms it could have grown to 4 GB. The budget is
+``FederationSettings.shard_cache_postings``.
 """
 
 from __future__ import annotations
