@@ -68,7 +68,14 @@ def _port(node: NodeHandle) -> int:
     raise AssertionError(node.output())
 
 
-def start_network(factory: NodeFactory, topo: Topology, site: FixtureSite) -> dict[str, NodeHandle]:
+def start_network(
+    factory: NodeFactory,
+    topo: Topology,
+    site: FixtureSite,
+    extra: dict[str, tuple[str, ...]] | None = None,
+) -> dict[str, NodeHandle]:
+    """``extra``: more flags for some nodes, by name ("pub2", "home0", ...)."""
+    extra = extra or {}
     host = site.split("/", 3)[2]
     common = (
         *("--semantic", "off", "--parse-workers", "1", "--max-depth", "0"),
@@ -83,6 +90,7 @@ def start_network(factory: NodeFactory, topo: Topology, site: FixtureSite) -> di
         nodes[name] = factory.start(
             *common,
             *("--http", f"{ip}:0", "--dht", f"{ip}:0", *boot),
+            *extra.get(name, ()),
             netns=ns,
             seeds=[site + p for p in SEEDS.get(name, ())],
         )
@@ -93,6 +101,7 @@ def start_network(factory: NodeFactory, topo: Topology, site: FixtureSite) -> di
         node = factory.start(
             *common,
             *("--http", "0.0.0.0:0", "--dht", "0.0.0.0:0", *boot),
+            *extra.get(name, ()),
             netns=ns,
             seeds=[site + p for p in SEEDS.get(name, ())],
         )

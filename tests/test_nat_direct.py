@@ -1,0 +1,149 @@
+"""Direct paths to nodes behind NAT (issue #14): connection reversal and hole punching.
+
+The network of ``tests/test_nat.py`` (3 public nodes, 2 behind two nftables masquerades
+with no port forwarded), its own copy: ``pub2`` runs with ``--no-direct``. A public
+querier gets a NATed owner's answers over a link the owner dialled back; the other NATed
+node gets them over a TCP connection both homes opened at once through their NATs; in
+both, the relay carries none of those answers' bytes. With direct paths off, or the punch
+dropped by a router, the answers still come, through the relay. Tests run in file order:
+the last one blocks one home's router from the other's.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import FixtureSite, NodeFactory, NodeHandle, serve_site
+from tests.netns import Topology, usable
+from tests.test_nat import Net, settled, start_network
+from tests.test_network import network_search, network_status, wait_until
+
+# Each query's top page, and the node behind NAT that crawled it (tests/test_nat.py SEEDS).
+PAGES = {
+    "Titan methane lakes": ("/moons.html", "home0"),
+    "Pleiades open cluster": ("/nebulae.html", "home0"),
+    "Perseid meteor shower": ("/comets.html", "home1"),
+    "Jupiter Great Red Spot": ("/planets.html", "home1"),
+}
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    if (why := usable()) is not None:
+        pytest.skip(why)
+    topo = Topology.build(public=3, natted=2)
+    factory = NodeFactory(tmp_path_factory.mktemp("nat-direct"))
+    try:
+        with serve_site(host=topo.internet_host) as site:
+            nodes = start_network(factory, topo, site, extra={"pub2": ("--no-direct",)})
+            wait_until(lambda: settled(nodes), timeout=90, what="roles found, crawls published")
+            yield Net(topo, site, factory, nodes)
+    finally:
+        factory.close()
+        topo.destroy()
+
+
+def direct(node: NodeHandle) -> dict[str, Any]:
+    return dict(network_status(node)["direct"])
+
+
+def relayed_bytes(net: Net, home: str) -> int:
+    """What ``home``'s relay carried for it this hour (requests down, answers up)."""
+    node_id = network_status(net.nodes[home])["node_id"]
+    relay = net.nodes[net.name_of(network_status(net.nodes[home])["relay"]["relay"])]
+    return int(network_status(relay)["relaying"]["bytes_this_hour"].get(node_id, 0))
+
+
+def found_with_snippet(node: NodeHandle, site: FixtureSite, q: str) -> None:
+    answer = network_search(node, q)
+    assert answer["results"], (q, answer)
+    top = answer["results"][0]
+    assert top["url"] == site + PAGES[q][0], (q, answer)
+    assert "<mark>" in top["content_html"], (q, top)  # the owner's own snippet
+    assert answer["unresponsive_peers"] == [], (q, answer)
+
+
+def test_a_public_node_gets_answers_from_behind_nat_over_a_reversed_connection(net: Net) -> None:
+    querier, home = net.public["pub0"], net.homes["home0"]
+    found_with_snippet(querier, net.site, "Titan methane lakes")  # opens the link
+    opened = direct(querier)
+    assert opened["counts"]["reversal_ok"] == 1, opened
+    assert opened["links"] >= 1 and opened["peers_by_way"]["reversal"] >= 1, opened
+    assert direct(home)["serving"]["counts"]["reversed"] >= 1
+    before, served = relayed_bytes(net, "home0"), direct(home)["serving"]["served"]
+    found_with_snippet(querier, net.site, "Pleiades open cluster")
+    assert relayed_bytes(net, "home0") == before  # not one byte through the relay
+    after = direct(querier)
+    assert after["counts"]["direct_requests"] > opened["counts"]["direct_requests"], after
+    assert after["counts"]["reversal_tried"] == 1  # the link is kept, not opened again
+    assert direct(home)["serving"]["served"] > served
+    # Anyone may read how peers were reached (counts, no ids), and /metrics says it too.
+    public = querier.get_json("/api/status")["network"]["direct"]
+    assert public["peers_direct"] >= 1, public
+    metrics = querier.get("/metrics").text
+    assert 'rhizome_direct_events_total{event="reversal_ok"} 1.0' in metrics
+
+
+def test_two_nodes_behind_nat_get_answers_over_a_punched_connection(net: Net) -> None:
+    querier, home = net.homes["home1"], net.homes["home0"]
+    found_with_snippet(querier, net.site, "Titan methane lakes")
+    opened = direct(querier)
+    assert opened["counts"]["punch_ok"] == 1, opened
+    assert opened["peers_by_way"]["punch"] >= 1, opened
+    assert direct(home)["serving"]["counts"]["punched"] >= 1
+    before = relayed_bytes(net, "home0")
+    found_with_snippet(querier, net.site, "Pleiades open cluster")
+    assert relayed_bytes(net, "home0") == before
+    after = direct(querier)
+    assert after["counts"]["direct_requests"] > opened["counts"]["direct_requests"], after
+    assert after["counts"]["punch_tried"] == 1
+
+
+def test_with_direct_paths_off_answers_come_through_the_relay(net: Net) -> None:
+    querier = net.public["pub2"]  # --no-direct
+    before = relayed_bytes(net, "home1")
+    found_with_snippet(querier, net.site, "Perseid meteor shower")
+    assert relayed_bytes(net, "home1") > before
+    off = direct(querier)
+    assert off["enabled"] is False and off["links"] == 0, off
+    assert off["counts"]["reversal_tried"] == off["counts"]["direct_requests"] == 0, off
+
+
+def test_when_a_router_drops_the_punch_answers_come_through_the_relay(net: Net) -> None:
+    """home0's router drops everything from home1's router (before its conntrack rules
+    would let the punch's SYN-ACK in): the punch fails and the relay carries the answers."""
+    router = net.topo.routers[0]
+    block = (
+        "table inet punchblock {\n"
+        "  chain forward {\n"
+        "    type filter hook forward priority -10; policy accept;\n"
+        f"    ip saddr {net.topo.router_ip(1)} drop\n"
+        "  }\n"
+        "}\n"
+    )
+    subprocess.run(
+        ["ip", "netns", "exec", router, "nft", "-f", "-"], input=block, text=True, check=True
+    )
+    try:
+        querier = net.homes["home0"]
+        before = relayed_bytes(net, "home1")
+        found_with_snippet(querier, net.site, "Perseid meteor shower")
+        wait_until(
+            lambda: direct(querier)["counts"]["punch_failed"] >= 1,
+            timeout=10,
+            what="the punch to give up",
+        )
+        found_with_snippet(querier, net.site, "Jupiter Great Red Spot")
+        assert relayed_bytes(net, "home1") > before
+        status = direct(querier)
+        assert status["counts"]["punch_ok"] == 0 and status["counts"]["punch_tried"] == 1, status
+        assert status["peers_by_way"]["relay"] >= 1, status
+    finally:
+        subprocess.run(
+            ["ip", "netns", "exec", router, "nft", "delete", "table", "inet", "punchblock"],
+            check=True,
+        )
