@@ -42,6 +42,9 @@ MAX_ADDR_CHARS = 64  # "IP:PORT", IPv6 in brackets
 # every 30 s keeps them, and 4 unanswered say the other side is gone.
 KEEPALIVE_IDLE_SECONDS = 30
 KEEPALIVE_PROBES = 4
+# Data unacknowledged this long: the other end is gone (5 query deadlines; a live home
+# link acknowledges within a second even when congested).
+USER_TIMEOUT_MS = 10_000
 
 
 def direct_url(querier_url: str, node_hex: str) -> str:
@@ -101,6 +104,9 @@ def bound_socket(ip: str) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_SECONDS)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_IDLE_SECONDS)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+            # A request written to a link whose other end vanished fails in this time,
+            # not after TCP's ~15 min of retransmissions, so the next goes by the relay.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)
         sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
     except BaseException:
         sock.close()

@@ -6,17 +6,34 @@ querier gets a NATed owner's answers over a link the owner dialled back; the oth
 node gets them over a TCP connection both homes opened at once through their NATs; in
 both, the relay carries none of those answers' bytes. With direct paths off, or the punch
 dropped by a router, the answers still come, through the relay. Tests run in file order:
-the last one blocks one home's router from the other's.
+the fourth blocks one home's router from the other's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
+import orjson
 import pytest
 
+from rhizome.dht import Identity, Peer
+from rhizome.federation.client import PeerClient
+from rhizome.federation.direct import DirectLimits, DirectPaths
+from rhizome.federation.direct_wire import (
+    PATH_DIRECT_ATTACH,
+    direct_url,
+    parse_addr,
+    punch_message,
+    read_frame,
+    stream_frame,
+)
+from rhizome.federation.errors import RelayProtocolError
+from rhizome.federation.relay_wire import attach_message
+from rhizome.federation.settings import DEFAULT_SETTINGS
 from tests.conftest import FixtureSite, NodeFactory, NodeHandle, serve_site
 from tests.netns import Topology, usable
 from tests.test_nat import Net, settled, start_network
@@ -147,3 +164,78 @@ def test_when_a_router_drops_the_punch_answers_come_through_the_relay(net: Net) 
             ["ip", "netns", "exec", router, "nft", "delete", "table", "inet", "punchblock"],
             check=True,
         )
+
+
+def test_a_public_node_takes_no_reversed_link_it_did_not_ask_for(net: Net) -> None:
+    """A stranger that signs the handshake well is still refused: a querier relays for
+    itself only, never for nodes that would use it as a free relay."""
+    querier = net.public["pub0"]
+    stranger = Identity.generate()
+
+    async def attach() -> Any:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(querier.url + PATH_DIRECT_ATTACH) as ws:
+                nonce = bytes.fromhex((await ws.receive_json())["nonce"])
+                own = network_status(querier)["reachability_check"]["advertised_url"]
+                url = direct_url(own, stranger.node_id.hex())
+                await ws.send_json(
+                    {
+                        "node_id": stranger.node_id.hex(),
+                        "public_key": stranger.public_key.hex(),
+                        "signature": stranger.sign(attach_message(nonce, url)).hex(),
+                        "url": url,
+                    }
+                )
+                return await ws.receive_json()
+
+    answer = asyncio.run(attach())
+    assert answer["ok"] is False, answer
+    assert "asked" in answer["error"], answer
+
+
+def test_a_punched_peer_must_sign_the_nonce_with_the_key_of_the_node_asked() -> None:
+    me, owner, impostor = Identity.generate(), Identity.generate(), Identity.generate()
+    paths = DirectPaths(
+        identity=me,
+        client=PeerClient(DEFAULT_SETTINGS, allow_private=True, distrusted=lambda: ()),
+        limits=DirectLimits(),
+        public_url=lambda: None,
+        observed_ip=lambda: None,
+    )
+    nonce = bytes(16)
+    peer = Peer(owner.node_id, "", 0, "http://relay/api/peer/relay/x")
+
+    def proof(signer: Identity, message: bytes) -> bytes:
+        return orjson.dumps(
+            {"public_key": signer.public_key.hex(), "signature": signer.sign(message).hex()}
+        )
+
+    paths._check_proof(proof(owner, punch_message(nonce, me.node_id)), peer, nonce)
+    for bad in (
+        proof(impostor, punch_message(nonce, me.node_id)),  # someone else at that address
+        proof(owner, punch_message(bytes(range(16)), me.node_id)),  # another punch's nonce
+        proof(owner, punch_message(nonce, impostor.node_id)),  # made for another querier
+        b"not json",
+    ):
+        with pytest.raises(RelayProtocolError):
+            paths._check_proof(bad, peer, nonce)
+
+
+def test_punch_addresses_and_stream_frames_are_bounded() -> None:
+    assert parse_addr("10.0.0.21:40001") == ("10.0.0.21", 40001)
+    assert parse_addr("[2001:db8::1]:443") == ("2001:db8::1", 443)
+    for bad in ("10.0.0.21", "host:80", "10.0.0.21:0", "10.0.0.21:70000", "1.2.3.4:8x", ""):
+        with pytest.raises(RelayProtocolError):
+            parse_addr(bad)
+
+    async def read(data: bytes, limit: int) -> bytes:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        return await read_frame(reader, limit)
+
+    assert asyncio.run(read(stream_frame(b"abc"), 3)) == b"abc"
+    with pytest.raises(RelayProtocolError):  # refused by its length, before it is read
+        asyncio.run(read(stream_frame(b"abcd"), 3))
+    with pytest.raises(asyncio.IncompleteReadError):
+        asyncio.run(read(stream_frame(b"abc")[:-1], 3))
