@@ -12,6 +12,7 @@ the fourth blocks one home's router from the other's.
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -88,36 +89,41 @@ def test_a_public_node_gets_answers_from_behind_nat_over_a_reversed_connection(n
     querier, home = net.public["pub0"], net.homes["home0"]
     found_with_snippet(querier, net.site, "Titan methane lakes")  # opens the link
     opened = direct(querier)
-    assert opened["counts"]["reversal_ok"] == 1, opened
+    assert opened["counts"]["reversal_ok"] >= 1, opened  # home1 may be an owner asked too
+    assert opened["counts"]["reversal_failed"] == 0, opened
     assert opened["links"] >= 1 and opened["peers_by_way"]["reversal"] >= 1, opened
-    assert direct(home)["serving"]["counts"]["reversed"] >= 1
-    before, served = relayed_bytes(net, "home0"), direct(home)["serving"]["served"]
+    serving = direct(home)["serving"]
+    assert serving["counts"]["reversed"] == 1, serving
+    before = relayed_bytes(net, "home0")
     found_with_snippet(querier, net.site, "Pleiades open cluster")
     assert relayed_bytes(net, "home0") == before  # not one byte through the relay
     after = direct(querier)
     assert after["counts"]["direct_requests"] > opened["counts"]["direct_requests"], after
-    assert after["counts"]["reversal_tried"] == 1  # the link is kept, not opened again
-    assert direct(home)["serving"]["served"] > served
+    again = direct(home)["serving"]
+    assert again["counts"]["reversed"] == 1, again  # the link is kept, not opened again
+    assert again["served"] > serving["served"], again
     # Anyone may read how peers were reached (counts, no ids), and /metrics says it too.
     public = querier.get_json("/api/status")["network"]["direct"]
     assert public["peers_direct"] >= 1, public
     metrics = querier.get("/metrics").text
-    assert 'rhizome_direct_events_total{event="reversal_ok"} 1.0' in metrics
+    line = re.search(r'^rhizome_direct_events_total\{event="reversal_ok"\} (\S+)$', metrics, re.M)
+    assert line is not None and float(line.group(1)) >= 1, metrics[-2000:]
 
 
 def test_two_nodes_behind_nat_get_answers_over_a_punched_connection(net: Net) -> None:
     querier, home = net.homes["home1"], net.homes["home0"]
     found_with_snippet(querier, net.site, "Titan methane lakes")
     opened = direct(querier)
-    assert opened["counts"]["punch_ok"] == 1, opened
-    assert opened["peers_by_way"]["punch"] >= 1, opened
-    assert direct(home)["serving"]["counts"]["punched"] >= 1
+    assert opened["counts"]["punch_ok"] == 1, opened  # home0 is the only other NATed node
+    assert opened["counts"]["punch_failed"] == 0, opened
+    assert opened["peers_by_way"]["punch"] == 1, opened
+    assert direct(home)["serving"]["counts"]["punched"] == 1
     before = relayed_bytes(net, "home0")
     found_with_snippet(querier, net.site, "Pleiades open cluster")
     assert relayed_bytes(net, "home0") == before
     after = direct(querier)
     assert after["counts"]["direct_requests"] > opened["counts"]["direct_requests"], after
-    assert after["counts"]["punch_tried"] == 1
+    assert after["counts"]["punch_tried"] == 1  # the link is kept, not punched again
 
 
 def test_with_direct_paths_off_answers_come_through_the_relay(net: Net) -> None:
