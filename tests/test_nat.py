@@ -36,6 +36,9 @@ SEEDS = {
 }
 
 
+ALL = ("pub0", "pub1", "pub2", "home0", "home1")  # start_network's names
+
+
 @dataclass
 class Net:
     topo: Topology
@@ -134,7 +137,9 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     factory = NodeFactory(tmp_path_factory.mktemp("nat"))
     try:
         with serve_site(host=topo.internet_host) as site:
-            nodes = start_network(factory, topo, site)
+            # Relayed only: these tests are about the relays (direct paths past them are
+            # tests/test_nat_direct.py's), e.g. that a moved node is found at its new relay.
+            nodes = start_network(factory, topo, site, extra=dict.fromkeys(ALL, ("--no-direct",)))
             wait_until(lambda: settled(nodes), timeout=90, what="roles found, crawls published")
             yield Net(topo, site, factory, nodes)
     finally:
