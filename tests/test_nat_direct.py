@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +26,9 @@ from rhizome.dht import Identity, Peer
 from rhizome.federation.client import PeerClient
 from rhizome.federation.direct import DirectLimits, DirectPaths
 from rhizome.federation.direct_wire import (
+    MAX_STREAM_FRAME,
     PATH_DIRECT_ATTACH,
+    StreamSocket,
     direct_url,
     parse_addr,
     punch_message,
@@ -33,7 +36,12 @@ from rhizome.federation.direct_wire import (
     stream_frame,
 )
 from rhizome.federation.errors import RelayProtocolError
-from rhizome.federation.relay_wire import attach_message
+from rhizome.federation.relay_wire import (
+    RelayedAnswer,
+    attach_message,
+    decode_request,
+    encode_answer,
+)
 from rhizome.federation.settings import DEFAULT_SETTINGS
 from tests.conftest import FixtureSite, NodeFactory, NodeHandle, serve_site
 from tests.netns import Topology, usable
@@ -245,3 +253,43 @@ def test_punch_addresses_and_stream_frames_are_bounded() -> None:
         asyncio.run(read(stream_frame(b"abcd"), 3))
     with pytest.raises(asyncio.IncompleteReadError):
         asyncio.run(read(stream_frame(b"abc")[:-1], 3))
+
+
+def test_a_punched_link_carries_requests_and_is_closed_when_unused() -> None:
+    """The querier's end of a punched link over a real socket pair: a request goes down
+    as a frame and its answer comes back; unused for ``idle_seconds`` the link is closed,
+    so the next request goes by the relay (or opens a new link)."""
+    me = Identity.generate()
+    paths = DirectPaths(
+        identity=me,
+        client=PeerClient(DEFAULT_SETTINGS, allow_private=True, distrusted=lambda: ()),
+        limits=DirectLimits(idle_seconds=0.5),
+        public_url=lambda: None,
+        observed_ip=lambda: None,
+    )
+    node = "ab" * 20
+
+    async def main() -> None:
+        ours, theirs = socket.socketpair()
+        reader, writer = await asyncio.open_connection(sock=ours)
+        node_reader, node_writer = await asyncio.open_connection(sock=theirs)
+        session = paths.hub.attach(node, StreamSocket(writer))
+        carrying = asyncio.create_task(paths._carry(session, reader, writer))
+
+        async def owner() -> None:  # the node behind NAT, as its frames say it
+            request = decode_request(await read_frame(node_reader, MAX_STREAM_FRAME))
+            answer = RelayedAnswer(request.id, 200, "application/json", "", b'{"ok": 1}')
+            node_writer.write(stream_frame(encode_answer(answer)))
+            await node_writer.drain()
+
+        answering = asyncio.create_task(owner())
+        answer = await paths.hub.forward(node, "/api/peer/search?q=x", "gzip")
+        await answering
+        assert (answer.status, answer.body) == (200, b'{"ok": 1}')
+        assert paths.hub.attached(node) is session
+        await asyncio.wait_for(carrying, 2.0)  # idle: closed by itself
+        assert paths.hub.attached(node) is None
+        assert await node_reader.read() == b""  # the node sees its end closed
+        node_writer.close()
+
+    asyncio.run(main())
