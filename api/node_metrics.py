@@ -23,6 +23,7 @@ from rhizome.federation.relay import RELAY_EVENTS
 from rhizome.federation.spot_check import Verdict
 
 from .client_quotas import SEARCH_QUOTA
+from .direct_routes import DIRECT_QUOTA
 from .history import HISTORY, is_incoming
 from .keys import NODE
 from .node import Node
@@ -187,11 +188,12 @@ class NodeCollector(Collector):
             ("attach", ATTACH_QUOTA),
             ("relayed", RELAYED_QUOTA),
             ("contact", CONTACT_QUOTA),
+            ("direct", DIRECT_QUOTA),
         ]
         yield labelled(
             CounterMetricFamily,
             "reachability_refused_requests",
-            "Dial-back, relay and contact requests refused for being over an address's rate",
+            "Dial-back, relay, contact and direct-path requests refused over an address's rate",
             "endpoint",
             [(name, self.app[key].refused) for name, key in relay_quotas if key in self.app],
         )

@@ -6,6 +6,8 @@
   signs it with the URL it will be relayed at, and from then on ``RelayHub`` sends it the
   requests for that URL. Only a node that is itself public relays, and only within the
   operator's limits (``relay_max_nodes``, ``relay_mb_per_node_hour``; ``--no-relay``).
+  Our answer names the address the node came from (its NAT's), which its hole punches
+  tell their peers (``federation/direct.py``).
 * ``GET /api/peer/contact?node=ID``: a node's signed hello, if we hold it: how a querier
   finds a node behind NAT it never heard from (``federation.endpoints``).
 * ``GET /api/peer/relay/<node id>/<peer path>``: a peer's request for that node, sent down
