@@ -144,9 +144,8 @@ class DirectPaths:
         node = peer.node_id.hex()
         if self.hub.attached(node) is None:
             opening = self._open(peer)
-            if opening is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(opening), DIRECT_WAIT_SECONDS)
+            if opening is not None:  # waited for, never cancelled: the next query may use it
+                await asyncio.wait({opening}, timeout=DIRECT_WAIT_SECONDS)
         if self.hub.attached(node) is None:
             self._reach(node, "relay")
             return None
