@@ -16,6 +16,7 @@ from rhizome.crawler.blocklist import OWN
 from rhizome.dht import DhtNode, Identity
 from rhizome.federation import DEFAULT_SETTINGS, Network, ShardStore, SpotChecker
 from rhizome.federation.blocklists import OwnList, Subscriptions
+from rhizome.federation.direct import DirectLimits
 from rhizome.federation.relay import RelayLimits
 from rhizome.index import Commit, IndexStore
 from rhizome.index.semantic import Embedder
@@ -23,6 +24,7 @@ from rhizome.index.semantic import Embedder
 from . import (
     blocklist_routes,
     client_quotas,
+    direct_routes,
     discovery,
     health,
     history,
@@ -139,6 +141,7 @@ async def _network_ctx(app: web.Application) -> AsyncIterator[None]:
             max_nodes=config.relays,
             bytes_per_hour=int(config.relay_mb_per_node_hour * 1024 * 1024),
         ),
+        direct_limits=DirectLimits(max_links=config.direct_links),
         local_url=loopback_url(app[HTTP_URL]),
         blocklist=app[BLOCKLIST],
     )
@@ -272,6 +275,7 @@ def create_app(config: NodeConfig, *, http_url: str = "") -> web.Application:
     discovery.setup(app)
     peer_routes.setup(app)
     relay_routes.setup(app)
+    direct_routes.setup(app)
     web_ui.setup(app)
     blocklist_routes.setup(app)
     operator_page.setup(app)

@@ -120,6 +120,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if net:
         print(f"network:    {net.get('peers', 0)} peers, {net.get('shards_held', 0)} shards held")
         print(f"reachable:  {_reachability_line(net)}")
+        if (direct := net.get("direct")) and direct.get("enabled"):
+            print(
+                f"behind NAT: {direct.get('peers_direct', 0)} peers reached directly, "
+                f"{direct.get('peers_relayed', 0)} through their relays"
+            )
     return 0
 
 

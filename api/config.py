@@ -35,6 +35,9 @@ DEFAULT_SEARCH_RATE = 2.0
 # federation/relay.py for the arithmetic (16 busy nodes: ~0.3 Mbit/s of upstream).
 DEFAULT_RELAY_MAX_NODES = 16
 DEFAULT_RELAY_MB_PER_NODE_HOUR = 64.0
+# Nodes behind NAT this node holds a direct link to (or serves one for) at once, past their
+# relays (federation/direct.py: connection reversal, hole punching); 0 or --no-direct: none.
+DEFAULT_DIRECT_MAX_LINKS = 16
 REACHABILITY_MODES = ("auto", "public", "private")
 DEFAULT_MEMORY = "normal"
 LOG_LEVELS = ("debug", "info", "warning", "error")  # any case
@@ -127,6 +130,9 @@ class NodeConfig:
     relay: bool = True
     relay_max_nodes: int = DEFAULT_RELAY_MAX_NODES  # 0: no relaying, as --no-relay
     relay_mb_per_node_hour: float = DEFAULT_RELAY_MB_PER_NODE_HOUR
+    # Direct paths to nodes behind NAT, so their answers stop costing a relay's upstream.
+    direct: bool = True
+    direct_max_links: int = DEFAULT_DIRECT_MAX_LINKS  # 0: none, as --no-direct
     history_step: float = DEFAULT_HISTORY_STEP
     # This node's own blocklist, signed, for nodes that subscribe to it (federation/
     # blocklists.py). It shows what the operator blocked: --no-publish-blocklist keeps it.
@@ -136,6 +142,11 @@ class NodeConfig:
     def relays(self) -> int:
         """Nodes this node relays for at most (0: none)."""
         return self.relay_max_nodes if self.relay else 0
+
+    @property
+    def direct_links(self) -> int:
+        """Direct links held, and served, at most (0: every request through the relays)."""
+        return self.direct_max_links if self.direct else 0
 
     @property
     def http_host(self) -> str:
@@ -319,5 +330,7 @@ def validate(config: NodeConfig) -> None:
         raise ConfigError(f"log_level: one of {', '.join(LOG_LEVELS)}")
     if config.relay_max_nodes < 0:
         raise ConfigError("relay_max_nodes: must not be negative")
+    if config.direct_max_links < 0:
+        raise ConfigError("direct_max_links: must not be negative")
     if config.relay_mb_per_node_hour <= 0:
         raise ConfigError("relay_mb_per_node_hour: must be positive")

@@ -47,6 +47,9 @@ HELP: dict[str, str] = {
     "relay": "relay for nodes behind NAT when reachable (--no-relay: never)",
     "relay_max_nodes": "nodes behind NAT relayed for at once at most (0: no relaying)",
     "relay_mb_per_node_hour": "MB each relayed node may use of this node's upstream an hour",
+    "direct": "reach nodes behind NAT past their relays, by reversal or hole punch "
+    "(--no-direct: always through the relay)",
+    "direct_max_links": "direct links to nodes behind NAT held (and served) at once at most",
     "publish_blocklist": "serve this node's blocklist, signed, to nodes that subscribe to it",
     "history_step": "seconds between points of the status page's graphs (60: the last hour)",
 }

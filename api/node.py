@@ -53,6 +53,7 @@ PUBLIC_STATUS: dict[str, tuple[str, ...] | None] = {
         "published_generation",
         "reachability",
         "relayed",
+        "direct",  # counts: how many nodes behind NAT were reached past their relays
     ),
     "uptime_s": None,
     "version": None,

@@ -16,11 +16,14 @@ from prometheus_client.registry import Collector
 
 from rhizome.dht.protocol import DROP_REASONS
 from rhizome.federation import Network
+from rhizome.federation.direct import DIRECT_EVENTS, WAYS
+from rhizome.federation.direct_serve import SERVED_EVENTS
 from rhizome.federation.reachability import Reachability
 from rhizome.federation.relay import RELAY_EVENTS
 from rhizome.federation.spot_check import Verdict
 
 from .client_quotas import SEARCH_QUOTA
+from .direct_routes import DIRECT_QUOTA
 from .history import HISTORY, is_incoming
 from .keys import NODE
 from .node import Node
@@ -185,11 +188,12 @@ class NodeCollector(Collector):
             ("attach", ATTACH_QUOTA),
             ("relayed", RELAYED_QUOTA),
             ("contact", CONTACT_QUOTA),
+            ("direct", DIRECT_QUOTA),
         ]
         yield labelled(
             CounterMetricFamily,
             "reachability_refused_requests",
-            "Dial-back, relay and contact requests refused for being over an address's rate",
+            "Dial-back, relay, contact and direct-path requests refused over an address's rate",
             "endpoint",
             [(name, self.app[key].refused) for name, key in relay_quotas if key in self.app],
         )
@@ -228,6 +232,7 @@ class NodeCollector(Collector):
         yield from _publishing(network)
         yield from _spot_checks(network)
         yield from _reachability(network)
+        yield from _direct(network)
 
 
 def _traffic(traffic: Mapping[str, int]) -> Iterator[Metric]:
@@ -298,8 +303,10 @@ def _reachability(network: Network) -> Iterator[Metric]:
         "relay_attached", "1 while this node is reached through a relay", link.relay is not None
     )
     yield counter("relay_link_attaches", "Attachments to a relay (behind NAT)", link.attaches)
-    yield counter("relay_link_served_requests", "Requests answered through our relay", link.served)
-    yield counter("relay_link_served_bytes", "Bytes answered through our relay", link.bytes)
+    yield counter(
+        "relay_link_served_requests", "Requests answered through our relay", link.served.requests
+    )
+    yield counter("relay_link_served_bytes", "Bytes answered through our relay", link.served.bytes)
     hub = network.relay_hub
     yield labelled(
         CounterMetricFamily,
@@ -316,4 +323,47 @@ def _reachability(network: Network) -> Iterator[Metric]:
     )
     yield counter(
         "relay_answer_bytes", "Bytes of answers relayed for nodes behind NAT", hub.relayed_bytes
+    )
+
+
+def _direct(network: Network) -> Iterator[Metric]:
+    status = network.direct.status()
+    yield labelled(
+        CounterMetricFamily,
+        "direct_events",
+        "Direct paths to nodes behind NAT: reversal_*, punch_*, direct and relayed requests",
+        "event",
+        with_zeros(status["counts"], DIRECT_EVENTS),
+    )
+    yield labelled(
+        GaugeMetricFamily,
+        "direct_peers",
+        "Nodes behind NAT by how they were reached when last asked: reversal, punch, relay",
+        "way",
+        [(way, status["peers_by_way"][way]) for way in WAYS],
+    )
+    yield gauge("direct_links", "Direct links to nodes behind NAT held now", status["links"])
+    yield counter(
+        "direct_answer_bytes",
+        "Bytes of answers that came over direct links",
+        status["answer_bytes"],
+    )
+    served = network.direct_server
+    yield labelled(
+        CounterMetricFamily,
+        "direct_served_events",
+        "Behind NAT: queriers dialled back (reversed), punched to, failed, refused",
+        "event",
+        with_zeros(served.counts, SERVED_EVENTS),
+    )
+    yield gauge(
+        "direct_served_links", "Behind NAT: direct links served now", served.status()["links"]
+    )
+    yield counter(
+        "direct_served_requests",
+        "Behind NAT: requests answered over direct links",
+        served.served.requests,
+    )
+    yield counter(
+        "direct_served_bytes", "Behind NAT: bytes answered over direct links", served.served.bytes
     )

@@ -6,6 +6,8 @@
   signs it with the URL it will be relayed at, and from then on ``RelayHub`` sends it the
   requests for that URL. Only a node that is itself public relays, and only within the
   operator's limits (``relay_max_nodes``, ``relay_mb_per_node_hour``; ``--no-relay``).
+  Our answer names the address the node came from (its NAT's), which its hole punches
+  tell their peers (``federation/direct.py``).
 * ``GET /api/peer/contact?node=ID``: a node's signed hello, if we hold it: how a querier
   finds a node behind NAT it never heard from (``federation.endpoints``).
 * ``GET /api/peer/relay/<node id>/<peer path>``: a peer's request for that node, sent down
@@ -20,6 +22,7 @@ import asyncio
 import base64
 import logging
 import os
+from collections.abc import Callable
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -29,7 +32,7 @@ from rhizome.dht.quotas import RateLimiter
 from rhizome.federation import Network
 from rhizome.federation.errors import RelayOverBudget, RelayProtocolError, RelayUnavailable
 from rhizome.federation.reachability import Reachability, dial_back
-from rhizome.federation.relay import RelaySession
+from rhizome.federation.relay import RelayHub, RelaySession
 from rhizome.federation.relay_wire import (
     ATTACH_NONCE_BYTES,
     CLOSE_OVER_BUDGET,
@@ -120,25 +123,40 @@ async def attach(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     nonce = os.urandom(ATTACH_NONCE_BYTES)
     await ws.send_json({"nonce": nonce.hex()})
-    try:
-        message = await ws.receive(timeout=ATTACH_SECONDS)
-        node_hex = _check_attach(network, nonce, message.data, message.type)
-    except (TimeoutError, RelayProtocolError) as exc:
-        log.info("refused a relay attach from %s: %s", request.remote, exc)
-        await ws.close(code=CLOSE_PROTOCOL, message=b"bad attach")
+    node_hex = await check_attach(ws, nonce, lambda node: _relayed_base(network, node))
+    if node_hex is None:
+        log.info("refused a relay attach from %s", request.remote)
         return ws
     if (why := hub.refusal(node_hex)) is not None:
         await ws.send_json({"ok": False, "error": why})
         await ws.close()
         return ws
     session = hub.attach(node_hex, ws)
-    await ws.send_json({"ok": True, "expires_in": hub.limits.reservation_seconds})
-    await _carry(ws, hub_session=session, network=network)
+    # Where we saw it come from: its NAT's address, which its hole punches need.
+    await ws.send_json(
+        {"ok": True, "expires_in": hub.limits.reservation_seconds, "observed": request.remote}
+    )
+    await carry(ws, hub=hub, session=session)
     return ws
 
 
-def _check_attach(network: Network, nonce: bytes, data: object, kind: WSMsgType) -> str:
-    """The attaching node's id, if its answer signs our nonce and its relayed URL here."""
+async def check_attach(
+    ws: web.WebSocketResponse, nonce: bytes, expected_url: Callable[[str], str]
+) -> str | None:
+    """The attaching node's id (hex), if its answer signs our nonce and the URL it is
+    reached at through us (``expected_url`` of its id); else the socket is closed, None."""
+    try:
+        message = await ws.receive(timeout=ATTACH_SECONDS)
+        return _signed_id(nonce, message.data, message.type, expected_url)
+    except (TimeoutError, RelayProtocolError) as exc:
+        log.info("a bad attach: %s", exc)
+        await ws.close(code=CLOSE_PROTOCOL, message=b"bad attach")
+        return None
+
+
+def _signed_id(
+    nonce: bytes, data: object, kind: WSMsgType, expected_url: Callable[[str], str]
+) -> str:
     if kind != WSMsgType.TEXT or not isinstance(data, str) or len(data) > MAX_HANDSHAKE_BYTES:
         raise RelayProtocolError("expected the attach answer")
     try:
@@ -149,35 +167,48 @@ def _check_attach(network: Network, nonce: bytes, data: object, kind: WSMsgType)
         url = str(answer["url"])
     except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
         raise RelayProtocolError(f"attach answer does not parse: {exc}") from None
-    if node_id_for(public_key) != node_id or url != _relayed_base(network, node_id.hex()):
+    if node_id_for(public_key) != node_id or url != expected_url(node_id.hex()):
         raise RelayProtocolError("attach answer names another node or relay")
     if not verify(public_key, attach_message(nonce, url), signature):
         raise RelayProtocolError("attach signature does not verify")
     return node_id.hex()
 
 
-async def _carry(ws: web.WebSocketResponse, *, hub_session: RelaySession, network: Network) -> None:
-    """Read the node's answers until it goes, its reservation ends or it breaks a rule."""
-    hub = network.relay_hub
+async def carry(
+    ws: web.WebSocketResponse,
+    *,
+    hub: RelayHub,
+    session: RelaySession,
+    idle: float | None = None,
+) -> None:
+    """Read the node's answers until it goes, its reservation ends, it breaks a rule, or
+    (a direct link) no answer came for ``idle`` seconds."""
     code = CLOSE_RESERVATION_OVER
+    loop = asyncio.get_running_loop()
+    end = loop.time() + hub.limits.reservation_seconds
+
+    def deadline() -> float:
+        return end if idle is None else min(end, loop.time() + idle)
+
     try:
-        async with asyncio.timeout(hub.limits.reservation_seconds):
+        async with asyncio.timeout_at(deadline()) as watch:
             async for message in ws:
                 if message.type != WSMsgType.BINARY:
                     continue
                 try:
-                    hub.answered(hub_session, message.data)
+                    hub.answered(session, message.data)
                 except RelayProtocolError as exc:
-                    log.info("relayed node %s broke the rules: %s", hub_session.node[:12], exc)
+                    log.info("linked node %s broke the rules: %s", session.node[:12], exc)
                     code = CLOSE_PROTOCOL
                     break
-                if hub.refusal(hub_session.node) is not None:
+                if hub.refusal(session.node) is not None:
                     code = CLOSE_OVER_BUDGET
                     break
+                watch.reschedule(deadline())
     except TimeoutError:
         pass
     finally:
-        hub.detach(hub_session)
+        hub.detach(session)
         await ws.close(code=code)
 
 

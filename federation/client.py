@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 import zlib
 from collections import Counter
@@ -21,7 +22,7 @@ import aiohttp
 import orjson
 
 from rhizome.crawler import CrawlerError
-from rhizome.crawler.ssrf import GuardedSocketFactory
+from rhizome.crawler.ssrf import GuardedSocketFactory, check_address
 from rhizome.dht import Peer, node_id_for
 
 from . import proof
@@ -33,7 +34,7 @@ from .errors import (
     PeerUnproven,
     PeerUnreachable,
 )
-from .relay_wire import PATH_CONTACT
+from .relay_wire import PATH_CONTACT, RelayedAnswer
 from .settings import FederationSettings
 from .wire import (
     MAX_BLOCKLIST_ANSWER_BYTES,
@@ -72,28 +73,43 @@ READ_CHUNK = 64 * 1024
 Params = Mapping[str, str] | Sequence[tuple[str, str]]
 
 
-async def read_bounded(resp: aiohttp.ClientResponse, url: str, limit: int) -> bytes:
-    """The body, gunzipped here (the session does not decode) within ``limit`` decoded
-    bytes: zlib is told how much it may produce, so a bomb costs at most the limit."""
-    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("identity", "gzip"):
-        raise PeerBadAnswer(url, f"unexpected Content-Encoding {encoding!r}")
-    inflate = zlib.decompressobj(wbits=31) if encoding == "gzip" else None
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(READ_CHUNK):
+class _Inflater:
+    """Decoded bytes of a body within ``limit``: zlib is told how much it may produce, so
+    a bomb costs at most the limit."""
+
+    def __init__(self, encoding: str, url: str, limit: int) -> None:
+        encoding = encoding.strip().lower() or "identity"
+        if encoding not in ("identity", "gzip"):
+            raise PeerBadAnswer(url, f"unexpected Content-Encoding {encoding!r}")
+        self._inflate = zlib.decompressobj(wbits=31) if encoding == "gzip" else None
+        self._url, self._limit = url, limit
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def feed(self, chunk: bytes) -> None:
         data = chunk
         while data:
-            if inflate is None:
+            if self._inflate is None:
                 out, data = data, b""
             else:
-                out = inflate.decompress(data, limit - size + 1)
-                data = inflate.unconsumed_tail
-            size += len(out)
-            if size > limit:
-                raise PeerBadAnswer(url, f"answer over {limit} bytes")
-            parts.append(out)
-    return b"".join(parts)
+                try:
+                    out = self._inflate.decompress(data, self._limit - self.size + 1)
+                except zlib.error as exc:
+                    raise PeerBadAnswer(self._url, f"bad gzip: {exc}") from None
+                data = self._inflate.unconsumed_tail
+            self.size += len(out)
+            if self.size > self._limit:
+                raise PeerBadAnswer(self._url, f"answer over {self._limit} bytes")
+            self.parts.append(out)
+
+
+async def read_bounded(resp: aiohttp.ClientResponse, url: str, limit: int) -> bytes:
+    """The body, gunzipped here (the session does not decode) within ``limit`` decoded
+    bytes."""
+    inflater = _Inflater(resp.headers.get("Content-Encoding", "identity"), url, limit)
+    async for chunk in resp.content.iter_chunked(READ_CHUNK):
+        inflater.feed(chunk)
+    return b"".join(inflater.parts)
 
 
 class PeerClient:
@@ -322,6 +338,43 @@ class PeerClient:
                     raise PeerBadAnswer(url, f"refused: HTTP {resp.status}")
 
         await self._mapped(url, send())
+
+    def read_linked(self, peer: Peer, path: str, answer: RelayedAnswer) -> Any:
+        """A JSON answer that came over a direct link (``federation/direct.py``), read as
+        an HTTP answer is: its status, its bounded gunzip, its JSON; PeerError if none."""
+        url = self._base(peer) + path
+        if answer.status != 200:
+            raise PeerBadAnswer(url, f"HTTP {answer.status}")
+        inflater = _Inflater(
+            answer.content_encoding, url, ANSWER_LIMIT.get(path, MAX_OWNER_ANSWER_BYTES)
+        )
+        inflater.feed(answer.body)
+        self.traffic[TRAFFIC_IN.get(path, "other_in")] += len(answer.body)
+        try:
+            return orjson.loads(b"".join(inflater.parts))
+        except orjson.JSONDecodeError:
+            raise PeerBadAnswer(url, "answer is not JSON") from None
+
+    async def punch(
+        self, sock: socket.socket, addr: tuple[str, int], *, within: float
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect ``sock`` (``bound_socket``) to ``addr`` while its owner connects to us
+        (TCP simultaneous open: each NAT lets the other's SYN in as the answer to its own),
+        through the SSRF guard. The stream; PeerError if the two did not meet in
+        ``within`` seconds. ``sock`` is closed on failure."""
+        url = f"tcp://{addr[0]}:{addr[1]}"
+        try:
+            check_address(addr[0], allow_private=self._allow_private)
+            async with asyncio.timeout(within):
+                await asyncio.get_running_loop().sock_connect(sock, addr)
+            return await asyncio.open_connection(sock=sock)
+        except BaseException as exc:
+            sock.close()
+            if isinstance(exc, TimeoutError):
+                raise PeerTimeout(url, "the punch did not meet") from exc
+            if isinstance(exc, (OSError, CrawlerError)):
+                raise PeerUnreachable(url, str(exc) or type(exc).__name__) from exc
+            raise
 
     @property
     def _live(self) -> aiohttp.ClientSession:

@@ -13,7 +13,9 @@
      ├── RelayError           relaying between a querier and a node behind NAT failed
      │    ├── RelayUnavailable  no such node attached here, relaying off or full
      │    ├── RelayOverBudget   the relayed node used its bytes for this hour
-     │    └── RelayProtocolError a frame or handshake that does not parse
+     │    ├── RelayProtocolError a frame or handshake that does not parse
+     │    └── DirectRefused     a node behind NAT will not open a direct path now (off,
+     │                          public, its links or its rate for them used up)
      ├── PushRefused          a shard batch this node was sent is not taken (bad
      │                        signature, wrong kind, distrusted publisher, no usable line)
      ├── PublishIncomplete    some holders did not take their shards; tried again later
@@ -75,6 +77,10 @@ class RelayOverBudget(RelayError):
 
 class RelayProtocolError(RelayError):
     pass
+
+
+class DirectRefused(RelayError):
+    """A reversal or punch is refused; the message is for the asking peer."""
 
 
 class PushRefused(FederationError):

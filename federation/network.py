@@ -19,7 +19,10 @@ from rhizome.dht import DhtNode, Identity
 from rhizome.index import IndexStore, PreparedQuery
 
 from .answer import LocalOwner
+from .answering import LocalAnswerer
 from .client import PeerClient
+from .direct import DirectLimits, DirectPaths
+from .direct_serve import DirectServer
 from .holding import ShardHolder
 from .membership import Membership
 from .peers import NetworkPeers
@@ -53,12 +56,15 @@ class Network:
         settings: FederationSettings = DEFAULT_SETTINGS,
         reachability: str = "auto",
         relay_limits: RelayLimits | None = None,
+        direct_limits: DirectLimits | None = None,
         local_url: str = "",
         blocklist: Blocklist | None = None,
     ) -> None:
         """``reachability``: "auto" (peers dial us back), "public" or "private" (the
         operator knows). ``local_url``: our own HTTP server as this host reaches it (relayed
-        requests are answered through it). ``dht`` starts in client mode unless public.
+        and direct requests are answered through it). ``direct_limits``: links past the relays
+        (``direct.py``; ``max_links`` 0: none, either way). ``dht`` starts in client mode
+        unless public.
         ``blocklist``: hosts whose postings and results a query leaves out."""
         self.store = store
         self.identity = identity
@@ -72,6 +78,16 @@ class Network:
         distrusted = lambda: spot_checker.distrusted  # noqa: E731  (read at each use)
         self.client = PeerClient(settings, allow_private=allow_private_peers, distrusted=distrusted)
         self.membership = Membership(dht, settings)
+        self.forced = None if reachability == "auto" else Reachability(reachability)
+        self.own_url = dht.http_url  # as configured; peers are told it only once public
+        direct_limits = direct_limits or DirectLimits()
+        self.direct = DirectPaths(
+            identity=identity,
+            client=self.client,
+            limits=direct_limits,
+            public_url=lambda: self.own_url if self.reachability is Reachability.PUBLIC else None,
+            observed_ip=lambda: self.relay_link.observed_ip if self._link_task else None,
+        )
         self.slices = HostSlices(self.membership, self.client, pinned=pinned)
         self.holder = ShardHolder(shard_store, distrusted=distrusted)
         self.publisher = Publisher(
@@ -90,6 +106,7 @@ class Network:
                 shard_store=shard_store,
                 settings=settings,
                 distrusted=distrusted,
+                direct=self.direct,
             ),
             settings=settings,
             analyze=store.analyzer.analyze,
@@ -98,8 +115,6 @@ class Network:
             meaning=None if store.embedder is None else store.embedder.similarities,
             blocklist=blocklist,
         )
-        self.forced = None if reachability == "auto" else Reachability(reachability)
-        self.own_url = dht.http_url  # as configured; peers are told it only once public
         self.relay_hub = RelayHub(relay_limits or RelayLimits())
         self.probe = ReachabilityProbe(
             client=self.client,
@@ -108,15 +123,25 @@ class Network:
             members=self.membership.members,
             changed=self._reachability_changed,
         )
+        # Relayed and direct requests alike are answered by asking our own HTTP server.
+        self.answerer = LocalAnswerer(local_url or (self.own_url or ""))
         self.relay_link = RelayLink(
             identity=identity,
             client=self.client,
             candidates=self.membership.members,
-            local_url=local_url or (self.own_url or ""),
+            answerer=self.answerer,
             # A relayed URL is told at once; a contact that died meanwhile delays nothing.
             announce=lambda url: self.dht.advertise(url, wait=False),
         )
         self._link_task: asyncio.Task[None] | None = None
+        self.direct_server = DirectServer(
+            identity=identity,
+            client=self.client,
+            answerer=self.answerer,
+            max_links=direct_limits.max_links,
+            relayed=lambda: self._link_task is not None and self.relay_link.relay is not None,
+            observed_ip=lambda: self.relay_link.observed_ip if self._link_task else None,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
 
@@ -134,6 +159,7 @@ class Network:
         await self.shards.open()
         await self.dht.start(*self._listen, self._bootstrap)
         await self.client.open()
+        await self.answerer.open()
         await self.membership.refresh()
         self._tasks = [
             asyncio.create_task(self.publisher.run(), name="shard-publisher"),
@@ -171,12 +197,15 @@ class Network:
                 await task
 
     async def stop(self) -> None:
+        await self.direct.close()
+        await self.direct_server.close()
         await self._stop_link()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.membership.stop()
+        await self.answerer.close()
         await self.client.close()
         await self.dht.stop()
         await self.shards.close()
@@ -230,4 +259,5 @@ class Network:
             },
             "relay": self.relay_link.status() if self._link_task is not None else None,
             "relaying": self.relay_hub.stats(),
+            "direct": {**self.direct.status(), "serving": self.direct_server.status()},
         }

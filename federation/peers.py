@@ -22,6 +22,7 @@ from rhizome.index import IndexStore, TermShard
 
 from .answer import MAX_OWNER_RESULTS, answer_locally
 from .client import Params, PeerClient
+from .direct import DirectPaths
 from .endpoints import relayed_endpoint
 from .errors import PeerError
 from .membership import Membership
@@ -124,9 +125,12 @@ class NetworkPeers:
         shard_store: ShardStore,
         settings: FederationSettings,
         distrusted: Callable[[], Collection[str]],
+        direct: DirectPaths | None = None,
     ) -> None:
+        """``direct``: links past the relays of owners behind NAT (None: always relayed)."""
         self.membership = membership
         self.client = client
+        self.direct = direct
         self.shard_store = shard_store
         self.settings = settings
         self._distrusted = distrusted
@@ -147,7 +151,7 @@ class NetworkPeers:
         not a JSON object counts as an empty one."""
         peer_hex = peer.node_id.hex()
         tally.asked.add(peer_hex)
-        request = self.client.get_json(peer, path, params)
+        request = self._get(peer, path, params)
         try:
             if deadline is None:
                 data = await request
@@ -159,6 +163,15 @@ class NetworkPeers:
             return None
         tally.answered.add(peer_hex)
         return data if isinstance(data, dict) else {}
+
+    async def _get(self, peer: Peer, path: str, params: Params) -> object:
+        """``peer``'s JSON answer: over a direct link when there is one (or one opens in
+        time: ``DirectPaths.ask``), else by HTTP (through its relay, if it is behind NAT)."""
+        if self.direct is not None:
+            answer = await self.direct.ask(peer, path, params)
+            if answer is not None:
+                return self.client.read_linked(peer, path, answer)
+        return await self.client.get_json(peer, path, params)
 
     # --- collect: shards ---------------------------------------------------------------
     async def shards(self, terms: list[str], tally: QueryTally) -> Merged:

@@ -116,6 +116,10 @@ class RelayHub:
         session = self._sessions.get(node)
         return session if session is not None and not session.closed else None
 
+    def nodes(self) -> list[str]:
+        """The nodes (hex ids) attached now."""
+        return sorted(self._sessions)
+
     def refusal(self, node: str) -> str | None:
         """Why ``node`` may not attach now (None: it may; "": any node, before its id)."""
         if not self.enabled:

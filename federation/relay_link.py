@@ -3,9 +3,10 @@
 ``RelayLink.run`` attaches to the reachable member closest to our id that agrees (so
 nodes behind NAT spread over the relays), announces the relayed URL (``announce``: the
 DHT re-signs our hello and tells our contacts), and answers the requests that come down
-the socket by asking its own HTTP server on loopback, so a relayed request goes through
-exactly the routes, quotas and codecs a direct one does. When the socket closes (the
-relay died, ended our reservation or its budget) it attaches to the next relay at once;
+the socket by asking its own HTTP server on loopback (``answering.py``), so a relayed
+request goes through exactly the routes, quotas and codecs a direct one does. When the
+socket closes (the relay died, ended our reservation or its budget) it attaches to the
+next relay at once;
 a relay that failed us is avoided for ``AVOID_SECONDS``. Detection is immediate when the
 relay's process dies (its kernel closes the connection) and within 1.5 ``HEARTBEAT_SECONDS``
 when its machine or link does; a relayed node whose relay is killed is gone from the
@@ -26,6 +27,7 @@ import aiohttp
 from rhizome.dht import Identity, Peer
 from rhizome.dht.placement import distance
 
+from .answering import LocalAnswerer, Served, ws_frames
 from .client import PeerClient
 from .errors import PeerError, RelayError, RelayProtocolError
 from .relay_wire import (
@@ -36,11 +38,7 @@ from .relay_wire import (
     MAX_RELAY_REQUEST_BYTES,
     PATH_RELAY_ATTACH,
     PATH_RELAY_PREFIX,
-    RelayedAnswer,
-    RelayedRequest,
     attach_message,
-    decode_request,
-    encode_answer,
 )
 
 log = logging.getLogger(__name__)
@@ -48,11 +46,7 @@ log = logging.getLogger(__name__)
 ATTACH_SECONDS = 1.0  # per relay tried; a live relay answers its handshake in ms
 AVOID_SECONDS = 60.0  # a relay that failed us is not tried again for this long
 RETRY_SECONDS = 1.0  # no relay would take us: try the members again after this
-MAX_SERVING = 8  # relayed requests answered at once (the relay allows as many in flight)
-LOCAL_SECONDS = 2.5  # our own answer to a relayed request (the relay waits 3 s)
 MAX_REQUEST_FRAME = HEADER_LENGTH_BYTES + MAX_HEADER_BYTES + MAX_RELAY_REQUEST_BYTES
-ANSWER_HEADER_ROOM = 512  # a frame header's bytes, kept out of the body's allowance
-READ_CHUNK = 64 * 1024
 
 
 class RelayLink:
@@ -62,25 +56,23 @@ class RelayLink:
         identity: Identity,
         client: PeerClient,
         candidates: Callable[[], Awaitable[list[Peer]]],
-        local_url: str,
+        answerer: LocalAnswerer,
         announce: Callable[[str | None], Awaitable[None]],
     ) -> None:
         self.identity = identity
         self.client = client
         self._candidates = candidates
-        self._local = local_url.rstrip("/")
+        self._answerer = answerer
         self._announce = announce
         self._avoid: dict[bytes, float] = {}
-        self._serving = asyncio.Semaphore(MAX_SERVING)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._session: aiohttp.ClientSession | None = None
         self.relay: Peer | None = None
+        # Our address as the relay saw it: the NAT's public side, which a hole punch needs.
+        self.observed_ip: str | None = None
         self.url: str | None = None
         self.attached_at: float | None = None
         self.attaches = 0
         self.last_gap: float | None = None  # seconds from losing a relay to the next
-        self.served = 0
-        self.bytes = 0  # frame bytes answered through relays
+        self.served = Served()  # requests and frame bytes answered through relays
 
     def status(self) -> dict[str, Any]:
         return {
@@ -91,12 +83,11 @@ class RelayLink:
             else None,
             "attaches": self.attaches,
             "last_reattach_s": self.last_gap,
-            "served": self.served,
-            "served_bytes": self.bytes,
+            "served": self.served.requests,
+            "served_bytes": self.served.bytes,
         }
 
     async def run(self) -> None:
-        self._session = aiohttp.ClientSession(auto_decompress=False)
         lost_at: float | None = None
         try:
             while True:
@@ -113,7 +104,7 @@ class RelayLink:
                     log.info("re-attached to a relay %.3f s after losing one", self.last_gap)
                 self.attaches += 1
                 try:
-                    await self._serve(ws)
+                    await self._answerer.serve(ws_frames(ws), ws.send_bytes, self.served, idle=None)
                 finally:
                     with contextlib.suppress(Exception):
                         await ws.close()
@@ -121,12 +112,9 @@ class RelayLink:
                 if ws.close_code != CLOSE_RESERVATION_OVER:
                     self._avoid[relay.node_id] = lost_at + AVOID_SECONDS
                 log.info("relay %s closed (%s)", relay.http_url, ws.close_code)
-                self.relay = self.attached_at = None
+                self.relay = self.attached_at = self.observed_ip = None
         finally:
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._session.close()
+            self.relay = self.attached_at = self.observed_ip = None
 
     async def _attach_somewhere(self) -> tuple[Peer, Any] | None:
         now = time.monotonic()
@@ -146,82 +134,43 @@ class RelayLink:
         return None
 
     async def _attach(self, peer: Peer) -> Any:
-        """Open the socket and pass the relay's challenge: a signature over its nonce and
-        the URL we will be relayed at, so the relay knows the id is ours."""
-        ws = await self.client.websocket(
-            peer, PATH_RELAY_ATTACH, within=HEARTBEAT_SECONDS, max_frame=MAX_REQUEST_FRAME
+        ws, answer = await attach_link(
+            self.client,
+            self.identity,
+            peer,
+            PATH_RELAY_ATTACH,
+            relay_url(peer, self.identity.node_id),
         )
-        try:
-            challenge = await ws.receive_json()
-            nonce = bytes.fromhex(str(challenge.get("nonce", "")))
-            url = relay_url(peer, self.identity.node_id)
-            await ws.send_json(
-                {
-                    "node_id": self.identity.node_id.hex(),
-                    "public_key": self.identity.public_key.hex(),
-                    "signature": self.identity.sign(attach_message(nonce, url)).hex(),
-                    "url": url,
-                }
-            )
-            answer = await ws.receive_json()
-            if not isinstance(answer, dict) or answer.get("ok") is not True:
-                raise RelayProtocolError(f"refused: {answer!r:.200}")
-        except BaseException:
-            await ws.close()
-            raise
+        observed = answer.get("observed")
+        self.observed_ip = observed if isinstance(observed, str) else None
         return ws
 
-    async def _serve(self, ws: Any) -> None:
-        async for message in ws:
-            if message.type != aiohttp.WSMsgType.BINARY:
-                continue
-            try:
-                request = decode_request(message.data)
-            except RelayProtocolError as exc:
-                log.warning("bad frame from the relay: %s", exc)
-                continue
-            task = asyncio.create_task(self._answer(ws, request), name="relayed-request")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, ws: Any, request: RelayedRequest) -> None:
-        async with self._serving:
-            answer = await self._ask_ourselves(request)
-        frame = encode_answer(answer)
-        if len(frame) > request.max_answer:  # over what the relay may still carry for us
-            frame = encode_answer(RelayedAnswer(request.id, 503, "text/plain", "", b"budget"))
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await ws.send_bytes(frame)
-            self.served += 1
-            self.bytes += len(frame)
-
-    async def _ask_ourselves(self, request: RelayedRequest) -> RelayedAnswer:
-        assert self._session is not None
-        allowed = request.max_answer - ANSWER_HEADER_ROOM
-        try:
-            async with self._session.get(
-                self._local + request.path_qs,
-                headers={"Accept-Encoding": request.accept_encoding or "identity"},
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=LOCAL_SECONDS),
-            ) as resp:
-                parts: list[bytes] = []
-                size = 0
-                async for chunk in resp.content.iter_chunked(READ_CHUNK):
-                    size += len(chunk)
-                    if size > allowed:
-                        return RelayedAnswer(request.id, 503, "text/plain", "", b"too large")
-                    parts.append(chunk)
-                return RelayedAnswer(
-                    request.id,
-                    resp.status,
-                    resp.headers.get("Content-Type", ""),
-                    resp.headers.get("Content-Encoding", ""),
-                    b"".join(parts),
-                )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.info("relayed request failed here: %s", exc)
-            return RelayedAnswer(request.id, 502, "text/plain", "", b"")
+async def attach_link(
+    client: PeerClient, identity: Identity, peer: Peer, path: str, url: str
+) -> tuple[Any, dict[str, Any]]:
+    """Open a WebSocket to ``peer``'s ``path`` and pass its challenge: a signature over its
+    nonce and ``url``, what we will be reached at through it, so it knows the id is ours.
+    The socket and the peer's answer (``{"ok": true, ...}``)."""
+    ws = await client.websocket(peer, path, within=HEARTBEAT_SECONDS, max_frame=MAX_REQUEST_FRAME)
+    try:
+        challenge = await ws.receive_json()
+        nonce = bytes.fromhex(str(challenge.get("nonce", "")))
+        await ws.send_json(
+            {
+                "node_id": identity.node_id.hex(),
+                "public_key": identity.public_key.hex(),
+                "signature": identity.sign(attach_message(nonce, url)).hex(),
+                "url": url,
+            }
+        )
+        answer = await ws.receive_json()
+        if not isinstance(answer, dict) or answer.get("ok") is not True:
+            raise RelayProtocolError(f"refused: {answer!r:.200}")
+    except BaseException:
+        await ws.close()
+        raise
+    return ws, answer
 
 
 def relay_url(relay: Peer, node_id: bytes) -> str:

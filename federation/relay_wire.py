@@ -8,8 +8,10 @@ URL goes down the socket as one binary frame and the answer comes back as one: a
 header length, a JSON header, and the body bytes as they are (still gzipped, if they were).
 
 Only what a querier asks of an owner is relayed (``RELAYED_PATHS``): its search, its
-snippets and the whoami proof of its URL. Shard pushes and lookups never are, as a node
-behind NAT is never a holder; nor forwarded URLs, as it owns no host slice.
+snippets, the whoami proof of its URL, and the two requests that open a direct path
+instead (``federation/direct_wire.py``: reversal and hole punch). Shard pushes and
+lookups never are, as a node behind NAT is never a holder; nor forwarded URLs, as it owns
+no host slice.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ PATH_RELAY_ATTACH = "/api/peer/relay"  # GET, upgraded to a WebSocket
 PATH_RELAY_PREFIX = "/api/peer/relay/"  # + node id hex + "/" + a peer path
 PATH_CONTACT = "/api/peer/contact"  # ?node=HEX: that node's signed hello, if we hold it
 PATH_DIALBACK = "/api/peer/dialback"  # POST {"node_id", "url"}: dial me back, say if it worked
-RELAYED_PATHS = frozenset({PATH_SEARCH, PATH_SNIPPETS, PATH_WHOAMI})
+# Asked of a node behind NAT through its relay, to stop relaying (federation/direct.py):
+PATH_REVERSE = "/api/peer/reverse"  # ?node=HEX&url=URL: dial me, I am public
+PATH_PUNCH = "/api/peer/punch"  # ?node=HEX&addr=IP:PORT&nonce=HEX: dial me as I dial you
+RELAYED_PATHS = frozenset({PATH_SEARCH, PATH_SNIPPETS, PATH_WHOAMI, PATH_REVERSE, PATH_PUNCH})
 # Domain separation: an attach signature is never a whoami's, a record's or a hello's.
 ATTACH_DOMAIN = b"rhizome-relay-attach/1"
 ATTACH_NONCE_BYTES = 16

@@ -18,6 +18,7 @@ not). Everything is removed by ``destroy`` (namespaces and the bridge; veths go 
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -43,6 +44,9 @@ table inet filter {
     }
 }
 """
+
+
+_BUILDS = itertools.count()
 
 
 def usable() -> str | None:
@@ -93,7 +97,9 @@ class Topology:
 
     @classmethod
     def build(cls, *, public: int, natted: int) -> Topology:
-        tag = 20 + os.getpid() % 200
+        # Another tag for each build of this process: a namespace's devices go with it
+        # asynchronously, so a module's network may still be going as the next one's comes.
+        tag = 20 + (os.getpid() + next(_BUILDS)) % 200
         topo = cls(tag=tag, bridge=f"rzb{tag}")
         try:
             topo._build(public, natted)
@@ -159,6 +165,10 @@ class Topology:
         run("ip", "-n", ns, "link", "set", inside, "up")
 
     def destroy(self) -> None:
+        for i in range(len(self.homes)):  # the consoles' root ends, not left to the kernel
+            subprocess.run(
+                ["ip", "link", "del", f"rz{self.tag}c{i}"], capture_output=True, timeout=30
+            )
         for ns in [*self.public, *self.homes, *self.routers]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
         if self.bridge:

@@ -36,6 +36,9 @@ SEEDS = {
 }
 
 
+ALL = ("pub0", "pub1", "pub2", "home0", "home1")  # start_network's names
+
+
 @dataclass
 class Net:
     topo: Topology
@@ -68,7 +71,14 @@ def _port(node: NodeHandle) -> int:
     raise AssertionError(node.output())
 
 
-def start_network(factory: NodeFactory, topo: Topology, site: FixtureSite) -> dict[str, NodeHandle]:
+def start_network(
+    factory: NodeFactory,
+    topo: Topology,
+    site: FixtureSite,
+    extra: dict[str, tuple[str, ...]] | None = None,
+) -> dict[str, NodeHandle]:
+    """``extra``: more flags for some nodes, by name ("pub2", "home0", ...)."""
+    extra = extra or {}
     host = site.split("/", 3)[2]
     common = (
         *("--semantic", "off", "--parse-workers", "1", "--max-depth", "0"),
@@ -83,6 +93,7 @@ def start_network(factory: NodeFactory, topo: Topology, site: FixtureSite) -> di
         nodes[name] = factory.start(
             *common,
             *("--http", f"{ip}:0", "--dht", f"{ip}:0", *boot),
+            *extra.get(name, ()),
             netns=ns,
             seeds=[site + p for p in SEEDS.get(name, ())],
         )
@@ -93,6 +104,7 @@ def start_network(factory: NodeFactory, topo: Topology, site: FixtureSite) -> di
         node = factory.start(
             *common,
             *("--http", "0.0.0.0:0", "--dht", "0.0.0.0:0", *boot),
+            *extra.get(name, ()),
             netns=ns,
             seeds=[site + p for p in SEEDS.get(name, ())],
         )
@@ -125,7 +137,9 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     factory = NodeFactory(tmp_path_factory.mktemp("nat"))
     try:
         with serve_site(host=topo.internet_host) as site:
-            nodes = start_network(factory, topo, site)
+            # Relayed only: these tests are about the relays (direct paths past them are
+            # tests/test_nat_direct.py's), e.g. that a moved node is found at its new relay.
+            nodes = start_network(factory, topo, site, extra=dict.fromkeys(ALL, ("--no-direct",)))
             wait_until(lambda: settled(nodes), timeout=90, what="roles found, crawls published")
             yield Net(topo, site, factory, nodes)
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -194,7 +195,11 @@ def test_status_shows_anyone_counts_and_the_operator_everything(
         "published_generation",
         "reachability",
         "relayed",
+        "direct",
     }
+    # How peers behind NAT were reached: counts, never which peers.
+    assert public["network"]["direct"]["peers_direct"] == 0
+    assert not re.search(r"[0-9a-f]{40}", json.dumps(public["network"]["direct"]))
     full = node.status()
     for key in ("unresponsive_peers", "traffic_bytes", "dht", "distrusted_peers"):
         assert key in full["network"], full["network"]
