@@ -563,6 +563,10 @@ class IndexStore:
         """This node's shard of each term (of every indexed term when ``terms`` is None)."""
         return await self._in(self._read_pool, self._term_shards, terms, top_k)
 
+    async def indexed_terms(self) -> list[str]:
+        """Every term of the shard fields, sorted (what a full publish builds, in parts)."""
+        return await self._in(self._read_pool, lambda: sorted(all_terms(self.index.searcher())))
+
     def _term_shards(self, terms: list[str] | None, top_k: int) -> list[TermShard]:
         started = time.thread_time()
         searcher = self.index.searcher()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import rhizome.federation.publisher
 from rhizome.dht import DhtNode
 from rhizome.federation.client import PeerClient
 from rhizome.federation.membership import Membership
@@ -163,3 +164,25 @@ async def test_the_publish_loop_places_every_term_by_idle_and_republishes_in_tim
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_a_full_publish_in_parts_places_every_term_once(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full publish builds, signs and pushes a few thousand terms at a time (so its
+    memory stays bounded); every term is placed all the same, and only once."""
+    monkeypatch.setattr(rhizome.federation.publisher, "BUILD_CHUNK_TERMS", 7)
+    docs = [page(f"p{i}", f"word{i} shared common{i % 3}") for i in range(12)]
+    await parts.commit(*docs)
+    everything = set().union(*(page_terms(d) for d in docs))
+    assert len(everything) > 3 * 7  # several parts
+    await parts.publisher.publish()
+    last = parts.publisher.last_publish
+    assert last["full"] and last["terms"] == last["changed"] == len(everything)
+    assert last["failed_holders"] == 0 and last["holders"] == 1
+    for term in everything:
+        assert await parts.held(term), term
+    [shared] = build_analyzer().analyze("shared")
+    assert sorted(await parts.held(shared)) == sorted(d.url for d in docs)
+    await parts.publisher.publish()  # nothing changed since: nothing is sent again
+    assert parts.publisher.last_publish["changed"] == 0
