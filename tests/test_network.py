@@ -82,12 +82,13 @@ def net(
             lambda: all(network_status(n)["peers"] >= 2 for n in nodes.values()),
             what="every node to know the two others",
         )
+        # Every node holds shards (3 nodes, 3 replicas: each is a holder of every term once
+        # all are members), so no re-placement still runs when the tests count them.
         wait_until(
-            lambda: (
-                all(n.status()["idle"] for n in nodes.values())
-                and network_status(a)["shards_held"] > 0
+            lambda: all(
+                n.status()["idle"] and network_status(n)["shards_held"] > 0 for n in nodes.values()
             ),
-            what="crawls done and shards placed",
+            what="crawls done and shards placed on every node",
         )
         yield nodes
     finally:
