@@ -557,21 +557,17 @@ class IndexStore:
         hits = searcher.search(tantivy.Query.term_query(self.schema, "url", url), limit=1).hits
         return searcher.doc(hits[0][1]) if hits else None
 
-    async def term_shards(
-        self, terms: list[str] | None = None, *, top_k: int = DEFAULT_TOP_K
-    ) -> list[TermShard]:
-        """This node's shard of each term (of every indexed term when ``terms`` is None)."""
+    async def term_shards(self, terms: list[str], *, top_k: int = DEFAULT_TOP_K) -> list[TermShard]:
+        """This node's shard of each of ``terms`` (``indexed_terms`` names them all)."""
         return await self._in(self._read_pool, self._term_shards, terms, top_k)
 
     async def indexed_terms(self) -> list[str]:
         """Every term of the shard fields, sorted (what a full publish builds, in parts)."""
         return await self._in(self._read_pool, lambda: sorted(all_terms(self.index.searcher())))
 
-    def _term_shards(self, terms: list[str] | None, top_k: int) -> list[TermShard]:
+    def _term_shards(self, terms: list[str], top_k: int) -> list[TermShard]:
         started = time.thread_time()
         searcher = self.index.searcher()
-        if terms is None:
-            terms = sorted(all_terms(searcher))
         shards = build_shards(
             searcher, self.schema, terms, top_k=top_k, lengths_of=self._lengths_of
         )
