@@ -47,3 +47,7 @@ class Lru(Generic[K, V]):
 
     def __iter__(self) -> Iterator[K]:
         return iter(self._items)
+
+    def values(self) -> Iterator[V]:
+        """The values, oldest first, without making any of them newer."""
+        return iter(self._items.values())

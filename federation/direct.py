@@ -27,7 +27,7 @@ import contextlib
 import logging
 import os
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +35,7 @@ from urllib.parse import urlencode
 
 import orjson
 
+from rhizome.crawler.lru import Lru
 from rhizome.dht import Identity, Peer, node_id_for, verify
 
 from .client import Params, PeerClient
@@ -123,9 +124,9 @@ class DirectPaths:
         self.counts: Counter[str] = Counter()
         self._opening: dict[str, asyncio.Task[None]] = {}
         self._expected: dict[str, asyncio.Future[None]] = {}  # reversals we wait for
-        self._retry_at: OrderedDict[str, float] = OrderedDict()
+        self._retry_at: Lru[str, float] = Lru(MAX_REMEMBERED)
         self._way: dict[str, str] = {}  # node hex -> how its link was opened
-        self._reached: OrderedDict[str, str] = OrderedDict()  # node hex -> way, last asked
+        self._reached: Lru[str, str] = Lru(MAX_REMEMBERED)  # node hex -> way, last asked
         self._carrying: set[asyncio.Task[None]] = set()
 
     @property
@@ -161,10 +162,7 @@ class DirectPaths:
 
     def _reach(self, node: str, way: str) -> None:
         self.counts["relayed_requests" if way == "relay" else "direct_requests"] += 1
-        self._reached[node] = way
-        self._reached.move_to_end(node)
-        while len(self._reached) > MAX_REMEMBERED:
-            self._reached.popitem(last=False)
+        self._reached.put(node, way)
 
     def _open(self, peer: Peer) -> asyncio.Task[None] | None:
         """The task opening a link to ``peer`` (started now, or already running); None if
@@ -172,7 +170,7 @@ class DirectPaths:
         node = peer.node_id.hex()
         if (task := self._opening.get(node)) is not None:
             return task
-        if self._retry_at.get(node, 0.0) > time.monotonic():
+        if (self._retry_at.get(node) or 0.0) > time.monotonic():
             return None
         if self.hub.refusal(node) is not None:
             self.counts["links_full"] += 1
@@ -191,10 +189,7 @@ class DirectPaths:
     def _failed(self, node: str, way: str, exc: BaseException) -> None:
         log.info("no %s to %s, through its relay for now: %s", way, node[:12], exc)
         self.counts[f"{way}_failed"] += 1
-        self._retry_at[node] = time.monotonic() + self.limits.retry_seconds
-        self._retry_at.move_to_end(node)
-        while len(self._retry_at) > MAX_REMEMBERED:
-            self._retry_at.popitem(last=False)
+        self._retry_at.put(node, time.monotonic() + self.limits.retry_seconds)
 
     # --- reversal ----------------------------------------------------------------------
     async def _reverse(self, peer: Peer, url: str) -> None:
