@@ -40,14 +40,19 @@ MAX_URL_CHARS = 512  # a querier's URL, as a dial-back's
 DIRECT_QUOTA = web.AppKey("direct_quota", RateLimiter)
 
 
-def _node(request: web.Request) -> bytes:
+def _hex(request: web.Request, name: str, size: int) -> bytes:
+    """Query parameter ``name``: ``size`` bytes written in hex, else BadRequest."""
     try:
-        node = bytes.fromhex(request.query.get("node", ""))
+        value = bytes.fromhex(request.query.get(name, ""))
     except ValueError:
-        node = b""
-    if len(node) != 20:
-        raise BadRequest("node must be 20 bytes of hex")
-    return node
+        value = b""
+    if len(value) != size:
+        raise BadRequest(f"{name} must be {size} bytes of hex")
+    return value
+
+
+def _node(request: web.Request) -> bytes:
+    return _hex(request, "node", 20)
 
 
 async def reverse(request: web.Request) -> web.Response:
@@ -68,13 +73,7 @@ async def punch(request: web.Request) -> web.Response:
     network = network_of(request)
     if (refused := over_rate(request, request.app[DIRECT_QUOTA])) is not None:
         return refused
-    querier = _node(request)
-    try:
-        nonce = bytes.fromhex(request.query.get("nonce", ""))
-    except ValueError:
-        nonce = b""
-    if len(nonce) != PUNCH_NONCE_BYTES:
-        raise BadRequest(f"nonce must be {PUNCH_NONCE_BYTES} bytes of hex")
+    querier, nonce = _node(request), _hex(request, "nonce", PUNCH_NONCE_BYTES)
     try:
         ours = network.direct_server.punch(querier, request.query.get("addr", ""), nonce)
     except DirectRefused as exc:
