@@ -2,8 +2,16 @@
 
 Publishers push their shards to the nodes closest to each term's key; a holder keeps every
 publisher's copy apart (no last-writer-wins between publishers), expires copies that are
-not republished, and answers lookups with all copies of a term so the asker can merge them.
+not republished, and answers lookups with the copies of a term so the asker can merge them.
 SQLite in WAL mode on its own thread, like the frontier.
+
+Bounded per term: of a term's publishers a holder keeps the ``PUBLISHERS_PER_TERM``
+strongest (the most pages with the term, as each one's record claims), so a word that every
+node publishes costs a holder, and a lookup, the same at 16 publishers as at 10,000. A
+stronger newcomer takes the weakest one's place (``OUTRANKED`` for the weaker, which the
+publisher does not take for a miss); the rest of the network's pages with that word are
+found by the query's other, rarer words. Fake publishers cannot crowd honest ones out
+cheaply: one address may push for only a few publishers (api/peer_routes.py).
 
 A copy is its publisher's signed term record (``wire.sign_shard``), stored and served byte
 for byte: the querier verifies each one, so a holder cannot alter what it serves, and the
@@ -35,9 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from .held_rows import ROW_BYTES_SQL, row_bytes
 from .wire import (
     MAX_COPIES_PER_TERM,
     MAX_LOOKUP_TERMS,
+    PUBLISHERS_PER_TERM,
     HeldRecord,
     ShardCopy,
     encode_lookup,
@@ -64,45 +74,18 @@ MAX_BYTES_PER_PUBLISHER = 64 * MIB
 # ...and never more than this share of the holder's budget, so a small budget is not
 # filled by a single key (at least 16 publishers are needed to fill a holder).
 MIN_PUBLISHERS_TO_FILL = 16
-# What a row costs on disk. A row of up to LOCAL_PAYLOAD bytes lives in its b-tree page:
-# its record and term plus the publisher id three times (key and both indexes), expiry
-# twice and cell headers — measured 885 bytes a row over 10,665 rows of one site's
-# shards (26.0 MB for 16.6 MB of records and terms). A larger row (a 50-posting shard is
-# ~6 KB) keeps ~LOCAL_PART bytes there and the rest in whole overflow pages: counting
-# those pages whole is what the file grows by (the red-team flood's 7 KB rows took 8.5 KB
-# each on disk against 8 KB counted as len + 1,024).
-ROW_OVERHEAD = 1024
-LOCAL_PAYLOAD = 1004  # SQLite's largest local payload in an index b-tree page of 4 KiB
-LOCAL_PART = 489  # what an overflowing row keeps in its b-tree page
-OVERFLOW_PAGE = 4092  # usable bytes of an overflow page (4 KiB pages)
-PAGE_BYTES = 4096
 # The WAL is truncated to this after each checkpoint (without it, it stays as large as the
 # largest push ever was, up to MAX_PUSH_DECODED).
 WAL_LIMIT = 4 * MIB
 AUTO_VACUUM_INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
 
 
-def row_bytes(term: str, record: bytes) -> int:
-    """What a held copy counts against the budgets (SQL's twin in ``_ROW_BYTES``)."""
-    size = len(record) + len(term.encode("utf-8"))
-    if size <= LOCAL_PAYLOAD:
-        return size + ROW_OVERHEAD
-    pages = (size - LOCAL_PART + OVERFLOW_PAGE - 1) // OVERFLOW_PAGE
-    return LOCAL_PART + pages * PAGE_BYTES + ROW_OVERHEAD
-
-
-_SIZE = "(length(record) + length(CAST(term AS BLOB)))"
-_ROW_BYTES = (
-    f"(CASE WHEN {_SIZE} <= {LOCAL_PAYLOAD} THEN {_SIZE} + {ROW_OVERHEAD} ELSE "
-    f"{LOCAL_PART} + (({_SIZE} - {LOCAL_PART} + {OVERFLOW_PAGE - 1}) / {OVERFLOW_PAGE})"
-    f" * {PAGE_BYTES} + {ROW_OVERHEAD} END)"
-)
-
 # Why records of a push were not stored (keys of ``Stored.refused`` and of the holder's
 # JSON answer).
 OVER_TERMS = "publisher_term_quota"
 OVER_PUBLISHER_BYTES = "publisher_byte_budget"
 OVER_HOLDER_BYTES = "holder_byte_budget"
+OUTRANKED = "term_has_stronger_publishers"
 
 
 @dataclass(slots=True)
@@ -126,6 +109,7 @@ CREATE TABLE IF NOT EXISTS records (
     publisher TEXT NOT NULL,
     record BLOB NOT NULL,
     expires_at REAL NOT NULL,
+    strength INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (term, publisher)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_expiry ON records(expires_at);
@@ -141,6 +125,7 @@ class ShardStore:
         max_terms_per_publisher: int = MAX_TERMS_PER_PUBLISHER,
         max_bytes: int = DEFAULT_MAX_BYTES,
         own: str = "",
+        publishers_per_term: int = PUBLISHERS_PER_TERM,
     ) -> None:
         self.path = path
         # This node's own shards (it is one of their holders) are outside the budgets:
@@ -148,11 +133,13 @@ class ShardStore:
         # let a node's own index crowd out the copies it holds for others.
         self.own = own
         self.max_terms_per_publisher = max_terms_per_publisher
+        self.publishers_per_term = publishers_per_term
         self.max_bytes = max_bytes
         self.max_bytes_per_publisher = min(
             MAX_BYTES_PER_PUBLISHER, max_bytes // MIN_PUBLISHERS_TO_FILL
         )
         self.over_quota = 0  # records refused: their publisher or this holder was full
+        self.outranked = 0  # copies refused or evicted: their term had stronger publishers
         self.expired = 0  # copies deleted because they expired
         # Running totals of row_bytes, expired rows included (they hold disk until
         # ``expire`` deletes them), this node's own not in ``held_bytes``; written only
@@ -181,10 +168,15 @@ class ShardStore:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
         db.executescript(SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(records)")}
+        if "strength" not in columns:
+            # Held before the per-term bound: ranked weakest until their publishers
+            # republish (within 12 h).
+            db.execute("ALTER TABLE records ADD COLUMN strength INTEGER NOT NULL DEFAULT 0")
         self._by_publisher = {
             publisher: int(size)
             for publisher, size in db.execute(
-                f"SELECT publisher, sum({_ROW_BYTES}) FROM records GROUP BY publisher"
+                f"SELECT publisher, sum({ROW_BYTES_SQL}) FROM records GROUP BY publisher"
             )
         }
         self.held_bytes = sum(v for k, v in self._by_publisher.items() if k != self.own)
@@ -198,10 +190,13 @@ class ShardStore:
 
     async def put(self, publisher: str, records: list[HeldRecord]) -> Stored:
         """Store ``publisher``'s term records, each if it fits its publisher's term quota
-        and both byte budgets (a refresh counts its size difference)."""
+        and both byte budgets (a refresh counts its size difference), and its term's
+        bound on publishers (taking the weakest one's place if it is stronger)."""
         done = await self._run(self._put, publisher, records, time.time())
-        if done.refused:
-            self.over_quota += done.refused_count
+        outranked = done.refused.get(OUTRANKED, 0)
+        self.outranked += outranked
+        if done.refused_count > outranked:
+            self.over_quota += done.refused_count - outranked
             log.info(
                 "publisher %s: %d of %d terms not stored (%s); it holds %d bytes, all %d of %d",
                 publisher,
@@ -229,23 +224,45 @@ class ShardStore:
             ).fetchone()[0]
             room = self.max_terms_per_publisher - held
             for record in records:
-                old = db.execute(
-                    f"SELECT {_ROW_BYTES}, expires_at FROM records WHERE term=? AND publisher=?",
-                    (record.term, publisher),
-                ).fetchone()
-                new_term = old is None or old[1] <= now
-                grows = row_bytes(record.term, record.record) - (0 if old is None else old[0])
-                if new_term and room <= 0:
+                # The term's copies (at most the bound, plus expired ones not yet deleted).
+                rows = db.execute(
+                    f"SELECT publisher, {ROW_BYTES_SQL}, expires_at, strength FROM records"
+                    " WHERE term=?",
+                    (record.term,),
+                ).fetchall()
+                old = next((r for r in rows if r[0] == publisher), None)
+                new_term = old is None or old[2] <= now
+                grows = row_bytes(record.term, record.record) - (0 if old is None else old[1])
+                others = [r for r in rows if r[0] != publisher and r[2] > now]
+                weakest = (
+                    min(others, key=lambda r: (r[3], r[2]))
+                    if len(others) >= self.publishers_per_term
+                    else None
+                )
+                if weakest is not None and (weakest[3], weakest[2]) >= (
+                    record.strength,
+                    record.expires_at,
+                ):
+                    reason = OUTRANKED
+                elif new_term and room <= 0:
                     reason = OVER_TERMS  # refreshing held terms is fine; new ones are not
                 elif budgeted and grows > 0 and mine + grows > self.max_bytes_per_publisher:
                     reason = OVER_PUBLISHER_BYTES
                 elif budgeted and grows > 0 and total + grows > self.max_bytes:
                     reason = OVER_HOLDER_BYTES
                 else:
+                    if weakest is not None:
+                        total -= self._evict(record.term, weakest[0], int(weakest[1]))
                     # One row at a time, so a term twice in a batch is counted once.
                     db.execute(
-                        "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)",
-                        (record.term, publisher, record.record, record.expires_at),
+                        "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)",
+                        (
+                            record.term,
+                            publisher,
+                            record.record,
+                            record.expires_at,
+                            record.strength,
+                        ),
                     )
                     room -= new_term
                     mine += grows
@@ -264,6 +281,17 @@ class ShardStore:
         self.held_bytes = total
         return done
 
+    def _evict(self, term: str, publisher: str, size: int) -> int:
+        """Delete ``publisher``'s copy of ``term`` (outranked); the bytes it freed of the
+        holder's budget."""
+        assert self._db is not None
+        self._db.execute("DELETE FROM records WHERE term=? AND publisher=?", (term, publisher))
+        self.outranked += 1
+        left = self._by_publisher.pop(publisher, 0) - size
+        if left > 0:
+            self._by_publisher[publisher] = left
+        return 0 if publisher == self.own else size
+
     async def get(self, terms: list[str]) -> dict[str, list[ShardCopy]]:
         """Every unexpired copy of each term that verifies, one per publisher."""
         return await self._run(self._get, terms[:MAX_TERMS_PER_LOOKUP], time.time())
@@ -275,7 +303,7 @@ class ShardStore:
         }
 
     async def records(self, terms: list[str]) -> dict[str, list[bytes]]:
-        """Every unexpired copy of each term as signed, newest first (not verified here)."""
+        """The unexpired copies of each term as signed, strongest first (not verified)."""
         return await self._run(self._get_raw, terms[:MAX_TERMS_PER_LOOKUP], time.time())
 
     async def get_json(self, terms: list[str]) -> bytes:
@@ -285,14 +313,14 @@ class ShardStore:
 
     def _get_raw(self, terms: list[str], now: float) -> dict[str, list[bytes]]:
         assert self._db is not None
-        # Newest first, so a term with more publishers than a lookup carries keeps the
-        # ones that published last.
+        # Strongest first (a holder keeps at most the bound; one whose bound was lowered
+        # serves its strongest until the rest expire).
         return {
             term: [
                 bytes(row[0])
                 for row in self._db.execute(
                     "SELECT record FROM records WHERE term=? AND expires_at > ?"
-                    " ORDER BY expires_at DESC LIMIT ?",
+                    " ORDER BY strength DESC, expires_at DESC LIMIT ?",
                     (term, now, MAX_COPIES_PER_TERM),
                 )
             ]
@@ -336,7 +364,7 @@ class ShardStore:
         db.execute("BEGIN")
         try:
             freed = db.execute(
-                f"SELECT publisher, sum({_ROW_BYTES}) FROM records WHERE expires_at <= ?"
+                f"SELECT publisher, sum({ROW_BYTES_SQL}) FROM records WHERE expires_at <= ?"
                 " GROUP BY publisher",
                 (now,),
             ).fetchall()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import re
 import struct
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -95,9 +96,15 @@ SHARD_KIND = "shards/4"  # /4: signed term records; /3 (unsigned lines) is refus
 _LENGTH = struct.Struct(">I")
 # A term record: the shard's JSON, the term, and the record's fixed ~130 bytes.
 MAX_SHARD_RECORD_BYTES = MAX_SHARD_BYTES + 4 * MAX_TERM_CHARS + 256
-# Copies of one term a holder serves and a querier verifies (~70 us each): a term's
-# publishers beyond this many wait for per-term summaries (the scale issue).
-MAX_COPIES_PER_TERM = 256
+# Publishers of one term a holder keeps, serves and a querier verifies (~70 us each): the
+# strongest by the pages they claim to have with the term (df), so what a holder stores
+# and a lookup carries for a word every node publishes stays bounded as publishers grow
+# (issue #13). 16 is twice the largest network benched for quality (8 nodes), so none of
+# those figures lose a copy; at 400 publishers a common term's lookup stays at 16 records
+# (bench/dht_scale.py --publish).
+PUBLISHERS_PER_TERM = 16
+MAX_COPIES_PER_TERM = PUBLISHERS_PER_TERM
+_DF = re.compile(rb"\[(\d{1,12}),")  # a shard payload's first item (TermShard.to_json)
 
 
 def sign_shard(
@@ -139,6 +146,16 @@ class HeldRecord:
     term: str
     record: bytes  # as its publisher signed it
     expires_at: float
+    # The df its publisher claims (its pages with the term): which publishers a holder keeps
+    # of a popular term. Read, not verified: a publisher can only overstate its own.
+    strength: int = 0
+
+
+def claimed_df(payload: bytes) -> int:
+    """The df a shard payload starts with (``TermShard.to_json``), 0 if it does not: read
+    without parsing the shard, as holders never parse what they hold."""
+    found = _DF.match(payload)
+    return int(found.group(1)) if found else 0
 
 
 def sign_held(
@@ -147,7 +164,9 @@ def sign_held(
     """Each shard signed once, as every one of its holders will keep it."""
     now = time.time()
     return [
-        HeldRecord(s.term, sign_shard(identity, s.term, s.to_json(), now, expires_at), expires_at)
+        HeldRecord(
+            s.term, sign_shard(identity, s.term, s.to_json(), now, expires_at), expires_at, s.df
+        )
         for s in shards
     ]
 
@@ -192,7 +211,14 @@ def _term_records(packed: bytes, publisher: bytes, max_expiry: float) -> list[He
             and 0 < len(term) <= MAX_TERM_CHARS
             and "," not in term
         ):
-            records.append(HeldRecord(term, bytes(raw), min(record.expires_at, max_expiry)))
+            records.append(
+                HeldRecord(
+                    term,
+                    bytes(raw),
+                    min(record.expires_at, max_expiry),
+                    claimed_df(record.payload),
+                )
+            )
     if not records:
         raise ValueError("no shard records in the batch")
     return records
