@@ -1,0 +1,337 @@
+"""Publishing at scale: N publishers' term shards on N holders, and what a query fetches.
+
+    python3 bench/publish_scale.py [--sizes 50,100,200,400] [--pages 12000] [--queries 300]
+
+The large corpus's pages (its files, parsed once by ``crawler.parse.parse_html``: every
+answer page of ``--queries`` held-out judged queries, the rest sampled at random up to
+``--pages``) are dealt to N nodes by a hash of their URL, so a common word has up to N
+publishers. For each N, in one process:
+
+1. each node indexes its slice into its own tantivy index (``IndexStore``), builds a shard
+   of every term it has and signs them (``wire.sign_held``), as a full publish does;
+2. each term's records go to its 3 XOR-closest node ids (sha1 of the term, as
+   ``Membership.holders_of`` places them; bench/dht_scale.py shows the iterative lookup
+   finds exactly these), each holder a real ``ShardStore`` (SQLite) with the per-term
+   bound ``PUBLISHERS_PER_TERM``; the wire bytes are the signed, compressed batches
+   (``wire.sign_batch``) a publisher would POST, counted for every replica;
+3. each query's terms (``PreparedQuery.focus``) are looked up at 2 of their 3 holders
+   (``ShardStore.get_json``, the lookup answer's bytes): bytes a query fetches, copies a
+   term, and whether the answer page is among the fetched postings (candidate recall) or
+   its publisher among the fetched copies' publishers (owner recall: it can be asked);
+   the same against every publisher's copy (what an unbounded holder would serve);
+4. holder load: copies held and records pushed to each holder, max and max/mean.
+
+Not measured here: HTTP and the DHT's own UDP (bench/dht_scale.py), owners' answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gzip
+import hashlib
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.quality_bench import CORPORA, load_queries, norm_url, sites_and_seeds  # noqa: E402
+from rhizome.api.peer_routes import GZIP_LEVEL  # noqa: E402
+from rhizome.crawler.parse import parse_html  # noqa: E402
+from rhizome.dht import Identity  # noqa: E402
+from rhizome.federation.shard_store import ShardStore  # noqa: E402
+from rhizome.federation.wire import (  # noqa: E402
+    PUBLISHERS_PER_TERM,
+    HeldRecord,
+    sign_batch,
+    sign_held,
+    verify_copies,
+    verify_shard,
+)
+from rhizome.index import IndexStore  # noqa: E402
+from rhizome.index.store import IndexDoc  # noqa: E402
+
+REPLICAS = 3  # FederationSettings.replicas
+REPLICAS_READ = 2  # FederationSettings.replicas_read
+BATCH_TERMS = 5_000  # FederationSettings.publish_batch_terms
+TTL = 3600.0
+
+
+def file_url(corpus: str, sites: list[str], path: Path) -> str:
+    """The URL the corpus server answers ``path`` at (quality_bench.url_to_file's inverse)."""
+    c = CORPORA[corpus]
+    site_dir = Path(c["dir"]) / "sites"
+    rel = path.relative_to(site_dir)
+    i = sites.index(rel.parts[0])
+    return f"http://{c['net']}.{c['first'] + i}:8080/" + "/".join(rel.parts[1:])
+
+
+def parse_file(item: tuple[str, str]) -> IndexDoc | None:
+    url, path = item
+    page = parse_html(url, Path(path).read_bytes(), content_type="text/html")
+    if page.noindex or not page.text:
+        return None
+    return IndexDoc(
+        url=page.url,
+        title=page.title,
+        description=page.description,
+        body=page.text,
+        anchors=page.inbound_anchors,
+        language=page.language,
+        fetched=time.time(),
+        canonical=page.canonical,
+        aliases=page.aliases,
+    )
+
+
+def pick_pages(corpus: str, wanted: int, queries: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    sites, _seeds = sites_and_seeds(corpus)
+    files = sorted((Path(CORPORA[corpus]["dir"]) / "sites").rglob("*.html"))
+    by_url = {
+        norm_url(file_url(corpus, sites, f)): (file_url(corpus, sites, f), str(f)) for f in files
+    }
+    chosen = {norm_url(q["url"]) for q in queries if norm_url(q["url"]) in by_url}
+    rest = [u for u in by_url if u not in chosen]
+    random.Random(7).shuffle(rest)
+    chosen.update(rest[: max(0, wanted - len(chosen))])
+    return [by_url[u] for u in sorted(chosen)]
+
+
+@dataclass
+class Publisher:
+    identity: Identity
+    pages: int = 0
+    records: list[HeldRecord] = field(default_factory=list)
+    build_cpu: float = 0.0
+    sign_cpu: float = 0.0
+
+
+async def build(identity: Identity, docs: list[IndexDoc], expires_at: float) -> Publisher:
+    """One node's full publish: index its slice, a shard of every term, each signed."""
+    out = Publisher(identity, len(docs))
+    store = IndexStore(None, commit_docs=len(docs) + 1, commit_interval=0.05, writer_heap=16 << 20)
+    await store.start()
+    try:
+        for doc in docs:
+            await store.submit(doc)
+        while store.pending:  # noqa: ASYNC110 (the store has no event for "all committed")
+            await asyncio.sleep(0.01)
+        terms = await store.indexed_terms()
+        shards = await store.term_shards(terms)
+        out.build_cpu = store.shard_cpu
+        started = time.thread_time()
+        out.records = sign_held(identity, shards, expires_at)
+        out.sign_cpu = time.thread_time() - started
+    finally:
+        await store.stop()
+    return out
+
+
+def served(found: dict[str, list[bytes]]) -> int:
+    """A lookup answer's bytes as a holder sends them (``encode_lookup``, gzipped as
+    api/peer_routes does for peers), for any number of copies."""
+    body = json.dumps({t: [base64.b64encode(r).decode() for r in rs] for t, rs in found.items()})
+    return len(gzip.compress(body.encode(), compresslevel=GZIP_LEVEL))
+
+
+def closest(key: bytes, ids: list[tuple[int, int]], count: int) -> list[int]:
+    """Indexes of the ``count`` node ids XOR-closest to ``key``."""
+    k = int.from_bytes(key, "big")
+    return [i for _d, i in sorted((nid ^ k, i) for nid, i in ids)[:count]]
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    mean = statistics.fmean(values) if values else 0.0
+    top = max(values) if values else 0.0
+    return {
+        "mean": round(mean, 1),
+        "max": round(top, 1),
+        "max_over_mean": round(top / mean, 2) if mean else 0.0,
+    }
+
+
+async def run_size(
+    n: int, docs: list[IndexDoc], queries: list[dict[str, Any]], work: Path, prepare: IndexStore
+) -> dict[str, Any]:
+    identities = [Identity.generate() for _ in range(n)]
+    ids = [(int.from_bytes(ident.node_id, "big"), i) for i, ident in enumerate(identities)]
+    slices: list[list[IndexDoc]] = [[] for _ in range(n)]
+    owner_of: dict[str, int] = {}
+    for doc in docs:
+        i = int.from_bytes(hashlib.sha1(doc.url.encode()).digest()[:8], "big") % n
+        slices[i].append(doc)
+        owner_of[norm_url(doc.url)] = i
+    expires_at = time.time() + TTL
+    started = time.monotonic()
+    publishers = [await build(identities[i], slices[i], expires_at) for i in range(n)]
+    build_s = time.monotonic() - started
+    stores = [
+        ShardStore(work / f"h{n}-{i}.sqlite3", own=identities[i].node_id.hex()) for i in range(n)
+    ]
+    for s in stores:
+        await s.open()
+    pushed_to = [0] * n
+    wire = [0] * n
+    envelope_cpu = 0.0
+    every_copy: dict[str, list[bytes]] = defaultdict(list)  # what an unbounded holder keeps
+    try:
+        for i, pub in enumerate(publishers):
+            by_holder: dict[int, list[HeldRecord]] = defaultdict(list)
+            for rec in pub.records:
+                every_copy[rec.term].append(rec.record)
+                for h in closest(hashlib.sha1(rec.term.encode()).digest(), ids, REPLICAS):
+                    by_holder[h].append(rec)
+            for h, recs in by_holder.items():
+                pushed_to[h] += len(recs)
+                if h != i:  # the publisher's own copy does not cross the wire
+                    for first in range(0, len(recs), BATCH_TERMS):
+                        t0 = time.thread_time()
+                        body = sign_batch(
+                            pub.identity,
+                            [r.record for r in recs[first : first + BATCH_TERMS]],
+                            expires_at,
+                        )
+                        envelope_cpu += time.thread_time() - t0
+                        wire[i] += len(body)
+                await stores[h].put(pub.identity.node_id.hex(), recs)
+            pub.records = []
+        held = [await s.count() for s in stores]
+        fetched: list[int] = []
+        unbounded_bytes: list[int] = []
+        copies_per_term: list[int] = []
+        hits = {"bounded_candidate": 0, "bounded_owner": 0, "all_candidate": 0, "all_owner": 0}
+        now = time.time()
+        every_seen: dict[str, tuple[set[str], set[str]]] = {}  # term -> publishers, urls
+        for q in queries:
+            terms = prepare.prepare(q["q"]).focus[:32]
+            answer = norm_url(q["url"])
+            answer_pub = identities[owner_of[answer]].node_id.hex() if answer in owner_of else ""
+            asked: dict[int, list[str]] = defaultdict(list)
+            for t in terms:
+                for h in closest(hashlib.sha1(t.encode()).digest(), ids, REPLICAS)[:REPLICAS_READ]:
+                    asked[h].append(t)
+            size = all_size = 0
+            seen_urls: set[str] = set()
+            seen_pubs: set[str] = set()
+            all_urls: set[str] = set()
+            all_pubs: set[str] = set()
+            for h, ts in asked.items():
+                found = await stores[h].records(ts)
+                size += served(found)
+                # An unbounded holder would serve every publisher's copy.
+                all_size += served({t: every_copy.get(t, []) for t in ts})
+                for t, recs in found.items():
+                    copies = verify_copies(t, recs, now)
+                    copies_per_term.append(len(copies))
+                    for c in copies:
+                        seen_pubs.add(c.publisher)
+                        seen_urls.update(norm_url(p.url) for p in c.shard.postings)
+            for t in terms:
+                if t not in every_seen:
+                    every = [verify_shard(t, r, now) for r in every_copy.get(t, [])]
+                    every_seen[t] = (
+                        {c.publisher for c in every},
+                        {norm_url(p.url) for c in every for p in c.shard.postings},
+                    )
+                all_pubs |= every_seen[t][0]
+                all_urls |= every_seen[t][1]
+            fetched.append(size)
+            unbounded_bytes.append(all_size)
+            hits["bounded_candidate"] += answer in seen_urls
+            hits["bounded_owner"] += answer_pub in seen_pubs
+            hits["all_candidate"] += answer in all_urls
+            hits["all_owner"] += answer_pub in all_pubs
+        pages = max(1, sum(p.pages for p in publishers))
+        publishers_per_term = [len(v) for v in every_copy.values()]
+        return {
+            "nodes": n,
+            "pages": pages,
+            "pages_per_node": round(pages / n, 1),
+            "terms_published": sum(publishers_per_term),
+            "distinct_terms": len(every_copy),
+            "max_publishers_of_a_term": max(publishers_per_term),
+            "build_s": round(build_s, 1),
+            "publish_cpu_ms_per_page": round(
+                1000 * (sum(p.build_cpu + p.sign_cpu for p in publishers) + envelope_cpu) / pages, 3
+            ),
+            "wire_bytes_per_page": round(sum(wire) / pages),
+            "query_bytes_p50": int(statistics.median(fetched)),
+            "query_bytes_mean": int(statistics.fmean(fetched)),
+            "query_bytes_max": max(fetched),
+            "unbounded_query_bytes_mean": int(statistics.fmean(unbounded_bytes)),
+            "copies_per_term_mean": round(statistics.fmean(copies_per_term), 2),
+            "copies_per_term_max": max(copies_per_term),
+            "holder_copies": spread([float(x) for x in held]),
+            "holder_records_pushed": spread([float(x) for x in pushed_to]),
+            "recall": {k: round(v / len(queries), 4) for k, v in hits.items()},
+            "bound": PUBLISHERS_PER_TERM,
+        }
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="50,100,200,400")
+    parser.add_argument("--pages", type=int, default=12_000)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--corpus", default="large")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    queries = load_queries(args.corpus, "heldout", None)
+    random.Random(3).shuffle(queries)
+    queries = queries[: args.queries]
+    items = pick_pages(args.corpus, args.pages, queries)
+    t0 = time.monotonic()
+    with ProcessPoolExecutor(2) as pool:
+        docs = [d for d in pool.map(parse_file, items, chunksize=64) if d is not None]
+    urls = {norm_url(d.url) for d in docs}
+    queries = [q for q in queries if norm_url(q["url"]) in urls]
+    print(
+        f"{len(docs)} pages parsed in {time.monotonic() - t0:.0f} s; {len(queries)} queries",
+        flush=True,
+    )
+    prepare = IndexStore(None)  # its analyzer, for the query terms
+    reports = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            report = await run_size(n, docs, queries, Path(tmp), prepare)
+            print(json.dumps(report), flush=True)
+            reports.append(report)
+            if args.out:
+                args.out.write_text(json.dumps(reports, indent=1))
+    print(
+        "| N | pages/node | most publishers of a term | gzip B a query (mean / max) |"
+        " unbounded | copies a term (mean / max) | busiest holder's copies (x mean) |"
+        " records pushed to it (x mean) | wire B/page | owner recall (bounded / all) |"
+    )
+    for r in reports:
+        cells = [
+            r["nodes"],
+            r["pages_per_node"],
+            r["max_publishers_of_a_term"],
+            f"{r['query_bytes_mean']:,} / {r['query_bytes_max']:,}",
+            f"{r['unbounded_query_bytes_mean']:,}",
+            f"{r['copies_per_term_mean']} / {r['copies_per_term_max']}",
+            f"{r['holder_copies']['max']:,.0f} ({r['holder_copies']['max_over_mean']})",
+            f"{r['holder_records_pushed']['max']:,.0f}"
+            f" ({r['holder_records_pushed']['max_over_mean']})",
+            f"{r['wire_bytes_per_page']:,}",
+            f"{r['recall']['bounded_owner']} / {r['recall']['all_owner']}",
+        ]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
