@@ -228,6 +228,11 @@ class NodeCollector(Collector):
         yield counter(
             "shards_refused_records", "Pushed shard records refused (quota)", shards.over_quota
         )
+        yield counter(
+            "shards_outranked_records",
+            "Shard copies refused or evicted: their term had 16 stronger publishers",
+            shards.outranked,
+        )
         yield counter("shards_expired_records", "Held shard copies expired", shards.expired)
         yield from _publishing(network)
         yield from _spot_checks(network)

@@ -235,6 +235,7 @@ class Network:
             "shards_held": await self.shards.count(),
             "shards_held_bytes": self.shards.held_bytes,  # others' copies, as budgeted
             "shards_refused": self.shards.over_quota,
+            "shards_outranked": self.shards.outranked,
             "shards_expired": self.shards.expired,
             "published_generation": self.publisher.published_generation,
             "last_publish": self.publisher.last_publish,
