@@ -20,8 +20,9 @@ from .errors import (
     PublishIncomplete,
     PushRefused,
 )
+from .local_peers import LocalPeers
 from .network import Network
-from .peers import LocalPeers, NetworkPeers, Peers, QueryTally
+from .peers import NetworkPeers, Peers, QueryTally
 from .phases import FederatedPage, QueryPlan
 from .search import FederatedSearch
 from .settings import DEFAULT_SETTINGS, FederationSettings

@@ -21,16 +21,16 @@ OVERFLOW_PAGE = 4092  # usable bytes of an overflow page (4 KiB pages)
 PAGE_BYTES = 4096
 
 
-def row_bytes(term: str, record: bytes) -> int:
+def row_bytes(term: str, record: bytes, summary: bytes = b"") -> int:
     """What a held copy counts against the budgets (SQL's twin in ``ROW_BYTES_SQL``)."""
-    size = len(record) + len(term.encode("utf-8"))
+    size = len(record) + len(summary) + len(term.encode("utf-8"))
     if size <= LOCAL_PAYLOAD:
         return size + ROW_OVERHEAD
     pages = (size - LOCAL_PART + OVERFLOW_PAGE - 1) // OVERFLOW_PAGE
     return LOCAL_PART + pages * PAGE_BYTES + ROW_OVERHEAD
 
 
-_ROW_SIZE = "(length(record) + length(CAST(term AS BLOB)))"
+_ROW_SIZE = "(length(record) + ifnull(length(summary), 0) + length(CAST(term AS BLOB)))"
 ROW_BYTES_SQL = (
     f"(CASE WHEN {_ROW_SIZE} <= {LOCAL_PAYLOAD} THEN {_ROW_SIZE} + {ROW_OVERHEAD} ELSE "
     f"{LOCAL_PART} + (({_ROW_SIZE} - {LOCAL_PART} + {OVERFLOW_PAGE - 1}) / {OVERFLOW_PAGE})"

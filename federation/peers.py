@@ -18,9 +18,9 @@ from typing import Protocol
 import orjson
 
 from rhizome.dht import Peer, VerifiedRecords
-from rhizome.index import IndexStore, TermShard
+from rhizome.index import TermShard
 
-from .answer import MAX_OWNER_RESULTS, answer_locally
+from .answer import MAX_OWNER_RESULTS
 from .client import Params, PeerClient
 from .direct import DirectPaths
 from .endpoints import relayed_endpoint
@@ -34,20 +34,21 @@ from .wire import (
     PATH_SEARCH,
     PATH_SHARDS,
     PATH_SNIPPETS,
+    SUMMARIES_KEY,
     PeerAnswer,
     ShardCopy,
     SnippetFields,
     decode_lookup,
-    encode_owner_answer,
+    decode_summaries,
     parse_owner_answer,
     parse_snippets,
-    snippet_fields,
     verify_lookups,
 )
 
 Merged = dict[str, dict[str, TermShard]]  # term -> publisher (hex id) -> shard
 # A holder's answer to a lookup: (holder, terms asked, this node's own records or None, a
-# peer's answer as it came or None); decoded and verified together, off the loop.
+# peer's answer as it came, or this node's own summaries in that form); decoded and
+# verified together, off the loop.
 HolderAnswer = tuple[str, list[str], dict[str, list[bytes]] | None, object]
 MAX_KNOWN_PEERS = 10_000  # endpoints remembered between queries (bounded memory)
 
@@ -207,9 +208,18 @@ class NetworkPeers:
         served: dict[str, dict[str, set[str]]] = defaultdict(dict)
         issued: dict[tuple[str, str], float] = {}
 
+        # term -> holder -> publisher -> its summary (a shard without postings)
+        summaries: dict[str, dict[str, dict[str, TermShard]]] = defaultdict(dict)
+
         async def ask(node_id: bytes, wanted: list[str]) -> HolderAnswer | None:
             if node_id == me:
-                return node_id.hex(), wanted, await self.shard_store.records(wanted), None
+                records, cut = await self.shard_store.lookup(wanted)
+                as_sent = {
+                    SUMMARIES_KEY: {
+                        t: {p: orjson.loads(b) for p, b in c.items()} for t, c in cut.items()
+                    }
+                }
+                return node_id.hex(), wanted, records, as_sent
             raw = await self._ask(
                 peers[node_id], PATH_SHARDS, {"terms": ",".join(sorted(wanted))}, tally
             )
@@ -223,6 +233,9 @@ class NetworkPeers:
                 holder: own if own is not None else decode_lookup(raw, wanted)
                 for holder, wanted, own, raw in answers
             }
+            for holder, wanted, _own, raw in answers:
+                for term, cut in decode_summaries(raw, wanted).items():
+                    summaries[term][holder] = cut
             return verify_lookups(records, time.time(), self.verifier)
 
         def take(holder: str, found: dict[str, list[ShardCopy]], wanted: list[str]) -> None:
@@ -261,6 +274,7 @@ class NetworkPeers:
             for node_id, wanted in plan.items():
                 if node_id.hex() in verified:
                     take(node_id.hex(), verified[node_id.hex()], wanted)
+        _take_summaries(merged, summaries, served, self._distrusted())
         for term, by_holder in served.items():
             if len(by_holder) < 2:
                 continue
@@ -327,60 +341,23 @@ class NetworkPeers:
         return {} if data is None else parse_snippets(data, named)
 
 
-class LocalPeers:
-    """``Peers`` served by in-process index stores, one per node id, through the wire
-    codecs (a shard goes through ``to_json``/``from_json``, an answer through its JSON).
-    Nodes in ``down`` never answer; their shards are still served, as the other holders of
-    a real network keep them. For tests and for reasoning about ranking."""
-
-    def __init__(self, stores: Mapping[str, IndexStore], *, me: str) -> None:
-        self.stores = dict(stores)
-        self.me = me
-        self.down: set[str] = set()
-
-    def _answers(self, peer: str, tally: QueryTally) -> bool:
-        tally.asked.add(peer)
-        if peer in self.down:
-            tally.unresponsive.add(peer)
-            return False
-        tally.answered.add(peer)
-        return True
-
-    async def shards(self, terms: list[str], tally: QueryTally) -> Merged:
-        merged: Merged = {t: {} for t in terms}
-        for node, store in self.stores.items():
-            for shard in await store.term_shards(terms):
-                wire = orjson.loads(orjson.dumps(shard.to_json()))
-                merged[shard.term][node] = TermShard.from_json(shard.term, wire)
-        return merged
-
-    async def reachable(self, owners: Sequence[str], others: Sequence[str]) -> set[str]:
-        known = set(self.stores) - {self.me}  # a dead peer is known until it fails a request
-        return {i for i in (*owners, *others) if i in known}
-
-    async def search(
-        self,
-        peer: str,
-        q: str,
-        depth: int,
-        named: Sequence[str],
-        deadline: float,
-        tally: QueryTally,
-        snippet_hits: int | None = None,
-    ) -> PeerAnswer | None:
-        if not self._answers(peer, tally):
-            return None
-        limit = min(depth, MAX_OWNER_RESULTS)
-        page, weights, found = await answer_locally(
-            self.stores[peer], q, limit, 0, named, snippet_hits
-        )
-        body = orjson.loads(orjson.dumps(encode_owner_answer(q, page, weights, found)))
-        return parse_owner_answer(body, peer, named)
-
-    async def snippets(
-        self, peer: str, q: str, urls: Sequence[str], deadline: float, tally: QueryTally
-    ) -> dict[str, SnippetFields]:
-        if not self._answers(peer, tally):
-            return {}
-        found = snippet_fields(await self.stores[peer].snippets(q, urls))
-        return parse_snippets({"snippets": found}, urls)
+def _take_summaries(
+    merged: Merged,
+    summaries: Mapping[str, Mapping[str, Mapping[str, TermShard]]],
+    served: Mapping[str, Mapping[str, object]],
+    distrusted: Collection[str],
+) -> None:
+    """Publishers that holders know only by summary join ``merged`` without postings, for
+    owner choice and the network's statistics. Unsigned, so a summary counts only where
+    every holder that answered for the term (two, or one if only one could) served it;
+    of differing claims the smallest df. A whole copy always wins."""
+    for term, by_holder in summaries.items():
+        answered = max(1, min(2, len(served.get(term, {}))))
+        claims: dict[str, list[TermShard]] = defaultdict(list)
+        for cut in by_holder.values():
+            for publisher, shard in cut.items():
+                claims[publisher].append(shard)
+        for publisher, shards in claims.items():
+            if len(shards) >= answered and publisher not in merged[term]:
+                if publisher not in distrusted:
+                    merged[term][publisher] = min(shards, key=lambda s: s.df)

@@ -3,15 +3,18 @@
 Publishers push their shards to the nodes closest to each term's key; a holder keeps every
 publisher's copy apart (no last-writer-wins between publishers), expires copies that are
 not republished, and answers lookups with the copies of a term so the asker can merge them.
-SQLite in WAL mode on its own thread, like the frontier.
+SQLite in WAL mode on its own thread, like the frontier. Longer than 400 lines because
+the rows, the budgets kept beside them and the per-term bound change together in one
+transaction on that thread (the row sizes are ``held_rows``, the bound's rule ``term_slots``).
 
-Bounded per term: of a term's publishers a holder keeps the ``PUBLISHERS_PER_TERM``
-strongest (the most pages with the term, as each one's record claims), so a word that every
-node publishes costs a holder, and a lookup, the same at 16 publishers as at 10,000. A
-stronger newcomer takes the weakest one's place (``OUTRANKED`` for the weaker, which the
-publisher does not take for a miss); the rest of the network's pages with that word are
-found by the query's other, rarer words. Fake publishers cannot crowd honest ones out
-cheaply: one address may push for only a few publishers (api/peer_routes.py).
+Bounded per term (``term_slots``): of a term's publishers a holder keeps the
+``PUBLISHERS_PER_TERM`` strongest whole (the most pages with the term, as each one's record
+claims) and the next ``SUMMARIES_PER_TERM`` as summaries (no postings), so a word that
+every node publishes costs a holder, and a lookup, the same at 300 publishers as at
+10,000. A stronger newcomer takes the weakest whole one's place, which becomes a summary;
+one weaker than all is ``OUTRANKED``, which its publisher does not take for a miss. Fake
+publishers cannot crowd honest ones out cheaply: one address may push for only a few
+publishers (api/peer_routes.py).
 
 A copy is its publisher's signed term record (``wire.sign_shard``), stored and served byte
 for byte: the querier verifies each one, so a holder cannot alter what it serves, and the
@@ -44,13 +47,16 @@ from pathlib import Path
 from typing import TypeVar
 
 from .held_rows import ROW_BYTES_SQL, row_bytes
+from .term_slots import Keep, Slot, place
 from .wire import (
     MAX_COPIES_PER_TERM,
     MAX_LOOKUP_TERMS,
     PUBLISHERS_PER_TERM,
+    SUMMARIES_PER_TERM,
     HeldRecord,
     ShardCopy,
     encode_lookup,
+    shard_summary,
     verify_copies,
 )
 
@@ -86,6 +92,8 @@ OVER_TERMS = "publisher_term_quota"
 OVER_PUBLISHER_BYTES = "publisher_byte_budget"
 OVER_HOLDER_BYTES = "holder_byte_budget"
 OUTRANKED = "term_has_stronger_publishers"
+NOT_A_SHARD = "not_a_shard"  # a record whose payload has no shard's shape
+Summaries = dict[str, dict[str, bytes]]  # term -> publisher -> its shard without postings
 
 
 @dataclass(slots=True)
@@ -110,6 +118,7 @@ CREATE TABLE IF NOT EXISTS records (
     record BLOB NOT NULL,
     expires_at REAL NOT NULL,
     strength INTEGER NOT NULL DEFAULT 0,
+    summary BLOB,
     PRIMARY KEY (term, publisher)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_expiry ON records(expires_at);
@@ -126,6 +135,7 @@ class ShardStore:
         max_bytes: int = DEFAULT_MAX_BYTES,
         own: str = "",
         publishers_per_term: int = PUBLISHERS_PER_TERM,
+        summaries_per_term: int = SUMMARIES_PER_TERM,
     ) -> None:
         self.path = path
         # This node's own shards (it is one of their holders) are outside the budgets:
@@ -134,6 +144,7 @@ class ShardStore:
         self.own = own
         self.max_terms_per_publisher = max_terms_per_publisher
         self.publishers_per_term = publishers_per_term
+        self.summaries_per_term = summaries_per_term
         self.max_bytes = max_bytes
         self.max_bytes_per_publisher = min(
             MAX_BYTES_PER_PUBLISHER, max_bytes // MIN_PUBLISHERS_TO_FILL
@@ -173,6 +184,8 @@ class ShardStore:
             # Held before the per-term bound: ranked weakest until their publishers
             # republish (within 12 h).
             db.execute("ALTER TABLE records ADD COLUMN strength INTEGER NOT NULL DEFAULT 0")
+        if "summary" not in columns:
+            db.execute("ALTER TABLE records ADD COLUMN summary BLOB")
         self._by_publisher = {
             publisher: int(size)
             for publisher, size in db.execute(
@@ -224,26 +237,33 @@ class ShardStore:
             ).fetchone()[0]
             room = self.max_terms_per_publisher - held
             for record in records:
-                # The term's copies (at most the bound, plus expired ones not yet deleted).
+                # The term's copies (within the bounds, plus expired ones not yet deleted).
                 rows = db.execute(
-                    f"SELECT publisher, {ROW_BYTES_SQL}, expires_at, strength FROM records"
-                    " WHERE term=?",
+                    f"SELECT publisher, {ROW_BYTES_SQL}, expires_at, strength,"
+                    " length(record) > 0 FROM records WHERE term=?",
                     (record.term,),
                 ).fetchall()
                 old = next((r for r in rows if r[0] == publisher), None)
                 new_term = old is None or old[2] <= now
-                grows = row_bytes(record.term, record.record) - (0 if old is None else old[1])
-                others = [r for r in rows if r[0] != publisher and r[2] > now]
-                weakest = (
-                    min(others, key=lambda r: (r[3], r[2]))
-                    if len(others) >= self.publishers_per_term
-                    else None
-                )
-                if weakest is not None and (weakest[3], weakest[2]) >= (
+                decision = place(
+                    publisher,
                     record.strength,
                     record.expires_at,
-                ):
+                    [Slot(r[0], r[3], r[2], bool(r[4])) for r in rows],
+                    now=now,
+                    full=self.publishers_per_term,
+                    summaries=self.summaries_per_term,
+                )
+                whole, summary = record.record, None
+                if decision.keep is Keep.SUMMARY:
+                    whole, summary = b"", shard_summary(record.record)
+                grows = row_bytes(record.term, whole, summary or b"") - (
+                    0 if old is None else old[1]
+                )
+                if decision.keep is Keep.NOTHING:
                     reason = OUTRANKED
+                elif decision.keep is Keep.SUMMARY and summary is None:
+                    reason = NOT_A_SHARD
                 elif new_term and room <= 0:
                     reason = OVER_TERMS  # refreshing held terms is fine; new ones are not
                 elif budgeted and grows > 0 and mine + grows > self.max_bytes_per_publisher:
@@ -251,17 +271,21 @@ class ShardStore:
                 elif budgeted and grows > 0 and total + grows > self.max_bytes:
                     reason = OVER_HOLDER_BYTES
                 else:
-                    if weakest is not None:
-                        total -= self._evict(record.term, weakest[0], int(weakest[1]))
+                    sizes = {r[0]: int(r[1]) for r in rows}
+                    if decision.drop is not None:
+                        total -= self._evict(record.term, decision.drop, sizes[decision.drop])
+                    if decision.demote is not None:
+                        total -= self._demote(record.term, decision.demote, sizes[decision.demote])
                     # One row at a time, so a term twice in a batch is counted once.
                     db.execute(
-                        "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)",
+                        "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)",
                         (
                             record.term,
                             publisher,
-                            record.record,
+                            whole,
                             record.expires_at,
                             record.strength,
+                            summary,
                         ),
                     )
                     room -= new_term
@@ -287,6 +311,26 @@ class ShardStore:
         assert self._db is not None
         self._db.execute("DELETE FROM records WHERE term=? AND publisher=?", (term, publisher))
         self.outranked += 1
+        return self._shrink(publisher, size)
+
+    def _demote(self, term: str, publisher: str, size: int) -> int:
+        """``publisher``'s whole copy of ``term`` becomes its summary; the bytes freed."""
+        assert self._db is not None
+        (raw,) = self._db.execute(
+            "SELECT record FROM records WHERE term=? AND publisher=?", (term, publisher)
+        ).fetchone()
+        summary = shard_summary(bytes(raw))
+        if summary is None:
+            return self._evict(term, publisher, size)
+        self._db.execute(
+            "UPDATE records SET record=X'', summary=? WHERE term=? AND publisher=?",
+            (summary, term, publisher),
+        )
+        now = row_bytes(term, b"", summary)
+        self._by_publisher[publisher] = self._by_publisher.get(publisher, 0) + now
+        return self._shrink(publisher, size) - (0 if publisher == self.own else now)
+
+    def _shrink(self, publisher: str, size: int) -> int:
         left = self._by_publisher.pop(publisher, 0) - size
         if left > 0:
             self._by_publisher[publisher] = left
@@ -307,9 +351,31 @@ class ShardStore:
         return await self._run(self._get_raw, terms[:MAX_TERMS_PER_LOOKUP], time.time())
 
     async def get_json(self, terms: list[str]) -> bytes:
-        """The answer to a peer's lookup (``wire.encode_lookup``): the records as signed."""
-        found = await self._run(self._get_raw, terms[:MAX_TERMS_PER_LOOKUP], time.time())
-        return await asyncio.to_thread(encode_lookup, found)
+        """The answer to a peer's lookup (``wire.encode_lookup``): the records as signed,
+        and the further publishers' summaries."""
+        terms = terms[:MAX_TERMS_PER_LOOKUP]
+        found, summaries = await self._run(self._lookup, terms, time.time())
+        return await asyncio.to_thread(encode_lookup, found, summaries)
+
+    async def lookup(self, terms: list[str]) -> tuple[dict[str, list[bytes]], Summaries]:
+        """What a lookup of ``terms`` serves: records as signed, and summaries."""
+        return await self._run(self._lookup, terms[:MAX_TERMS_PER_LOOKUP], time.time())
+
+    def _lookup(self, terms: list[str], now: float) -> tuple[dict[str, list[bytes]], Summaries]:
+        assert self._db is not None
+        summaries = {
+            term: {
+                str(publisher): bytes(summary)
+                for publisher, summary in self._db.execute(
+                    "SELECT publisher, summary FROM records WHERE term=? AND expires_at > ?"
+                    " AND length(record) = 0 AND summary IS NOT NULL"
+                    " ORDER BY strength DESC, expires_at DESC LIMIT ?",
+                    (term, now, self.summaries_per_term),
+                )
+            }
+            for term in terms
+        }
+        return self._get_raw(terms, now), summaries
 
     def _get_raw(self, terms: list[str], now: float) -> dict[str, list[bytes]]:
         assert self._db is not None
@@ -320,7 +386,7 @@ class ShardStore:
                 bytes(row[0])
                 for row in self._db.execute(
                     "SELECT record FROM records WHERE term=? AND expires_at > ?"
-                    " ORDER BY strength DESC, expires_at DESC LIMIT ?",
+                    " AND length(record) > 0 ORDER BY strength DESC, expires_at DESC LIMIT ?",
                     (term, now, MAX_COPIES_PER_TERM),
                 )
             ]

@@ -18,7 +18,7 @@ import re
 import struct
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -104,7 +104,15 @@ MAX_SHARD_RECORD_BYTES = MAX_SHARD_BYTES + 4 * MAX_TERM_CHARS + 256
 # (bench/dht_scale.py --publish).
 PUBLISHERS_PER_TERM = 16
 MAX_COPIES_PER_TERM = PUBLISHERS_PER_TERM
-_DF = re.compile(rb"\[(\d{1,12}),")  # a shard payload's first item (TermShard.to_json)
+# Beyond those, a holder keeps and serves each further publisher's summary of the term (df
+# per field, N, averages: its shard without postings, ~60 B), the strongest this many, so
+# the query's owner choice still sees a publisher that has every word moderately (CORI
+# over summaries) and its statistics count the whole network. Unsigned (the holder cut
+# the postings off): a querier takes one only where two holders agree (``peers``).
+SUMMARIES_PER_TERM = 256
+SUMMARIES_KEY = "~summaries"  # a lookup answer's key for them (never a term: terms are words)
+_DF = re.compile(rb"\[(\d{1,12}),")
+_HEX = re.compile(r"[0-9a-f]{40}")  # a shard payload's first item (TermShard.to_json)
 
 
 def sign_shard(
@@ -149,6 +157,40 @@ class HeldRecord:
     # The df its publisher claims (its pages with the term): which publishers a holder keeps
     # of a popular term. Read, not verified: a publisher can only overstate its own.
     strength: int = 0
+
+
+def shard_summary(raw: bytes) -> bytes | None:
+    """A held record's shard without its postings (what a holder serves for a publisher
+    beyond ``PUBLISHERS_PER_TERM``), or None if its payload is not a shard's shape. The
+    record is not verified here: only a copy two holders agree on is used."""
+    try:
+        df, n_docs, field_df, _postings, avgdl = orjson.loads(decode_record(raw).payload)
+    except (DhtError, ValueError, TypeError):
+        return None
+    return orjson.dumps([df, n_docs, field_df, [], avgdl])
+
+
+def decode_summaries(raw: Any, wanted: Collection[str]) -> dict[str, dict[str, TermShard]]:
+    """A lookup answer's summaries (term -> publisher -> shard without postings), parsed
+    within bounds by ``TermShard.from_json``; anything malformed is dropped alone."""
+    found: dict[str, dict[str, TermShard]] = {}
+    if not isinstance(raw, dict) or not isinstance(raw.get(SUMMARIES_KEY), dict):
+        return found
+    for term, by_publisher in raw[SUMMARIES_KEY].items():
+        if term not in wanted or not isinstance(by_publisher, dict):
+            continue
+        kept = found[term] = {}
+        for publisher, data in itertools.islice(by_publisher.items(), SUMMARIES_PER_TERM):
+            if not (
+                isinstance(publisher, str) and len(publisher) == 40 and _HEX.fullmatch(publisher)
+            ):
+                continue
+            try:
+                shard = TermShard.from_json(term, data)
+            except (TypeError, ValueError):
+                continue
+            kept[publisher] = replace(shard, postings=())
+    return found
 
 
 def claimed_df(payload: bytes) -> int:
@@ -237,14 +279,23 @@ def open_batch(body: bytes, *, max_ttl: float) -> PushedBatch:
     return PushedBatch(envelope.publisher_id.hex(), records, expires_at)
 
 
-def encode_lookup(found: Mapping[str, Sequence[bytes]]) -> bytes:
-    """A holder's answer to a lookup: ``{term: [base64 record, ...]}``, records as signed."""
-    return orjson.dumps(
-        {
-            term: [base64.b64encode(r).decode("ascii") for r in records[:MAX_COPIES_PER_TERM]]
-            for term, records in found.items()
+def encode_lookup(
+    found: Mapping[str, Sequence[bytes]],
+    summaries: Mapping[str, Mapping[str, bytes]] | None = None,
+) -> bytes:
+    """A holder's answer to a lookup: ``{term: [base64 record, ...]}``, records as signed,
+    and under ``SUMMARIES_KEY`` the further publishers' summaries (``shard_summary``)."""
+    answer: dict[str, Any] = {
+        term: [base64.b64encode(r).decode("ascii") for r in records[:MAX_COPIES_PER_TERM]]
+        for term, records in found.items()
+    }
+    if summaries:
+        answer[SUMMARIES_KEY] = {
+            term: {p: orjson.loads(s) for p, s in by_publisher.items()}
+            for term, by_publisher in summaries.items()
+            if by_publisher
         }
-    )
+    return orjson.dumps(answer)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,26 +13,33 @@ import base64
 import http.client
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rhizome.dht import Identity
+from rhizome.federation import DEFAULT_SETTINGS, FederatedSearch, LocalPeers
+from rhizome.federation.answer import LocalOwner
 from rhizome.federation.held_rows import row_bytes
+from rhizome.federation.peers import QueryTally, _take_summaries
 from rhizome.federation.shard_store import OUTRANKED, ShardStore
 from rhizome.federation.wire import (
     PUBLISHERS_PER_TERM,
+    SUMMARIES_PER_TERM,
     HeldRecord,
     claimed_df,
+    decode_summaries,
+    encode_lookup,
     sign_held,
     sign_push,
     verify_copies,
 )
-from rhizome.index import SHARD_FIELDS, TermShard
+from rhizome.index import SHARD_FIELDS, IndexDoc, IndexStore, TermShard
 from rhizome.index.shard_codec import Posting
 from tests.conftest import NodeFactory, NodeHandle
+from tests.test_federated_ranking import committed_store
 from tests.test_network import dht_address
 
 BOUND = 4  # the store-level tests use a small bound, so they run in milliseconds
@@ -53,8 +60,8 @@ def held(key: Identity, *shards: TermShard, ttl: float = 3600) -> list[HeldRecor
     return sign_held(key, shards, time.time() + ttl)
 
 
-async def open_store(path: Path, bound: int = BOUND) -> ShardStore:
-    store = ShardStore(path, publishers_per_term=bound)
+async def open_store(path: Path, bound: int = BOUND, summaries: int = 0) -> ShardStore:
+    store = ShardStore(path, publishers_per_term=bound, summaries_per_term=summaries)
     await store.open()
     return store
 
@@ -63,25 +70,30 @@ def publishers_of(copies: list[Any]) -> set[str]:
     return {c.publisher for c in copies}
 
 
-async def test_a_popular_term_keeps_only_its_strongest_publishers(tmp_path: Path) -> None:
+async def test_a_popular_term_keeps_its_strongest_whole_and_the_next_as_summaries(
+    tmp_path: Path,
+) -> None:
     """Ten publishers push the same word with df 1..10: the holder keeps the four with the
-    most pages and serves them strongest first; the other words of the weak ones are
-    untouched. Catches a holder whose copies of a common word grow with the network."""
-    store = await open_store(tmp_path / "s.sqlite3")
+    most pages whole, the next three as summaries (their df and N, no postings), and not
+    the rest; the weak publishers' other words are untouched. Catches a holder whose
+    copies of a common word grow with the network, or one that forgets who else has it."""
+    store = await open_store(tmp_path / "s.sqlite3", summaries=3)
     try:
         keys = [Identity.generate() for _ in range(10)]
         for df, key in enumerate(keys, start=1):
-            done = await store.put(
-                key.node_id.hex(), held(key, shard("python", df), shard(f"own{df}", 1))
-            )
-            assert done.stored >= 1
-        raw = (await store.records(["python"]))["python"]
-        assert len(raw) == BOUND
-        copies = verify_copies("python", raw, time.time())
+            pushed = held(key, shard("python", df), shard(f"own{df}", 1))
+            assert (await store.put(key.node_id.hex(), pushed)).stored == 2
+        raw, summaries = await store.lookup(["python"])
+        copies = verify_copies("python", raw["python"], time.time())
         assert [c.shard.df for c in copies] == [10, 9, 8, 7]
-        assert await store.count() == BOUND + 10  # every publisher's rare word is held
+        cut = decode_summaries(json.loads(encode_lookup(raw, summaries)), ["python"])["python"]
+        assert {p: s.df for p, s in cut.items()} == {
+            keys[df - 1].node_id.hex(): df for df in (6, 5, 4)
+        }
+        assert all(not s.postings and s.n_docs == 1000 for s in cut.values())
+        assert await store.count() == BOUND + 3 + 10  # every publisher's rare word is held
         assert store.over_quota == 0
-        assert store.outranked == 6  # three refused outright, three evicted by stronger ones
+        assert store.outranked == 3  # df 1, 2, 3: dropped as stronger ones came
     finally:
         await store.close()
 
@@ -179,24 +191,108 @@ def request(
         conn.close()
 
 
-def test_a_node_serves_a_words_strongest_publishers_and_no_more(holder: NodeHandle) -> None:
+def test_a_node_serves_a_words_strongest_publishers_and_summaries_of_the_rest(
+    holder: NodeHandle,
+) -> None:
     """Twenty publishers, each from its own address, push the same word to a real node: a
-    lookup brings back PUBLISHERS_PER_TERM signed copies, the strongest, and the weakest
-    late publisher is told why it was not stored. Catches a lookup that grows with the
-    network (every publisher of a common word in every query's answer)."""
+    lookup brings back PUBLISHERS_PER_TERM signed copies, the strongest, and summaries of
+    the other publishers (df, no postings), a late weak one among them. Catches a lookup
+    that grows with the network or one that loses the publishers it cut."""
     publishers = PUBLISHERS_PER_TERM + 4
     keys = [Identity.generate() for _ in range(publishers)]
     for df, key in enumerate(keys, start=1):
         body = sign_push(key, [("popular", shard("popular", df).to_json())], time.time() + 600)
         status, answer = request(holder, "POST", "/api/peer/shards", f"127.0.4.{df}", body)
-        assert status == 200, answer
+        assert status == 200 and answer == {"stored": 1}, answer
     weak = Identity.generate()
     body = sign_push(weak, [("popular", shard("popular", 1).to_json())], time.time() + 600)
     status, answer = request(holder, "POST", "/api/peer/shards", "127.0.4.200", body)
-    assert status == 200 and answer["why"] == {OUTRANKED: 1}, answer
+    assert status == 200 and answer == {"stored": 1}, answer
     status, found = request(holder, "GET", "/api/peer/shards?terms=popular", "127.0.4.201")
     assert status == 200
     copies = verify_copies("popular", [base64.b64decode(r) for r in found["popular"]], time.time())
     assert len(copies) == PUBLISHERS_PER_TERM
     strongest = {k.node_id.hex() for k in keys[-PUBLISHERS_PER_TERM:]}
     assert publishers_of(copies) == strongest
+    cut = decode_summaries(found, ["popular"])["popular"]
+    assert set(cut) == {k.node_id.hex() for k in (*keys[:4], weak)}
+
+
+# --- the querier's side ------------------------------------------------------------------
+
+
+def test_a_summary_counts_only_where_the_holders_that_answered_agree() -> None:
+    """Summaries are the holder's cut, unsigned: one that only one of two answering holders
+    serves is dropped (a liar cannot add a publisher to the owner choice), one both serve
+    is taken with the smaller df, a lone answering holder's is taken, and a whole copy or
+    a distrusted publisher is never replaced. Catches a querier that believes one holder."""
+    whole = shard("ice", 9)
+    merged: dict[str, dict[str, TermShard]] = {"ice": {"f" * 40: whole}, "rock": {}}
+    a, b, c, bad = "a" * 40, "b" * 40, "c" * 40, "d" * 40
+    summaries = {
+        "ice": {
+            "h1": {a: shard("ice", 5), b: shard("ice", 4), "f" * 40: shard("ice", 1)},
+            "h2": {a: shard("ice", 3), c: shard("ice", 2), bad: shard("ice", 2)},
+        },
+        "rock": {"h1": {c: shard("rock", 7)}},
+    }
+    h2_also = {bad: shard("ice", 2)}
+    summaries["ice"]["h1"] |= h2_also
+    served: dict[str, dict[str, object]] = {
+        "ice": {"h1": set(), "h2": set()},
+        "rock": {"h1": set()},
+    }
+    _take_summaries(merged, summaries, served, {bad})
+    assert merged["ice"]["f" * 40] is whole
+    assert set(merged["ice"]) == {"f" * 40, a}
+    assert merged["ice"][a].df == 3
+    assert set(merged["rock"]) == {c}
+
+
+def _doc(publisher: str, i: int, body: str) -> IndexDoc:
+    return IndexDoc(url=f"http://{publisher}.example/{i}.html", title=f"note {i}", body=body)
+
+
+@pytest.fixture
+async def glacier_network() -> AsyncIterator[dict[str, IndexStore]]:
+    """Three big publishers, each with many pages on two of the words; one small one whose
+    single page has all three, and which tops no word's list."""
+    words = ("glacier", "moraine", "erosion")
+    pages: dict[str, list[IndexDoc]] = {"0" * 40: [_doc("me", 0, "compost and soil")]}
+    for n, (first, second) in enumerate(zip(words, (*words[1:], words[0]), strict=True)):
+        pages[str(n + 1) * 40] = [
+            _doc(f"big{n}", i, f"{first} {first} {second} valley river {i}") for i in range(6)
+        ]
+    pages["9" * 40] = [_doc("small", 0, "how a glacier leaves a moraine behind by erosion")]
+    made = {node: await committed_store(docs) for node, docs in pages.items()}
+    yield made
+    for store in made.values():
+        await store.stop()
+
+
+@pytest.mark.parametrize("summaries", [0, SUMMARIES_PER_TERM])
+async def test_a_publisher_known_only_by_summaries_is_asked_and_its_page_found(
+    glacier_network: dict[str, IndexStore], summaries: int
+) -> None:
+    """Holders keep two publishers whole a term: the small publisher is cut from every
+    word. With its summaries the query's owner choice still sees that it has all three
+    words, asks it, and its page is among the first results; without them (the contrast)
+    it is never found."""
+    me = "0" * 40
+    peers = LocalPeers(glacier_network, me=me, publishers_per_term=2, summaries_per_term=summaries)
+    store = glacier_network[me]
+    search = FederatedSearch(
+        local=LocalOwner(store, me),
+        peers=peers,
+        settings=DEFAULT_SETTINGS,
+        analyze=store.analyzer.analyze,
+        published=lambda: True,
+    )
+    merged = await peers.shards(["glacier", "moraine", "erosion"], QueryTally())
+    assert all(not t["9" * 40].postings for t in merged.values() if "9" * 40 in t)
+    page = await search.search(
+        search.plan(store.prepare("glacier moraine erosion"), limit=10, offset=0)
+    )
+    urls = [r.url for r in page.rows]
+    found = "http://small.example/0.html" in urls[:3]
+    assert found is (summaries > 0), urls
