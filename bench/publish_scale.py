@@ -49,10 +49,14 @@ from bench.quality_bench import CORPORA, load_queries, norm_url, sites_and_seeds
 from rhizome.api.peer_routes import GZIP_LEVEL  # noqa: E402
 from rhizome.crawler.parse import parse_html  # noqa: E402
 from rhizome.dht import Identity  # noqa: E402
+from rhizome.federation import DEFAULT_SETTINGS, FederatedSearch, LocalPeers  # noqa: E402
+from rhizome.federation.answer import LocalOwner  # noqa: E402
 from rhizome.federation.shard_store import ShardStore  # noqa: E402
 from rhizome.federation.wire import (  # noqa: E402
     PUBLISHERS_PER_TERM,
+    SUMMARIES_PER_TERM,
     HeldRecord,
+    encode_lookup,
     sign_batch,
     sign_held,
     verify_copies,
@@ -116,8 +120,11 @@ class Publisher:
     sign_cpu: float = 0.0
 
 
-async def build(identity: Identity, docs: list[IndexDoc], expires_at: float) -> Publisher:
-    """One node's full publish: index its slice, a shard of every term, each signed."""
+async def build(
+    identity: Identity, docs: list[IndexDoc], expires_at: float, keep: list[IndexStore] | None
+) -> Publisher:
+    """One node's full publish: index its slice, a shard of every term, each signed. The
+    index stays open in ``keep`` (for the quality runs) if given."""
     out = Publisher(identity, len(docs))
     store = IndexStore(None, commit_docs=len(docs) + 1, commit_interval=0.05, writer_heap=16 << 20)
     await store.start()
@@ -133,7 +140,10 @@ async def build(identity: Identity, docs: list[IndexDoc], expires_at: float) -> 
         out.records = sign_held(identity, shards, expires_at)
         out.sign_cpu = time.thread_time() - started
     finally:
-        await store.stop()
+        if keep is None:
+            await store.stop()
+        else:
+            keep.append(store)
     return out
 
 
@@ -142,6 +152,11 @@ def served(found: dict[str, list[bytes]]) -> int:
     api/peer_routes does for peers), for any number of copies."""
     body = json.dumps({t: [base64.b64encode(r).decode() for r in rs] for t, rs in found.items()})
     return len(gzip.compress(body.encode(), compresslevel=GZIP_LEVEL))
+
+
+def served_with(found: dict[str, list[bytes]], cut: dict[str, dict[str, bytes]]) -> int:
+    """A lookup answer's bytes as sent, summaries included (``ShardStore.get_json``)."""
+    return len(gzip.compress(encode_lookup(found, cut), compresslevel=GZIP_LEVEL))
 
 
 def closest(key: bytes, ids: list[tuple[int, int]], count: int) -> list[int]:
@@ -161,7 +176,12 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 async def run_size(
-    n: int, docs: list[IndexDoc], queries: list[dict[str, Any]], work: Path, prepare: IndexStore
+    n: int,
+    docs: list[IndexDoc],
+    queries: list[dict[str, Any]],
+    work: Path,
+    prepare: IndexStore,
+    quality: bool,
 ) -> dict[str, Any]:
     identities = [Identity.generate() for _ in range(n)]
     ids = [(int.from_bytes(ident.node_id, "big"), i) for i, ident in enumerate(identities)]
@@ -173,7 +193,8 @@ async def run_size(
         owner_of[norm_url(doc.url)] = i
     expires_at = time.time() + TTL
     started = time.monotonic()
-    publishers = [await build(identities[i], slices[i], expires_at) for i in range(n)]
+    kept: list[IndexStore] | None = [] if quality else None
+    publishers = [await build(identities[i], slices[i], expires_at, kept) for i in range(n)]
     build_s = time.monotonic() - started
     stores = [
         ShardStore(work / f"h{n}-{i}.sqlite3", own=identities[i].node_id.hex()) for i in range(n)
@@ -226,8 +247,9 @@ async def run_size(
             all_urls: set[str] = set()
             all_pubs: set[str] = set()
             for h, ts in asked.items():
-                found = await stores[h].records(ts)
-                size += served(found)
+                found, cut = await stores[h].lookup(ts)
+                size += served_with(found, cut)
+                seen_pubs.update(p for by_pub in cut.values() for p in by_pub)
                 # An unbounded holder would serve every publisher's copy.
                 all_size += served({t: every_copy.get(t, []) for t in ts})
                 for t, recs in found.items():
@@ -275,10 +297,58 @@ async def run_size(
             "holder_records_pushed": spread([float(x) for x in pushed_to]),
             "recall": {k: round(v / len(queries), 4) for k, v in hits.items()},
             "bound": PUBLISHERS_PER_TERM,
+            "quality": await network_quality(kept, queries) if kept else None,
         }
     finally:
         for s in stores:
             await s.close()
+        for store in kept or []:
+            await store.stop()
+
+
+QUALITY_AT = 0  # the node the quality runs ask
+
+
+async def network_quality(kept: list[IndexStore], queries: list[dict[str, Any]]) -> dict[str, Any]:
+    """MRR@10 of the real federated query (``FederatedSearch`` over ``LocalPeers``, owners
+    answering from their indexes) as holders would serve the shards: every publisher whole;
+    the bound alone; the bound with summaries (what holders do)."""
+    ids = [f"{i:040x}" for i in range(len(kept))]
+    stores = dict(zip(ids, kept, strict=True))
+    out: dict[str, Any] = {}
+    for name, bound, summaries in (
+        ("unbounded", None, 0),
+        ("bound_only", PUBLISHERS_PER_TERM, 0),
+        ("bound_and_summaries", PUBLISHERS_PER_TERM, SUMMARIES_PER_TERM),
+    ):
+        me = ids[QUALITY_AT]
+        peers = LocalPeers(stores, me=me, publishers_per_term=bound, summaries_per_term=summaries)
+        search = FederatedSearch(
+            local=LocalOwner(kept[QUALITY_AT], me),
+            peers=peers,
+            settings=DEFAULT_SETTINGS,
+            analyze=kept[QUALITY_AT].analyzer.analyze,
+            published=lambda: True,
+        )
+        rr = hits = 0.0
+        started = time.monotonic()
+        for q in queries:
+            plan = search.plan(kept[QUALITY_AT].prepare(q["q"]), limit=10, offset=0)
+            page = await search.search(plan)
+            answer = norm_url(q["url"])
+            for rank, row in enumerate(page.rows[:10], start=1):
+                if norm_url(row.url) == answer:
+                    rr += 1.0 / rank
+                    hits += 1
+                    break
+        n = max(1, len(queries))
+        out[name] = {
+            "mrr@10": round(rr / n, 4),
+            "hit@10": round(hits / n, 4),
+            "s": round(time.monotonic() - started, 1),
+        }
+        print(f"  N={len(kept)} {name}: {out[name]}", flush=True)
+    return out
 
 
 async def main() -> None:
@@ -288,6 +358,7 @@ async def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--corpus", default="large")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--quality", action="store_true", help="also MRR@10, in-process")
     args = parser.parse_args()
     queries = load_queries(args.corpus, "heldout", None)
     random.Random(3).shuffle(queries)
@@ -306,7 +377,7 @@ async def main() -> None:
     reports = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
-            report = await run_size(n, docs, queries, Path(tmp), prepare)
+            report = await run_size(n, docs, queries, Path(tmp), prepare, args.quality)
             print(json.dumps(report), flush=True)
             reports.append(report)
             if args.out:
