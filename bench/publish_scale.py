@@ -1,6 +1,7 @@
 """Publishing at scale: N publishers' term shards on N holders, and what a query fetches.
 
     python3 bench/publish_scale.py [--sizes 50,100,200,400] [--pages 12000] [--queries 300]
+        [--pages-per-node 1000] [--quality]
 
 The large corpus's pages (its files, parsed once by ``crawler.parse.parse_html``: every
 answer page of ``--queries`` held-out judged queries, the rest sampled at random up to
@@ -104,11 +105,11 @@ def pick_pages(corpus: str, wanted: int, queries: list[dict[str, Any]]) -> list[
     by_url = {
         norm_url(file_url(corpus, sites, f)): (file_url(corpus, sites, f), str(f)) for f in files
     }
-    chosen = {norm_url(q["url"]) for q in queries if norm_url(q["url"]) in by_url}
-    rest = [u for u in by_url if u not in chosen]
+    answers = sorted({norm_url(q["url"]) for q in queries if norm_url(q["url"]) in by_url})
+    rest = sorted(set(by_url) - set(answers))
     random.Random(7).shuffle(rest)
-    chosen.update(rest[: max(0, wanted - len(chosen))])
-    return [by_url[u] for u in sorted(chosen)]
+    # The answers first: a run that deals fewer pages (``--pages-per-node``) keeps them.
+    return [by_url[u] for u in answers + rest[: max(0, wanted - len(answers))]]
 
 
 @dataclass
@@ -359,11 +360,16 @@ async def main() -> None:
     parser.add_argument("--corpus", default="large")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--quality", action="store_true", help="also MRR@10, in-process")
+    parser.add_argument(
+        "--pages-per-node", type=int, default=0, help="N x this many pages, not --pages for all"
+    )
     args = parser.parse_args()
     queries = load_queries(args.corpus, "heldout", None)
     random.Random(3).shuffle(queries)
     queries = queries[: args.queries]
-    items = pick_pages(args.corpus, args.pages, queries)
+    sizes = [int(x) for x in args.sizes.split(",")]
+    per_node = args.pages_per_node
+    items = pick_pages(args.corpus, max(sizes) * per_node if per_node else args.pages, queries)
     t0 = time.monotonic()
     with ProcessPoolExecutor(2) as pool:
         docs = [d for d in pool.map(parse_file, items, chunksize=64) if d is not None]
@@ -376,8 +382,9 @@ async def main() -> None:
     prepare = IndexStore(None)  # its analyzer, for the query terms
     reports = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (int(s) for s in args.sizes.split(",")):
-            report = await run_size(n, docs, queries, Path(tmp), prepare, args.quality)
+        for n in sizes:
+            dealt = docs[: n * per_node] if per_node else docs
+            report = await run_size(n, dealt, queries, Path(tmp), prepare, args.quality)
             print(json.dumps(report), flush=True)
             reports.append(report)
             if args.out:

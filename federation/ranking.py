@@ -131,6 +131,24 @@ class GlobalScorer:
                     spare = max(1, shard.n_docs - len(shard.postings))
                     share = min(1.0, (shard.df - len(shard.postings)) / spare)
                     self._floor[(publisher, term)] = [w * share for w in shard.postings[-1].weights]
+            self._summary_floors(term, copies)
+
+    def _summary_floors(self, term: str, copies: Mapping[str, TermShard]) -> None:
+        """A publisher a holder keeps only by summary for ``term`` (no postings, beyond the
+        term's strongest: ``term_slots``) still has the term on df of its N pages: its
+        candidates are credited the median of the whole copies' lowest weights, scaled by
+        that share, as a whole copy's unlisted pages are."""
+        lowest = sorted(
+            (s.postings[-1].weights for s in copies.values() if s.postings),
+            key=sum,
+        )
+        if not lowest:
+            return
+        typical = lowest[len(lowest) // 2]
+        for publisher, shard in copies.items():
+            if not shard.postings and shard.df and shard.n_docs:
+                share = min(1.0, shard.df / shard.n_docs)
+                self._floor[(publisher, term)] = [w * share for w in typical]
 
     @property
     def candidates(self) -> list[str]:
