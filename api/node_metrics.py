@@ -230,7 +230,7 @@ class NodeCollector(Collector):
         )
         yield counter(
             "shards_outranked_records",
-            "Shard copies refused or evicted: their term had 16 stronger publishers",
+            "Shard copies refused or evicted: their term had stronger publishers",
             shards.outranked,
         )
         yield counter("shards_expired_records", "Held shard copies expired", shards.expired)

@@ -183,6 +183,7 @@ async def run_size(
     work: Path,
     prepare: IndexStore,
     quality: bool,
+    bound: int,
 ) -> dict[str, Any]:
     identities = [Identity.generate() for _ in range(n)]
     ids = [(int.from_bytes(ident.node_id, "big"), i) for i, ident in enumerate(identities)]
@@ -198,7 +199,10 @@ async def run_size(
     publishers = [await build(identities[i], slices[i], expires_at, kept) for i in range(n)]
     build_s = time.monotonic() - started
     stores = [
-        ShardStore(work / f"h{n}-{i}.sqlite3", own=identities[i].node_id.hex()) for i in range(n)
+        ShardStore(
+            work / f"h{n}-{i}.sqlite3", own=identities[i].node_id.hex(), publishers_per_term=bound
+        )
+        for i in range(n)
     ]
     for s in stores:
         await s.open()
@@ -297,8 +301,8 @@ async def run_size(
             "holder_copies": spread([float(x) for x in held]),
             "holder_records_pushed": spread([float(x) for x in pushed_to]),
             "recall": {k: round(v / len(queries), 4) for k, v in hits.items()},
-            "bound": PUBLISHERS_PER_TERM,
-            "quality": await network_quality(kept, queries) if kept else None,
+            "bound": bound,
+            "quality": await network_quality(kept, queries, bound) if kept else None,
         }
     finally:
         for s in stores:
@@ -310,20 +314,22 @@ async def run_size(
 QUALITY_AT = 0  # the node the quality runs ask
 
 
-async def network_quality(kept: list[IndexStore], queries: list[dict[str, Any]]) -> dict[str, Any]:
+async def network_quality(
+    kept: list[IndexStore], queries: list[dict[str, Any]], bound: int
+) -> dict[str, Any]:
     """MRR@10 of the real federated query (``FederatedSearch`` over ``LocalPeers``, owners
     answering from their indexes) as holders would serve the shards: every publisher whole;
     the bound alone; the bound with summaries (what holders do)."""
     ids = [f"{i:040x}" for i in range(len(kept))]
     stores = dict(zip(ids, kept, strict=True))
     out: dict[str, Any] = {}
-    for name, bound, summaries in (
+    for name, whole, summaries in (
         ("unbounded", None, 0),
-        ("bound_only", PUBLISHERS_PER_TERM, 0),
-        ("bound_and_summaries", PUBLISHERS_PER_TERM, SUMMARIES_PER_TERM),
+        ("bound_only", bound, 0),
+        ("bound_and_summaries", bound, SUMMARIES_PER_TERM),
     ):
         me = ids[QUALITY_AT]
-        peers = LocalPeers(stores, me=me, publishers_per_term=bound, summaries_per_term=summaries)
+        peers = LocalPeers(stores, me=me, publishers_per_term=whole, summaries_per_term=summaries)
         search = FederatedSearch(
             local=LocalOwner(kept[QUALITY_AT], me),
             peers=peers,
@@ -361,6 +367,9 @@ async def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--quality", action="store_true", help="also MRR@10, in-process")
     parser.add_argument(
+        "--bound", type=int, default=PUBLISHERS_PER_TERM, help="whole copies a term"
+    )
+    parser.add_argument(
         "--pages-per-node", type=int, default=0, help="N x this many pages, not --pages for all"
     )
     args = parser.parse_args()
@@ -384,7 +393,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             dealt = docs[: n * per_node] if per_node else docs
-            report = await run_size(n, dealt, queries, Path(tmp), prepare, args.quality)
+            report = await run_size(n, dealt, queries, Path(tmp), prepare, args.quality, args.bound)
             print(json.dumps(report), flush=True)
             reports.append(report)
             if args.out:

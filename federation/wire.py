@@ -96,13 +96,15 @@ SHARD_KIND = "shards/4"  # /4: signed term records; /3 (unsigned lines) is refus
 _LENGTH = struct.Struct(">I")
 # A term record: the shard's JSON, the term, and the record's fixed ~130 bytes.
 MAX_SHARD_RECORD_BYTES = MAX_SHARD_BYTES + 4 * MAX_TERM_CHARS + 256
-# Publishers of one term a holder keeps, serves and a querier verifies (~70 us each): the
-# strongest by the pages they claim to have with the term (df), so what a holder stores
-# and a lookup carries for a word every node publishes stays bounded as publishers grow
-# (issue #13). 16 is twice the largest network benched for quality (8 nodes), so none of
-# those figures lose a copy; at 400 publishers a common term's lookup stays at 16 records
-# (bench/dht_scale.py --publish).
-PUBLISHERS_PER_TERM = 16
+# Publishers of one term a holder keeps whole, serves and a querier verifies (~70 us each,
+# then remembered): the strongest by the pages they claim to have with the term (df), so
+# what a holder stores and a lookup carries for a word every node publishes stays bounded
+# as publishers grow (issue #13). Where it binds it costs quality, as a cut publisher's
+# pages lose their shard weights for that word: bench/publish_scale.py, 32 publishers of
+# 1,000 pages, MRR@10 .624 every copy whole, .427 with 16 whole + summaries, .289 with 16
+# alone. So the bound is a cap, not a tuning: at 64 no network measured so far loses a
+# copy, and a lookup of a common word stays at 64 records however many publish it.
+PUBLISHERS_PER_TERM = 64
 MAX_COPIES_PER_TERM = PUBLISHERS_PER_TERM
 # Beyond those, a holder keeps and serves each further publisher's summary of the term (df
 # per field, N, averages: its shard without postings, ~60 B), the strongest this many, so
