@@ -42,7 +42,7 @@ the central index does not have those pages either).
 URLs are compared normalised: no fragment, percent-decoding undone, a trailing ``index.html``
 dropped (``dir/`` and ``dir/index.html`` are one page), host lower-cased.
 
-``--code DIR`` is the checkout whose ``rhizome`` the node subprocesses run (cwd=DIR; default:
+``--code DIR`` is the checkout whose ``rhizome`` the node subprocesses run (its import tree; default:
 this repository), so a frozen checkout can be measured while the tree is mid-refactor:
 ``git -C /work/main worktree add --detach /tmp/rz-base HEAD`` then ``--code /tmp/rz-base``.
 
@@ -133,7 +133,10 @@ class Node:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            cwd=code,
+            # Not cwd=code: ``python -m`` puts the cwd first on sys.path, and a checkout's
+            # ``rhizome/`` holds no subpackages, so an editable install's finder supplied them
+            # from the installed checkout: every ``--code`` A/B ran the same code.
+            cwd=_imports_of(code),
             # Thousands of queries from one machine: not a person's search rate (older
             # checkouts ignore the variable).
             env={
