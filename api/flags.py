@@ -31,7 +31,7 @@ HELP: dict[str, str] = {
     "max_queued_urls": "URLs waiting in the frontier at most (beyond: new links dropped)",
     "resolve": "NAME=ADDRESS the crawler connects to without DNS (*.NAME: subdomains too)",
     "recrawl_days": "days before a page is fetched again",
-    "parse_workers": "HTML parser processes (0: one per CPU core, or 1 with memory small)",
+    "parse_workers": "HTML parser processes (0: one per CPU core but one, or 1 with memory small)",
     "contact_url": "URL in the crawler's User-Agent where site owners reach you",
     "commit_interval": "seconds between index commits while crawling",
     "writer_heap_mb": "tantivy writer memory budget in MiB (0: 64, or 16 with memory small)",

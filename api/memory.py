@@ -33,7 +33,7 @@ class MemoryProfile:
     """What ``memory = "small"|"normal"`` sets. ``parse_workers`` and ``writer_heap_mb``
     are settings of their own too; the profile's value is used while they are 0."""
 
-    parse_workers: int  # 0: one per CPU core
+    parse_workers: int  # 0: one per CPU core but the node's
     writer_heap_mb: int
     index_queue_docs: int  # parsed pages waiting for the index writer (back-pressure)
     commit_docs: int  # pages in one commit at most

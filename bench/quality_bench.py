@@ -42,9 +42,10 @@ the central index does not have those pages either).
 URLs are compared normalised: no fragment, percent-decoding undone, a trailing ``index.html``
 dropped (``dir/`` and ``dir/index.html`` are one page), host lower-cased.
 
-``--code DIR`` is the checkout whose ``rhizome`` the node subprocesses run (its import tree; default:
-this repository), so a frozen checkout can be measured while the tree is mid-refactor:
-``git -C /work/main worktree add --detach /tmp/rz-base HEAD`` then ``--code /tmp/rz-base``.
+``--code DIR`` is the checkout whose ``rhizome`` the node subprocesses run (through its
+import tree; default: this repository), so a frozen checkout can be measured while the tree
+is mid-refactor: ``git -C /work/main worktree add --detach /tmp/rz-base HEAD`` then
+``--code /tmp/rz-base``.
 
 ``--central-only`` starts no node: the central index is built from every HTML file of the
 corpus on disk (a bit more than a crawler reaches), in a minute; for ranking work.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,10 @@ DEFAULT_MAX_QUEUED_URLS = 1_000_000
 DEFAULT_HOST_MEMORY = 10_000
 DEFAULT_RECRAWL_INTERVAL = 7 * 24 * 3600.0
 DEFAULT_MAX_ATTEMPTS = 3
-DEFAULT_PARSE_WORKERS = 0  # 0: one per CPU core
+# 0: one per CPU core but the node's own (it indexes, schedules and publishes; at least 1).
+# Lone node, large corpus, 2 cores (bench/coverage_bench.py, 2026-12-03): 1 worker 530
+# pages/s, peak 386 MB, idle 202 MB; 2 workers (the earlier default) 326 pages/s, 437 MB.
+DEFAULT_PARSE_WORKERS = 0
 # URLs the frontier remembers having seen, so a link to a known page costs no SQLite
 # round (its primary key de-duplicates anyway once the set is cleared at this size).
 # Measured ~160 B a URL: 100,000 is 16 MB and holds the large corpus' ~70,000 URLs.
@@ -58,6 +62,11 @@ ROBOTS_TTL = 24 * 3600.0
 ROBOTS_ERROR_TTL = 600.0
 MAX_ROBOTS_BYTES = 512 * 1024
 HOST_UNREACHABLE_DEFER = 1800.0
+
+
+def default_workers() -> int:
+    """Parser processes when ``parse_workers`` is 0: a core is left to the node."""
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
@@ -23,7 +22,7 @@ from yarl import URL
 
 from .blocklist import Blocklist
 from .budgets import Budgets
-from .config import HOST_UNREACHABLE_DEFER, MAX_BACKOFF, CrawlerConfig
+from .config import HOST_UNREACHABLE_DEFER, MAX_BACKOFF, CrawlerConfig, default_workers
 from .domains import domain_of
 from .errors import FetchError, HTTPStatusError, RobotsDisallowed
 from .fetch import Fetcher, decompress
@@ -135,7 +134,7 @@ class Crawler:
         self._global = asyncio.Semaphore(config.global_concurrency)
         self._wake = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
-        self._workers = CrawlWorkers(config, config.parse_workers or os.cpu_count() or 1)
+        self._workers = CrawlWorkers(config, config.parse_workers or default_workers())
         self._sitemaps_done: Lru[str, bool] = Lru(config.host_memory)  # origins read
         self._idle_since: float | None = None  # monotonic; None while there is work
         self._recent: deque[float] = deque()  # fetch times within RATE_WINDOW

@@ -129,7 +129,7 @@ def test_memory_small_means_one_parser_the_smallest_writer_heap_and_small_caches
     tmp_path: Path,
 ) -> None:
     normal = load_config(env={})
-    assert normal.crawler_config().parse_workers == 0  # one per core
+    assert normal.crawler_config().parse_workers == 0  # one per core but the node's
     assert normal.writer_heap_bytes == 64 * 1024 * 1024
     for config in (
         load_config(env={"RHIZOME_MEMORY": "small"}),

@@ -5,6 +5,8 @@ cycles between modules, no import hidden in a function to dodge one, and no modu
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,18 @@ def test_long_modules_say_why_at_their_top(module: str) -> None:
     lines = text.count("\n")
     docstring = ast.get_docstring(ast.parse(text)) or ""
     assert lines <= MAX_LINES or LONG_REASON in docstring, f"{module}: {lines} lines, no reason"
+
+
+def test_a_parse_worker_imports_the_crawler_alone() -> None:
+    """A parser process runs ``import rhizome.crawler.workers``; through the top package
+    it once imported the whole node (tantivy, numpy, the DHT): ~23 MB and 0.3 s a worker."""
+    probe = (
+        "import sys, rhizome.crawler.workers; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'tantivy', 'numpy', 'kademlia',"
+        " 'nacl', 'wordllama'}), sorted({m.split('.')[1] for m in sys.modules"
+        " if m.startswith('rhizome.') and m.count('.') >= 1}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd="/"
+    ).stdout
+    assert out.strip() == "[] ['crawler']"
