@@ -66,6 +66,14 @@ class FederationSettings:
     # A second owner is taken from the candidates only within this share of the best
     # one's score.
     owner_score_share: float = 0.25
+    # A publisher is asked by its summaries only if its belief above the floor is at
+    # least this share of the best publisher's (0: up to owners_asked, whatever they say).
+    # In-process, tune half (session 11), MRR@10 and owners asked a query, share 0 / 0.5 /
+    # 0.7 / 0.85: 5 one-site small nodes (911 queries) .794 / .794 / .794 / .792 with
+    # 4.97 / 4.64 / 4.01 / 3.19 owners; 12 one-site large nodes (200 queries) .716 / .716 /
+    # .711 with 5.96 / 4.61 / 4.20. Each owner is ~6 ms of someone's CPU a query, and on
+    # the bench's two cores the small network's p50 is ~0.7 x the CPU of all its nodes.
+    owner_belief_share: float = 0.7
     owner_depth: int = 10  # results each owner returns (at least a page)
     # Shard candidates that get snippets: this many pages' worth. 1 leaves one result in
     # eight a bare title (none: one in five) at no measurable cost; 2 leaves one in 125 but
