@@ -71,8 +71,9 @@ class FederationSettings:
     # In-process, tune half (session 11), MRR@10 and owners asked a query, share 0 / 0.5 /
     # 0.7 / 0.85: 5 one-site small nodes (911 queries) .794 / .794 / .794 / .792 with
     # 4.97 / 4.64 / 4.01 / 3.19 owners; 12 one-site large nodes (200 queries) .716 / .716 /
-    # .711 with 5.96 / 4.61 / 4.20. Each owner is ~6 ms of someone's CPU a query, and on
-    # the bench's two cores the small network's p50 is ~0.7 x the CPU of all its nodes.
+    # .711 / .704 with 5.96 / 4.61 / 4.20 / 3.75. Each owner is ~6 ms of someone's CPU a
+    # query, and on the bench's two cores the small network's p50 is ~0.7 x the CPU of all
+    # its nodes.
     owner_belief_share: float = 0.7
     owner_depth: int = 10  # results each owner returns (at least a page)
     # Shard candidates that get snippets: this many pages' worth. 1 leaves one result in
