@@ -35,8 +35,8 @@ DEFAULT_HOST_MEMORY = 10_000
 DEFAULT_RECRAWL_INTERVAL = 7 * 24 * 3600.0
 DEFAULT_MAX_ATTEMPTS = 3
 # 0: one per CPU core but the node's own (it indexes, schedules and publishes; at least 1).
-# Lone node, large corpus, 2 cores (bench/coverage_bench.py, 2026-12-03): 1 worker 530
-# pages/s, peak 386 MB, idle 202 MB; 2 workers (the earlier default) 326 pages/s, 437 MB.
+# Lone node, large corpus, 2 cores, same run (bench/coverage_bench.py, 2026-12-03):
+# 1 worker 541 pages/s, peak 408 MB; 2 workers (the earlier default) 548 pages/s, 511 MB.
 DEFAULT_PARSE_WORKERS = 0
 # URLs the frontier remembers having seen, so a link to a known page costs no SQLite
 # round (its primary key de-duplicates anyway once the set is cleared at this size).

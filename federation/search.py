@@ -30,7 +30,7 @@ from .merging import TITLE_MEANING, merge
 from .peers import Merged, Peers, QueryTally
 from .phases import FederatedPage, PeerChoice, PhaseTimer, QueryPlan, Ranking
 from .ranking import GlobalScorer
-from .selection import DEFAULT_BELIEF, publisher_beliefs
+from .selection import likely_publishers
 from .settings import FederationSettings
 from .spot_check import SpotChecker
 from .wire import PeerAnswer, ResultRow, SnippetFields
@@ -78,14 +78,8 @@ def choose(plan: QueryPlan, ranking: Ranking, settings: FederationSettings) -> P
             break
         if owner[url] not in owners:
             owners.append(owner[url])
-    beliefs = publisher_beliefs(ranking.scorer.merged)
-    by_belief = sorted(beliefs, key=lambda p: (-beliefs[p], p))
-    floor = 0.0
-    if by_belief:
-        top = beliefs[by_belief[0]] - DEFAULT_BELIEF
-        floor = DEFAULT_BELIEF + settings.owner_belief_share * top
-    for publisher in by_belief:
-        if len(owners) >= settings.owners_asked or beliefs[publisher] < floor:
+    for publisher in likely_publishers(ranking.scorer.merged, settings.owner_belief_share):
+        if len(owners) >= settings.owners_asked:
             break
         if publisher not in owners:
             owners.append(publisher)

@@ -55,3 +55,14 @@ def publisher_beliefs(merged: Mapping[str, Mapping[str, TermShard]]) -> dict[str
                 DEFAULT_BELIEF + BELIEF_WEIGHT * shard.df / (shard.df + damped) * rarity
             )
     return {p: b / len(terms) for p, b in belief.items()}
+
+
+def likely_publishers(merged: Mapping[str, Mapping[str, TermShard]], share: float) -> list[str]:
+    """Publishers by belief, best first, down to those whose belief above the floor
+    (``DEFAULT_BELIEF``, what a publisher lacking every word gets) is at least ``share`` of
+    the best one's: one with a word on one page in a thousand holds the answer by accident."""
+    beliefs = publisher_beliefs(merged)
+    best = max(beliefs.values(), default=DEFAULT_BELIEF)
+    floor = DEFAULT_BELIEF + share * (best - DEFAULT_BELIEF)
+    ranked = sorted(beliefs, key=lambda p: (-beliefs[p], p))
+    return [p for p in ranked if beliefs[p] >= floor]

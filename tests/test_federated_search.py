@@ -217,6 +217,8 @@ async def test_the_publisher_holding_every_word_is_asked_though_it_tops_no_terms
     assert {ranking.scorer.owner[u] for u in ranking.ranked[:8]} == set(specialists)
     choice = choose(plan, ranking, DEFAULT_SETTINGS)
     assert carol in choice.owners
+    every_slot = replace(DEFAULT_SETTINGS, owner_belief_share=0.0)
+    assert len(choose(plan, ranking, every_slot).owners) == DEFAULT_SETTINGS.owners_asked
     by_candidates_only = replace(DEFAULT_SETTINGS, owners_by_candidates=6)
     assert carol not in choose(plan, ranking, by_candidates_only).owners
 
