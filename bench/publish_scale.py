@@ -9,7 +9,8 @@ answer page of ``--queries`` held-out judged queries, the rest sampled at random
 publishers. For each N, in one process:
 
 1. each node indexes its slice into its own tantivy index (``IndexStore``), builds a shard
-   of every term it has and signs them (``wire.sign_held``), as a full publish does;
+   of every term it has and signs them (``wire.sign_groups``, per holder set), as a full
+   publish does;
 2. each term's records go to its 3 XOR-closest node ids (sha1 of the term, as
    ``Membership.holders_of`` places them; bench/dht_scale.py shows the iterative lookup
    finds exactly these), each holder a real ``ShardStore`` (SQLite) with the per-term
@@ -54,16 +55,17 @@ from rhizome.federation import DEFAULT_SETTINGS, FederatedSearch, LocalPeers  # 
 from rhizome.federation.answer import LocalOwner  # noqa: E402
 from rhizome.federation.shard_store import ShardStore  # noqa: E402
 from rhizome.federation.wire import (  # noqa: E402
+    GROUP_TERMS,
     PUBLISHERS_PER_TERM,
     SUMMARIES_PER_TERM,
-    HeldRecord,
+    ShardGroup,
     encode_lookup,
     sign_batch,
-    sign_held,
+    sign_groups,
     verify_copies,
     verify_shard,
 )
-from rhizome.index import IndexStore  # noqa: E402
+from rhizome.index import IndexStore, TermShard  # noqa: E402
 from rhizome.index.store import IndexDoc  # noqa: E402
 
 REPLICAS = 3  # FederationSettings.replicas
@@ -116,7 +118,7 @@ def pick_pages(corpus: str, wanted: int, queries: list[dict[str, Any]]) -> list[
 class Publisher:
     identity: Identity
     pages: int = 0
-    records: list[HeldRecord] = field(default_factory=list)
+    shards: list[TermShard] = field(default_factory=list)
     build_cpu: float = 0.0
     sign_cpu: float = 0.0
 
@@ -137,9 +139,7 @@ async def build(
         terms = await store.indexed_terms()
         shards = await store.term_shards(terms)
         out.build_cpu = store.shard_cpu
-        started = time.thread_time()
-        out.records = sign_held(identity, shards, expires_at)
-        out.sign_cpu = time.thread_time() - started
+        out.shards = shards  # signed once placed: a group is the terms of one holder set
     finally:
         if keep is None:
             await store.stop()
@@ -212,25 +212,32 @@ async def run_size(
     every_copy: dict[str, list[bytes]] = defaultdict(list)  # what an unbounded holder keeps
     try:
         for i, pub in enumerate(publishers):
-            by_holder: dict[int, list[HeldRecord]] = defaultdict(list)
-            for rec in pub.records:
-                every_copy[rec.term].append(rec.record)
-                for h in closest(hashlib.sha1(rec.term.encode()).digest(), ids, REPLICAS):
-                    by_holder[h].append(rec)
-            for h, recs in by_holder.items():
+            by_set: dict[tuple[int, ...], list[TermShard]] = defaultdict(list)
+            for shard in pub.shards:
+                key = hashlib.sha1(shard.term.encode()).digest()
+                by_set[tuple(sorted(closest(key, ids, REPLICAS)))].append(shard)
+            by_holder: dict[int, list[ShardGroup]] = defaultdict(list)
+            for holders, shards in by_set.items():
+                t0 = time.thread_time()
+                groups = sign_groups(pub.identity, shards, expires_at)
+                pub.sign_cpu += time.thread_time() - t0
+                for h in holders:
+                    by_holder[h].extend(groups)
+                for g in groups:  # each term is in one holder set's groups
+                    for rec in g.held(expires_at):
+                        every_copy[rec.term].append(rec.record)
+            for h, groups in by_holder.items():
+                recs = [r for g in groups for r in g.held(expires_at)]
                 pushed_to[h] += len(recs)
                 if h != i:  # the publisher's own copy does not cross the wire
-                    for first in range(0, len(recs), BATCH_TERMS):
+                    for first in range(0, len(groups), BATCH_TERMS // GROUP_TERMS):
                         t0 = time.thread_time()
-                        body = sign_batch(
-                            pub.identity,
-                            [r.record for r in recs[first : first + BATCH_TERMS]],
-                            expires_at,
-                        )
+                        part = groups[first : first + BATCH_TERMS // GROUP_TERMS]
+                        body = sign_batch(pub.identity, part, expires_at)
                         envelope_cpu += time.thread_time() - t0
                         wire[i] += len(body)
                 await stores[h].put(pub.identity.node_id.hex(), recs)
-            pub.records = []
+            pub.shards = []
         held = [await s.count() for s in stores]
         fetched: list[int] = []
         unbounded_bytes: list[int] = []

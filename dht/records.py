@@ -7,7 +7,8 @@ Layout (big-endian; the signature covers every byte before it)::
     | signature (64)
 
 The magic doubles as domain separation: a signature made for a record can never be
-replayed as some other signed message of ours (contact hellos, shards).
+replayed as some other signed message of ours (contact hellos, shards). Everything before
+the signature is the record's *body*; ``record_groups`` signs many bodies at once.
 """
 
 from __future__ import annotations
@@ -56,13 +57,16 @@ def _check_fields(kind: bytes, key: bytes, issued_at: float, expires_at: float) 
         raise InvalidRecord("record expires before it is issued")
 
 
-def _signed_part(
-    kind: bytes, key: bytes, publisher: bytes, issued_at: float, expires_at: float, payload: bytes
+def record_body(
+    *, kind: str, key: bytes, publisher: bytes, issued_at: float, expires_at: float, payload: bytes
 ) -> bytes:
+    """A record's body: the layout above up to its signature (what a signature covers)."""
+    kind_bytes = kind.encode("utf-8")
+    _check_fields(kind_bytes, key, issued_at, expires_at)
     return b"".join(
         (
-            _HEAD.pack(MAGIC, len(kind), len(key)),
-            kind,
+            _HEAD.pack(MAGIC, len(kind_bytes), len(key)),
+            kind_bytes,
             key,
             _BODY.pack(publisher, issued_at, expires_at, len(payload)),
             payload,
@@ -80,9 +84,14 @@ def sign_record(
     expires_at: float,
 ) -> bytes:
     """Encode and sign a record as ``identity``; the result is what goes on the wire."""
-    kind_bytes = kind.encode("utf-8")
-    _check_fields(kind_bytes, key, issued_at, expires_at)
-    signed = _signed_part(kind_bytes, key, identity.public_key, issued_at, expires_at, payload)
+    signed = record_body(
+        kind=kind,
+        key=key,
+        publisher=identity.public_key,
+        issued_at=issued_at,
+        expires_at=expires_at,
+        payload=payload,
+    )
     return signed + identity.sign(signed)
 
 
@@ -90,22 +99,30 @@ def decode_record(data: bytes) -> Record:
     """Parse the layout only (no signature or time check); InvalidRecord if it does not fit."""
     if len(data) < MIN_RECORD_BYTES:
         raise InvalidRecord(f"truncated record ({len(data)} bytes)")
-    magic, kind_len, key_len = _HEAD.unpack_from(data, 0)
+    end = len(data) - SIGNATURE_BYTES
+    return decode_body(data[:end], bytes(data[end:]))
+
+
+def decode_body(body: bytes, signature: bytes) -> Record:
+    """A record's body parsed (no signature or time check), with the ``signature`` that
+    proves it (its own, or its group's); InvalidRecord if the body does not fit."""
+    if len(body) < MIN_RECORD_BYTES - SIGNATURE_BYTES:
+        raise InvalidRecord(f"truncated record ({len(body)} bytes)")
+    magic, kind_len, key_len = _HEAD.unpack_from(body, 0)
     if magic != MAGIC:
         raise InvalidRecord("not a record (bad magic)")
     offset = _HEAD.size
-    if offset + kind_len + key_len + _BODY.size + SIGNATURE_BYTES > len(data):
+    if offset + kind_len + key_len + _BODY.size > len(body):
         raise InvalidRecord("truncated record (header lengths exceed the data)")
-    kind_bytes = data[offset : offset + kind_len]
+    kind_bytes = body[offset : offset + kind_len]
     offset += kind_len
-    key = bytes(data[offset : offset + key_len])
+    key = bytes(body[offset : offset + key_len])
     offset += key_len
-    publisher, issued_at, expires_at, payload_len = _BODY.unpack_from(data, offset)
+    publisher, issued_at, expires_at, payload_len = _BODY.unpack_from(body, offset)
     offset += _BODY.size
-    if offset + payload_len + SIGNATURE_BYTES != len(data):
+    if offset + payload_len != len(body):
         raise InvalidRecord("record length does not match its payload length")
-    payload = bytes(data[offset : offset + payload_len])
-    signature = bytes(data[offset + payload_len :])
+    payload = bytes(body[offset:])
     try:
         kind = kind_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:

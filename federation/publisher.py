@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from rhizome.dht import Identity, Peer
+from rhizome.dht.identity import SIGNATURE_BYTES
 from rhizome.dht.placement import LOOKUP_WIDTH
 from rhizome.index import IndexStore, TermShard
 from rhizome.index.shard_codec import content_key
@@ -39,7 +40,7 @@ from .errors import PeerBusy, PeerError, PublishIncomplete
 from .membership import Membership
 from .settings import FederationSettings
 from .shard_store import DEFAULT_SHARD_TTL, ShardStore
-from .wire import PATH_SHARDS, HeldRecord, sign_batch, sign_held
+from .wire import PATH_SHARDS, ShardGroup, sign_batch, sign_groups
 
 log = logging.getLogger(__name__)
 
@@ -250,30 +251,40 @@ class Publisher:
         done.hashes.update(hashes)
         changed = [s for s in built if self._published_hash.get(s.term) != hashes[s.term]]
         built.clear()  # the unchanged ones: not held while the pushes run
-        by_holder: dict[bytes, list[TermShard]] = defaultdict(list)
+        # Terms bound for the same holders are signed together (``wire.GROUP_TERMS`` a
+        # signature), so every holder of a term keeps the same bytes: a querier reading two
+        # holders verifies one copy.
+        by_holders: dict[tuple[bytes, ...], list[TermShard]] = defaultdict(list)
         peers_by_id: dict[bytes, Peer] = {}
         placement = await self._placement([shard.term for shard in changed])
         for shard in changed:
-            for holder in placement[shard.term]:
-                by_holder[holder.node_id].append(shard)
-                peers_by_id[holder.node_id] = holder
+            holders = placement[shard.term]
+            by_holders[tuple(sorted(h.node_id for h in holders))].append(shard)
+            peers_by_id.update((h.node_id, h) for h in holders)
         expires_at = time.time() + DEFAULT_SHARD_TTL
-        # Each term is signed once (~50 us) and the same record goes to all its holders.
         signed, sign_cpu = await asyncio.to_thread(
-            _timed, lambda: sign_held(self.identity, changed, expires_at)
+            _timed,
+            lambda: {
+                ids: sign_groups(self.identity, shards, expires_at)
+                for ids, shards in by_holders.items()
+            },
         )
         done.cpu += sign_cpu
         done.sent += len(changed)
-        done.record_bytes += sum(len(h.record) for h in signed)
-        records = {held.term: held for held in signed}
+        by_holder: dict[bytes, list[ShardGroup]] = defaultdict(list)
+        for ids, groups in signed.items():
+            done.record_bytes += sum(map(len, (b for g in groups for b in g.bodies)))
+            done.record_bytes += len(groups) * SIGNATURE_BYTES
+            for node_id in ids:
+                by_holder[node_id].extend(groups)
         results = await asyncio.gather(
             *(
-                self._push(peers_by_id[node_id], [records[s.term] for s in batch], expires_at)
-                for node_id, batch in by_holder.items()
+                self._push(peers_by_id[node_id], groups, expires_at)
+                for node_id, groups in by_holder.items()
             ),
             return_exceptions=True,
         )
-        for (node_id, batch), result in zip(by_holder.items(), results, strict=True):
+        for (node_id, groups), result in zip(by_holder.items(), results, strict=True):
             peer = peers_by_id[node_id]
             _seen, missed, busy = done.holders.get(node_id, (peer, False, True))
             if isinstance(result, float):
@@ -284,7 +295,7 @@ class Publisher:
             busy_now = isinstance(result, PeerBusy)
             if not busy_now:  # a busy holder still answers lookups and searches
                 self.client.mark_slow(peer)
-            done.unplaced.update(shard.term for shard in batch)
+            done.unplaced.update(term for group in groups for term in group.terms)
             done.holders[node_id] = (peer, True, busy and busy_now)
 
     def _count(self, done: _Placed, *, full: bool) -> None:
@@ -336,15 +347,14 @@ class Publisher:
             del self.dropped[node_id]
             log.info("holder %s proves itself again: placing on it", node_id.hex()[:12])
 
-    async def _push(self, holder: Peer, records: list[HeldRecord], expires_at: float) -> float:
-        """Place ``records`` on ``holder``; the CPU seconds their envelopes took."""
+    async def _push(self, holder: Peer, groups: list[ShardGroup], expires_at: float) -> float:
+        """Place ``groups`` on ``holder``; the CPU seconds their envelopes took."""
         if holder.node_id == self.identity.node_id:
-            await self.shards.put(self.identity.node_id.hex(), records)
+            held = [record for group in groups for record in group.held(expires_at)]
+            await self.shards.put(self.identity.node_id.hex(), held)
             return 0.0
-        size = self.settings.publish_batch_terms
         cpu = 0.0
-        for start in range(0, len(records), size):
-            part = [r.record for r in records[start : start + size]]
+        for part in _batches(groups, self.settings.publish_batch_terms):
             # Signing compresses megabytes: not on the loop.
             body, took = await asyncio.to_thread(
                 _timed, lambda part=part: sign_batch(self.identity, part, expires_at)
@@ -355,6 +365,19 @@ class Publisher:
                 holder, PATH_SHARDS, data=body, within=self.settings.push_timeout
             )
         return cpu
+
+
+def _batches(groups: list[ShardGroup], terms: int) -> list[list[ShardGroup]]:
+    """Whole groups, about ``terms`` terms a batch (a group is never split)."""
+    batches: list[list[ShardGroup]] = [[]]
+    size = 0
+    for group in groups:
+        if size and size + len(group.terms) > terms:
+            batches.append([])
+            size = 0
+        batches[-1].append(group)
+        size += len(group.terms)
+    return batches if batches[0] else []
 
 
 def _timed(work: Callable[[], T]) -> tuple[T, float]:

@@ -16,7 +16,7 @@ one weaker than all is ``OUTRANKED``, which its publisher does not take for a mi
 publishers cannot crowd honest ones out cheaply: one address may push for only a few
 publishers (api/peer_routes.py).
 
-A copy is its publisher's signed term record (``wire.sign_shard``), stored and served byte
+A copy is its publisher's signed term record (``wire.ShardGroup.held``), stored and served byte
 for byte: the querier verifies each one, so a holder cannot alter what it serves, and the
 holder does not parse or re-encode shards (that cost holders more CPU than everything else
 in placement). This node's own reads (``get``) verify like any querier's.

@@ -23,9 +23,10 @@ import pytest
 from rhizome.dht import Identity, compress, sign_record
 from rhizome.federation.membership import term_key
 from rhizome.federation.wire import (
-    SHARD_RECORD_KIND,
+    group_bodies,
+    shard_body,
     sign_batch,
-    sign_shard,
+    sign_push,
     speaks_for,
     verify_copies,
 )
@@ -169,21 +170,11 @@ def test_a_malformed_pushed_shard_does_not_spoil_lookups_of_its_term(
     headers = {"Content-Type": "application/octet-stream"}
     now = time.time()
     honest, vandal = Identity.generate(), Identity.generate()
-    honest_push = sign_batch(
-        honest, [sign_shard(honest, "titan", _honest_shard(), now, now + 600)], now + 600
-    )
+    honest_push = sign_push(honest, [("titan", _honest_shard())], now + 600)
     assert node.request("POST", "/api/peer/shards", body=honest_push, headers=headers).status == 200
-    bad = sign_record(
-        vandal,
-        kind=SHARD_RECORD_KIND,
-        key=b"titan",
-        payload=b"[1,}",
-        issued_at=now,
-        expires_at=now + 600,
-    )
-    node.request(
-        "POST", "/api/peer/shards", body=sign_batch(vandal, [bad], now + 600), headers=headers
-    )
+    bad = shard_body(vandal, "titan", b"[1,}", now, now + 600)
+    bad_push = sign_batch(vandal, group_bodies(vandal, ["titan"], [bad], [1]), now + 600)
+    node.request("POST", "/api/peer/shards", body=bad_push, headers=headers)
     old_style = sign_record(  # the unsigned-line format this node's predecessor stored raw
         vandal,
         kind="shards/3",
