@@ -4,9 +4,11 @@ sees the header), twice over the same queries (cold, then with cached terms), an
 each node process spent a query (``/proc/<pid>/stat``, node 0 the querier).
 
     python3 bench/phase_timing.py [--queries 200] [--split tune] [--profile DIR]
+        [--profile-pass first|again]
 
-``--profile DIR``: py-spy samples every node during the first pass (``DIR/n<i>.txt``,
-collapsed stacks; py-spy's own CPU is not in the figures, it runs outside the nodes).
+``--profile DIR``: py-spy samples every node during one pass (``DIR/n<i>.txt``, collapsed
+stacks; py-spy's own CPU is not in the figures, it runs outside the nodes), the first
+unless ``--profile-pass again`` (where the terms are cached: what is left to cut).
 Profile on the tune half, as anything learned from it is tuning.
 """
 
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--split", default="heldout", choices=("tune", "heldout"))
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks into this folder")
+    parser.add_argument("--profile-pass", default="first", choices=("first", "again"))
     args = parser.parse_args()
     serve("small")
     _sites, seeds = sites_and_seeds("small")
@@ -89,8 +92,8 @@ def main() -> None:
         for label in ("first pass", "again (cached terms)"):
             took: list[float] = []
             phases: dict[str, list[float]] = {}
-            first = label == "first pass"
-            spies = profile(nodes, args.profile) if args.profile and first else []
+            profiled = label.startswith(args.profile_pass)
+            spies = profile(nodes, args.profile) if args.profile and profiled else []
             cpu0 = [cpu_seconds(n.proc.pid) for n in nodes]
             for qd in queries:
                 ms, parts = timed(nodes[0], qd["q"])

@@ -80,7 +80,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import ensure_corpus, import_tree, operator_headers  # noqa: E402
+from bench.common import ensure_corpus, import_tree, operator_headers, tree_rss_mb  # noqa: E402
 
 SERVE = Path("/work/shared/corpus/serve.sh")
 if not SERVE.exists():
@@ -629,6 +629,8 @@ def main() -> None:
             if nodes:
                 report["network_idle_s"] = round(wait_idle(nodes, timeout, "network"), 1)
                 report["network_documents"] = [n.get("/api/status")["documents"] for n in nodes]
+                # Node and parse workers (#13: <= 300 MB a node idle).
+                report["network_rss_idle_mb"] = [round(tree_rss_mb(n.proc.pid)) for n in nodes]
 
             indexed: set[str] = set()
             if lone is not None:
@@ -668,6 +670,8 @@ def main() -> None:
                 results.append(r)
                 reach = [n.get("/api/status").get("reachability", "?") for n in nodes]
                 log(f"network at node {i} done; reachability {reach}")
+            if nodes:
+                report["network_rss_after_mb"] = [round(tree_rss_mb(n.proc.pid)) for n in nodes]
             if nodes and args.kill:
                 victims = nodes[-args.kill :]
                 for v in victims:

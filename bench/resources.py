@@ -36,7 +36,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import CORPUS_DIR, CORPUS_SEEDS, NodeProcess, ensure_corpus
+from bench.common import (
+    CORPUS_DIR,
+    CORPUS_SEEDS,
+    NodeProcess,
+    descendants,
+    ensure_corpus,
+    tree_rss_mb,
+)
 
 BASE_FLAGS = ("--allow-private-networks", "--crawl-delay", "0", "--seed-hosts-only")
 CONFIGS: dict[str, tuple[str, ...]] = {
@@ -60,20 +67,6 @@ TAG = re.compile(r"<[^>]*>")
 # --- /proc -----------------------------------------------------------------------------------
 
 
-def descendants(pid: int) -> list[int]:
-    out: list[int] = []
-    stack = [pid]
-    while stack:
-        p = stack.pop()
-        try:
-            kids = [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
-        except OSError:
-            continue
-        out += kids
-        stack += kids
-    return out
-
-
 def _stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
@@ -88,18 +81,6 @@ def cpu_seconds(pid: int) -> float:
         except (OSError, IndexError):
             pass
     return ticks / CLK_TCK
-
-
-def tree_rss_mb(pid: int) -> float:
-    total = 0
-    for p in [pid, *descendants(pid)]:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
 
 
 def worker_rchar(pid: int) -> int:

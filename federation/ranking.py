@@ -110,11 +110,7 @@ class GlobalScorer:
                 # or a liar), the one nearer its host's key speaks for it; the other's
                 # postings of it are not scored. Pages seen first are taken in bulk (this
                 # ran per posting on the event loop, 3,400 postings a large-corpus query).
-                named = {p.url: p.title for p in shard.postings}
-                if len(named) < len(shard.postings):  # a page named twice: its first title
-                    named = {}
-                    for p in shard.postings:
-                        named.setdefault(p.url, p.title)
+                named: Mapping[str, str] = shard.columns().titles
                 seen = named.keys() & owner.keys()
                 for url in seen:
                     first = owner[url]
@@ -210,21 +206,24 @@ class GlobalScorer:
         # Each candidate's own postings, of the publisher that speaks for it, on the
         # network's scale: every shard's columns at once.
         chunks = [(t_index[t], p, s) for t, p, s in self._chunks if t in t_index and s.postings]
-        columns = [tuple(zip(*s.postings, strict=True)) for _t, _p, s in chunks]
-        counts = [len(s.postings) for _t, _p, s in chunks]
-        urls = list(chain.from_iterable(c[0] for c in columns))
+        columns = [s.columns() for _t, _p, s in chunks]
+        counts = [len(c.urls) for c in columns]
+        urls = list(chain.from_iterable(c.urls for c in columns))
         rows_t = np.repeat(np.array([t for t, _p, _s in chunks], dtype=np.intp), counts)
         rows_c = np.fromiter((c_index[u] for u in urls), dtype=np.intp, count=len(urls))
         # (-1: a publisher that speaks for none of the pages it names)
         by = [p_index.get(p, -1) for _t, p, _s in chunks]
         rows_p = np.repeat(np.array(by, dtype=np.intp), counts)
         avgdl_from = np.repeat(_matrix([s.avgdl for _t, _p, s in chunks], width), counts, axis=0)
-        own = renormalize_array(
-            _matrix(chain.from_iterable(c[2] for c in columns), width),
-            _matrix(chain.from_iterable(c[3] for c in columns), width),
-            avgdl_from,
-            self.avgdl,
-        )
+        if columns:
+            own = renormalize_array(
+                np.concatenate([c.weights for c in columns]),
+                np.concatenate([c.lengths for c in columns]),
+                avgdl_from,
+                self.avgdl,
+            )
+        else:
+            own = np.zeros((0, width))
         speaking = rows_p == of[rows_c]
         rows_t, rows_c, own = rows_t[speaking], rows_c[speaking], own[speaking]
         # Everyone else starts from its publisher's floor of the term (or nothing).

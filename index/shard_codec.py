@@ -9,10 +9,14 @@ counts and clamp weights and lengths, so a holder may store and serve shards as 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from types import MappingProxyType
 from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
 
 from .bm25 import (
     MAX_FIELD_WEIGHT,
@@ -43,6 +47,15 @@ class Posting(NamedTuple):
         return sum(self.weights)
 
 
+class ShardColumns(NamedTuple):
+    """A shard's postings as columns: what a querying node scores them from."""
+
+    urls: tuple[str, ...]
+    weights: npt.NDArray[np.float64]  # postings x SHARD_FIELDS
+    lengths: npt.NDArray[np.float64]
+    titles: Mapping[str, str]  # each page's title (its first, if a page is named twice)
+
+
 @dataclass(slots=True, frozen=True)
 class TermShard:
     term: str
@@ -51,6 +64,35 @@ class TermShard:
     field_df: tuple[int, ...]  # per SHARD_FIELDS
     postings: tuple[Posting, ...]
     avgdl: tuple[float, ...] = (0.0,) * len(SHARD_FIELDS)  # the publisher's, per field
+    _columns: ShardColumns | None = field(default=None, init=False, repr=False, compare=False)
+
+    def columns(self) -> ShardColumns:
+        """The postings as columns, made once: a querying node keeps the shards of recent
+        terms and scores their postings again at every query that has the term (turning
+        tuples into arrays was a quarter of its ranking, profiled with terms cached)."""
+        found = self._columns
+        if found is None:
+            width = len(SHARD_FIELDS)
+            rows = len(self.postings)
+            titles: dict[str, str] = {}
+            for p in self.postings:
+                titles.setdefault(p.url, p.title)
+            found = ShardColumns(
+                tuple(p.url for p in self.postings),
+                np.fromiter(
+                    chain.from_iterable(p.weights for p in self.postings),
+                    dtype=np.float64,
+                    count=rows * width,
+                ).reshape(rows, width),
+                np.fromiter(
+                    chain.from_iterable(p.lengths for p in self.postings),
+                    dtype=np.float64,
+                    count=rows * width,
+                ).reshape(rows, width),
+                MappingProxyType(titles),
+            )
+            object.__setattr__(self, "_columns", found)  # a cache, not a field's value
+        return found
 
     def to_json(self) -> list[Any]:
         return [

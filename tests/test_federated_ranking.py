@@ -164,6 +164,8 @@ async def test_one_pass_candidate_scores_equal_the_per_page_ones(
     assert fast and set(fast) == set(scorer.candidates)
     for url in scorer.candidates:
         assert fast[url] == pytest.approx(scorer.score(scorer.shard_weights(url))), url
+    # The next query with these terms scores the shards' columns as the first one made them.
+    assert GlobalScorer(units, merged).shard_scores() == fast
 
 
 async def test_a_shard_keeps_its_key_when_only_the_averages_move() -> None:
