@@ -73,23 +73,15 @@ class TermShard:
         found = self._columns
         if found is None:
             width = len(SHARD_FIELDS)
-            rows = len(self.postings)
-            titles: dict[str, str] = {}
-            for p in self.postings:
-                titles.setdefault(p.url, p.title)
+            if self.postings:
+                urls, titles, weights, lengths = zip(*self.postings, strict=True)
+            else:
+                urls, titles, weights, lengths = (), (), (), ()
             found = ShardColumns(
-                tuple(p.url for p in self.postings),
-                np.fromiter(
-                    chain.from_iterable(p.weights for p in self.postings),
-                    dtype=np.float64,
-                    count=rows * width,
-                ).reshape(rows, width),
-                np.fromiter(
-                    chain.from_iterable(p.lengths for p in self.postings),
-                    dtype=np.float64,
-                    count=rows * width,
-                ).reshape(rows, width),
-                MappingProxyType(titles),
+                urls,
+                np.array(weights, dtype=np.float64).reshape(len(urls), width),
+                np.array(lengths, dtype=np.float64).reshape(len(urls), width),
+                _first_titles(urls, titles),
             )
             object.__setattr__(self, "_columns", found)  # a cache, not a field's value
         return found
@@ -113,27 +105,32 @@ class TermShard:
         if len(field_df) != len(SHARD_FIELDS):
             raise ValueError("shard has the wrong number of fields")
         n = min(max(int(n_docs), 0), MAX_DOCS_PER_PUBLISHER)
-        return cls(
+        parsed, columns = _postings(postings[:MAX_POSTINGS_PER_SHARD])
+        shard = cls(
             term=str(term),
             df=min(max(int(df), 0), n),
             n_docs=n,
             field_df=tuple(min(max(int(d), 0), n) for d in field_df),
-            postings=_postings(postings[:MAX_POSTINGS_PER_SHARD]),
+            postings=parsed,
             avgdl=average_lengths(avgdl),
         )
+        if columns is not None:  # made from the rows already taken apart for the checks
+            object.__setattr__(shard, "_columns", columns)
+        return shard
 
 
 _FIELDS = len(SHARD_FIELDS)
 _NUMBERS = {float, int}
 
 
-def _postings(rows: Sequence[Any]) -> tuple[Posting, ...]:
-    """A shard's postings, bounded. A querying node parses hundreds per query, so the
-    honest case (every value a float or int in range) is checked for the whole shard at
-    once; anything else goes through the per-posting checks, which clamp or refuse."""
+def _postings(rows: Sequence[Any]) -> tuple[tuple[Posting, ...], ShardColumns | None]:
+    """A shard's postings, bounded, and in the honest case their columns. A querying node
+    parses hundreds per query, so the honest case (every value a float or int in range)
+    is checked for the whole shard at once; anything else goes through the per-posting
+    checks, which clamp or refuse."""
     try:
         if not rows:
-            return ()
+            return (), None
         urls, titles, weights, lengths = zip(*rows, strict=True)
         flat_w = list(chain.from_iterable(weights))
         flat_l = list(chain.from_iterable(lengths))
@@ -149,10 +146,26 @@ def _postings(rows: Sequence[Any]) -> tuple[Posting, ...]:
             and min(flat_l) >= 0
             and max(flat_l) <= MAX_FIELD_LENGTH
         ):
-            return tuple(map(Posting, urls, titles, map(tuple, weights), map(tuple, lengths)))
+            postings = tuple(map(Posting, urls, titles, map(tuple, weights), map(tuple, lengths)))
+            columns = ShardColumns(
+                urls,
+                np.array(flat_w, dtype=np.float64).reshape(len(rows), _FIELDS),
+                np.array(flat_l, dtype=np.float64).reshape(len(rows), _FIELDS),
+                _first_titles(urls, titles),
+            )
+            return postings, columns
     except (TypeError, ValueError):
         pass  # a malformed row: the checks below say which and how
-    return tuple(Posting(str(u), str(t), _weights(w), field_lengths(dl)) for u, t, w, dl in rows)
+    postings = tuple(
+        Posting(str(u), str(t), _weights(w), field_lengths(dl)) for u, t, w, dl in rows
+    )
+    return postings, None
+
+
+def _first_titles(urls: Sequence[str], titles: Sequence[str]) -> Mapping[str, str]:
+    """Each page's title, the first where a page is named twice (a read-only mapping: it
+    is shared by every query that scores the shard)."""
+    return MappingProxyType(dict(zip(reversed(urls), reversed(titles), strict=True)))
 
 
 def _weights(raw: Sequence[Any]) -> FieldWeights:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -107,7 +108,8 @@ field_values = st.one_of(
 def test_bulk_posting_checks_agree_with_the_per_posting_ones(rows: list[tuple]) -> None:
     """A shard's postings are checked all at once when every value looks honest; whatever
     that shortcut lets through must be exactly what the careful per-posting checks make of
-    the same rows (a NaN or a bool in the middle of a shard, an int among floats)."""
+    the same rows (a NaN or a bool in the middle of a shard, an int among floats), and the
+    columns it makes on the way are those the careful postings give."""
     raw = [list(r) for r in rows]
     try:
         careful = tuple(
@@ -117,7 +119,14 @@ def test_bulk_posting_checks_agree_with_the_per_posting_ones(rows: list[tuple]) 
         with pytest.raises(type(exc)):
             _postings(raw)
         return
-    assert _postings(raw) == careful
+    postings, columns = _postings(raw)
+    assert postings == careful
+    if columns is not None:
+        expected = TermShard("t", 1, 1, (1,) * len(SHARD_FIELDS), careful).columns()
+        assert columns.urls == expected.urls
+        assert np.array_equal(columns.weights, expected.weights)
+        assert np.array_equal(columns.lengths, expected.lengths)
+        assert dict(columns.titles) == dict(expected.titles)
 
 
 @given(st.binary(max_size=2048))
