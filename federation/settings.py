@@ -46,7 +46,8 @@ class FederationSettings:
     peer_timeout: float = 1.5  # one peer request
     backoff_seconds: float = 60.0  # a peer that failed is not asked again for this long
     shard_cache_seconds: float = 30.0  # how stale a query's view of a term may be
-    # Postings the query-term cache holds: ~92 MB at most, at 616 B each (``shard_cache.py``).
+    # Postings the query-term cache holds: ~107 MB at most, at 616 B each (``shard_cache.py``)
+    # and ~100 B more for their columns (``TermShard.columns``: 581 -> 681 B, tracemalloc).
     # Terms found cached over the large-corpus bench's 300 tune queries (8 publishers, 940
     # distinct terms, 265k postings in all): 0.44 at 50k, 0.57 at 100k, 0.64 at 150k, 0.68
     # unbounded; at 50k the querier spent 48 instead of 31 ms of CPU a query re-fetching and

@@ -9,10 +9,9 @@ counts and clamp weights and lengths, so a holder may store and serve shards as 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -53,7 +52,6 @@ class ShardColumns(NamedTuple):
     urls: tuple[str, ...]
     weights: npt.NDArray[np.float64]  # postings x SHARD_FIELDS
     lengths: npt.NDArray[np.float64]
-    titles: Mapping[str, str]  # each page's title (its first, if a page is named twice)
 
 
 @dataclass(slots=True, frozen=True)
@@ -73,15 +71,13 @@ class TermShard:
         found = self._columns
         if found is None:
             width = len(SHARD_FIELDS)
-            if self.postings:
-                urls, titles, weights, lengths = zip(*self.postings, strict=True)
-            else:
-                urls, titles, weights, lengths = (), (), (), ()
+            urls = tuple(p.url for p in self.postings)
+            weights = [p.weights for p in self.postings]
+            lengths = [p.lengths for p in self.postings]
             found = ShardColumns(
                 urls,
                 np.array(weights, dtype=np.float64).reshape(len(urls), width),
                 np.array(lengths, dtype=np.float64).reshape(len(urls), width),
-                _first_titles(urls, titles),
             )
             object.__setattr__(self, "_columns", found)  # a cache, not a field's value
         return found
@@ -151,7 +147,6 @@ def _postings(rows: Sequence[Any]) -> tuple[tuple[Posting, ...], ShardColumns | 
                 urls,
                 np.array(flat_w, dtype=np.float64).reshape(len(rows), _FIELDS),
                 np.array(flat_l, dtype=np.float64).reshape(len(rows), _FIELDS),
-                _first_titles(urls, titles),
             )
             return postings, columns
     except (TypeError, ValueError):
@@ -160,12 +155,6 @@ def _postings(rows: Sequence[Any]) -> tuple[tuple[Posting, ...], ShardColumns | 
         Posting(str(u), str(t), _weights(w), field_lengths(dl)) for u, t, w, dl in rows
     )
     return postings, None
-
-
-def _first_titles(urls: Sequence[str], titles: Sequence[str]) -> Mapping[str, str]:
-    """Each page's title, the first where a page is named twice (a read-only mapping: it
-    is shared by every query that scores the shard)."""
-    return MappingProxyType(dict(zip(reversed(urls), reversed(titles), strict=True)))
 
 
 def _weights(raw: Sequence[Any]) -> FieldWeights:

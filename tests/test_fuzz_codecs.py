@@ -126,7 +126,6 @@ def test_bulk_posting_checks_agree_with_the_per_posting_ones(rows: list[tuple]) 
         assert columns.urls == expected.urls
         assert np.array_equal(columns.weights, expected.weights)
         assert np.array_equal(columns.lengths, expected.lengths)
-        assert dict(columns.titles) == dict(expected.titles)
 
 
 @given(st.binary(max_size=2048))
