@@ -98,16 +98,17 @@ class Network:
             shards=shard_store,
             settings=settings,
         )
+        self.peers = NetworkPeers(
+            membership=self.membership,
+            client=self.client,
+            shard_store=shard_store,
+            settings=settings,
+            distrusted=distrusted,
+            direct=self.direct,
+        )
         self.searcher = FederatedSearch(
             local=LocalOwner(store, self.node_id),
-            peers=NetworkPeers(
-                membership=self.membership,
-                client=self.client,
-                shard_store=shard_store,
-                settings=settings,
-                distrusted=distrusted,
-                direct=self.direct,
-            ),
+            peers=self.peers,
             settings=settings,
             analyze=store.analyzer.analyze,
             published=lambda: self.publisher.idle,
@@ -165,6 +166,7 @@ class Network:
             asyncio.create_task(self.publisher.run(), name="shard-publisher"),
             asyncio.create_task(self.membership.neighbourhood_loop(), name="dht-neighbourhood"),
             asyncio.create_task(self._expire_loop(), name="shard-expiry"),
+            asyncio.create_task(self._forget_loop(), name="term-cache-expiry"),
         ]
         if self.forced is None:
             self._tasks.append(asyncio.create_task(self.probe.run(), name="reachability"))
@@ -222,6 +224,12 @@ class Network:
                 if removed:
                     log.info("expired %d held shard copies", removed)
             await asyncio.sleep(self.settings.expire_every)
+
+    async def _forget_loop(self) -> None:
+        """Stale query terms out of the querier's memory, so an idle node gives it back."""
+        while True:
+            await asyncio.sleep(self.settings.shard_cache_seconds)
+            self.peers.forget_stale()
 
     async def search(self, query: PreparedQuery, *, limit: int, offset: int) -> FederatedPage:
         return await self.searcher.search(self.searcher.plan(query, limit=limit, offset=offset))

@@ -139,6 +139,10 @@ class NetworkPeers:
         self._by_hex: dict[str, Peer] = {}
         self.verifier = VerifiedRecords()
 
+    def forget_stale(self) -> int:
+        """Terms cached longer than ``shard_cache_seconds`` dropped (``Network`` runs it)."""
+        return self._shard_cache.expire(time.monotonic())
+
     async def _ask(
         self,
         peer: Peer,

@@ -5,7 +5,9 @@ fetched in the last ``shard_cache_seconds`` is not fetched again. The cache is b
 the postings it holds, not by terms: a term's entry holds one shard per publisher, so its
 size grows with the network (203 KB a term with 8 large-corpus publishers, at 616 B a
 decoded posting); bounded at 20,000 terms it could have grown to 4 GB. The budget is
-``FederationSettings.shard_cache_postings``.
+``FederationSettings.shard_cache_postings``. Stale terms are dropped as they are asked for
+and by ``expire``, which the network runs every ``shard_cache_seconds``: a querier that
+stopped being asked kept its last burst's shards (up to the whole budget) for ever.
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ class ShardCache:
         self.postings += entry.postings
         while self.postings > self.max_postings and self._terms:
             self._drop(next(iter(self._terms)))
+
+    def expire(self, now: float) -> int:
+        """Drop every term fetched ``ttl`` or more seconds before ``now``; how many went."""
+        stale = [t for t, entry in self._terms.items() if now - entry.fetched_at >= self.ttl]
+        for term in stale:
+            self._drop(term)
+        return len(stale)
 
     def _drop(self, term: str) -> None:
         self.postings -= self._terms.pop(term).postings

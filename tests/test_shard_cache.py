@@ -52,3 +52,17 @@ def test_a_stale_term_is_fetched_again_and_frees_its_room() -> None:
     cache.put("a", CachedTerm(31.0, shards(1, 10), {}))
     cache.put("a", CachedTerm(32.0, shards(1, 20), {}))  # replaced, not counted twice
     assert cache.postings == 20
+
+
+def test_an_idle_querier_forgets_stale_terms_nobody_asks_for_again() -> None:
+    """A burst of queries filled the cache, then nobody searched: the stale terms must go
+    (and their memory with them) without waiting for a query to ask for them."""
+    cache = ShardCache(ttl=30.0, max_postings=1_000)
+    cache.put("old", CachedTerm(0.0, shards(3, 50), {}))
+    cache.put("older", CachedTerm(-5.0, shards(2, 50), {}))
+    cache.put("fresh", CachedTerm(20.0, shards(1, 40), {}))
+    assert cache.expire(24.9) == 0 and cache.postings == 290
+    assert cache.expire(30.0) == 2  # "older" since 25, "old" since 30
+    assert len(cache) == 1 and cache.postings == 40
+    assert cache.get("fresh", 30.0) is not None
+    assert cache.expire(50.0) == 1 and cache.postings == 0
