@@ -98,6 +98,7 @@ CRAWL = (
     "--parse-workers",
     "1",
 )
+SETTLE_SECONDS = 45.0  # parse workers stopped (30 s idle), term caches expired (30 s), trimmed
 DHT_LINE = re.compile(r"dht on udp://([\d.]+):(\d+)/")
 WORDS = re.compile(r"\w+", re.UNICODE)
 
@@ -629,8 +630,12 @@ def main() -> None:
             if nodes:
                 report["network_idle_s"] = round(wait_idle(nodes, timeout, "network"), 1)
                 report["network_documents"] = [n.get("/api/status")["documents"] for n in nodes]
-                # Node and parse workers (#13: <= 300 MB a node idle).
+                # Node and parse workers (#13: <= 300 MB a node idle): as idle is reached,
+                # and settled (parse workers stop after 30 s idle, freed heap is given
+                # back every 10 s).
                 report["network_rss_idle_mb"] = [round(tree_rss_mb(n.proc.pid)) for n in nodes]
+                time.sleep(SETTLE_SECONDS)
+                report["network_rss_settled_mb"] = [round(tree_rss_mb(n.proc.pid)) for n in nodes]
 
             indexed: set[str] = set()
             if lone is not None:
@@ -672,6 +677,10 @@ def main() -> None:
                 log(f"network at node {i} done; reachability {reach}")
             if nodes:
                 report["network_rss_after_mb"] = [round(tree_rss_mb(n.proc.pid)) for n in nodes]
+                time.sleep(SETTLE_SECONDS)  # the queriers' term caches expire (30 s)
+                report["network_rss_after_settled_mb"] = [
+                    round(tree_rss_mb(n.proc.pid)) for n in nodes
+                ]
             if nodes and args.kill:
                 victims = nodes[-args.kill :]
                 for v in victims:
