@@ -462,10 +462,12 @@ def verify_lookups(
     answers: Mapping[str, Mapping[str, Sequence[bytes]]],
     now: float,
     verifier: VerifiedRecords | None = None,
+    seen: dict[tuple[str, bytes], ShardCopy | None] | None = None,
 ) -> dict[str, dict[str, list[ShardCopy]]]:
     """Several holders' answers (holder -> term -> records) verified together: a record
-    two holders served byte for byte is verified and parsed once, and both get the copy."""
-    done: dict[tuple[str, bytes], ShardCopy | None] = {}
+    two holders served byte for byte is verified and parsed once, and both get the copy
+    (across calls too, given the same ``seen``: one query's answers as they arrive)."""
+    done: dict[tuple[str, bytes], ShardCopy | None] = {} if seen is None else seen
 
     def once(term: str, raw: bytes) -> ShardCopy | None:
         key = (term, raw)
