@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -60,9 +61,18 @@ def operator_headers(data_dir: Path) -> dict[str, str]:
 
 class NodeProcess:
     """A ``rhizome node`` subprocess on a free loopback port; its requests are the
-    operator's (seeds and the full /api/status need the credential)."""
+    operator's (seeds and the full /api/status need the credential). ``cwd`` (first on
+    ``sys.path`` under ``python -m``) and ``env`` choose which code it runs."""
 
-    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+        start_within: float = 60.0,
+    ) -> None:
+        self.name = data_dir.name
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
             [
@@ -79,14 +89,16 @@ class NodeProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            cwd=ROOT,
+            cwd=cwd,
             # Benchmarks ask as one machine, thousands of times: not a person's search rate.
             env={**os.environ, "RHIZOME_SEARCH_RATE": "10000", **(env or {})},
         )
         self.url = ""
+        self.log: list[str] = []
         assert self.proc.stdout is not None
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_within
         for line in self.proc.stdout:
+            self.log.append(line)
             m = re.search(r"listening on (http://\S+?)/?$", line.strip())
             if m:
                 self.url = m.group(1)
@@ -95,22 +107,19 @@ class NodeProcess:
                 break
         if not self.url:
             self.proc.kill()
-            raise RuntimeError("node did not start")
+            raise RuntimeError(f"node {self.name} did not start:\n{''.join(self.log[-20:])}")
         # Keep draining output so the child never blocks on a full pipe.
-        import threading
-
-        self.log: list[str] = []
         threading.Thread(target=self._drain, daemon=True).start()
 
     def _drain(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            if len(self.log) < 10_000:
+            if len(self.log) < 20_000:
                 self.log.append(line)
 
-    def get(self, path: str) -> Any:
+    def get(self, path: str, timeout: float = 60) -> Any:
         req = urllib.request.Request(self.url + path, headers=operator_headers(self.data_dir))
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.load(resp)
 
     def post(self, path: str, body: Any) -> Any:
@@ -120,33 +129,25 @@ class NodeProcess:
             method="POST",
             headers={"Content-Type": "application/json", **operator_headers(self.data_dir)},
         )
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=60) as resp:
             return json.load(resp)
 
     def rss_mb(self) -> float:
         """Resident memory of the node and its parser processes together."""
-        total = 0
-        pids = [self.proc.pid]
-        try:
-            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-            pids += [int(p) for p in children.split()]
-        except OSError:
-            pass
-        for pid in pids:
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            except OSError:
-                pass
-        return total / 1024
+        return tree_rss_mb(self.proc.pid)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def stop(self) -> None:
+        if not self.alive():
+            return
         self.proc.terminate()
         try:
-            self.proc.wait(timeout=20)
+            self.proc.wait(timeout=25)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
 
 
 def descendants(pid: int) -> list[int]:

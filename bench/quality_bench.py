@@ -70,7 +70,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -80,7 +79,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import ensure_corpus, import_tree, operator_headers, tree_rss_mb  # noqa: E402
+from bench.common import (  # noqa: E402
+    NodeProcess,
+    ensure_corpus,
+    import_tree,
+    tree_rss_mb,
+)
 
 SERVE = Path("/work/shared/corpus/serve.sh")
 if not SERVE.exists():
@@ -115,76 +119,17 @@ def _imports_of(code: Path) -> Path:
     return import_tree(code, tree)
 
 
-class Node:
+class Node(NodeProcess):
     """A ``rhizome node`` subprocess of the checkout ``code`` on a free loopback port."""
 
     def __init__(self, code: Path, data_dir: Path, *extra: str) -> None:
-        self.name = data_dir.name
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rhizome",
-                "node",
-                "--data-dir",
-                str(data_dir),
-                "--http",
-                "127.0.0.1:0",
-                *extra,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            # Not cwd=code: ``python -m`` puts the cwd first on sys.path, and a checkout's
-            # ``rhizome/`` holds no subpackages, so an editable install's finder supplied them
-            # from the installed checkout: every ``--code`` A/B ran the same code.
-            cwd=_imports_of(code),
-            # Thousands of queries from one machine: not a person's search rate (older
-            # checkouts ignore the variable).
-            env={
-                **os.environ,
-                "PYTHONPATH": str(_imports_of(code)),
-                "RHIZOME_SEARCH_RATE": "10000",
-            },
+        tree = _imports_of(code)
+        # Not cwd=code: ``python -m`` puts the cwd first on sys.path, and a checkout's
+        # ``rhizome/`` holds no subpackages, so an editable install's finder supplied them
+        # from the installed checkout: every ``--code`` A/B ran the same code.
+        super().__init__(
+            data_dir, *extra, env={"PYTHONPATH": str(tree)}, cwd=tree, start_within=90.0
         )
-        self.data_dir = data_dir
-        self.url = ""
-        self.log: list[str] = []
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 90
-        for line in self.proc.stdout:
-            self.log.append(line)
-            m = re.search(r"listening on (http://\S+?)/?$", line.strip())
-            if m:
-                self.url = m.group(1)
-                break
-            if time.monotonic() > deadline:
-                break
-        if not self.url:
-            self.proc.kill()
-            raise RuntimeError(f"node {self.name} did not start:\n{''.join(self.log[-20:])}")
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if len(self.log) < 20_000:
-                self.log.append(line)
-
-    def get(self, path: str, timeout: float = 60) -> Any:
-        req = urllib.request.Request(self.url + path, headers=operator_headers(self.data_dir))
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.load(resp)
-
-    def post(self, path: str, body: Any) -> Any:
-        req = urllib.request.Request(
-            self.url + path,
-            data=json.dumps(body).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json", **operator_headers(self.data_dir)},
-        )
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return json.load(resp)
 
     def dht_address(self) -> str:
         deadline = time.monotonic() + 60
@@ -195,19 +140,6 @@ class Node:
                     return f"{m.group(1)}:{m.group(2)}"
             time.sleep(0.05)
         raise RuntimeError(f"node {self.name} printed no DHT address")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        if not self.alive():
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=25)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def start_one_site_each(code: Path, work: Path, seeds: list[str], nodes: list[Node]) -> None:
