@@ -70,14 +70,10 @@ class TermShard:
         tuples into arrays was a quarter of its ranking, profiled with terms cached)."""
         found = self._columns
         if found is None:
-            width = len(SHARD_FIELDS)
-            urls = tuple(p.url for p in self.postings)
-            weights = [p.weights for p in self.postings]
-            lengths = [p.lengths for p in self.postings]
-            found = ShardColumns(
-                urls,
-                np.array(weights, dtype=np.float64).reshape(len(urls), width),
-                np.array(lengths, dtype=np.float64).reshape(len(urls), width),
+            found = _columns(
+                tuple(p.url for p in self.postings),
+                [p.weights for p in self.postings],
+                [p.lengths for p in self.postings],
             )
             object.__setattr__(self, "_columns", found)  # a cache, not a field's value
         return found
@@ -143,18 +139,23 @@ def _postings(rows: Sequence[Any]) -> tuple[tuple[Posting, ...], ShardColumns | 
             and max(flat_l) <= MAX_FIELD_LENGTH
         ):
             postings = tuple(map(Posting, urls, titles, map(tuple, weights), map(tuple, lengths)))
-            columns = ShardColumns(
-                urls,
-                np.array(flat_w, dtype=np.float64).reshape(len(rows), _FIELDS),
-                np.array(flat_l, dtype=np.float64).reshape(len(rows), _FIELDS),
-            )
-            return postings, columns
+            return postings, _columns(urls, flat_w, flat_l)
     except (TypeError, ValueError):
         pass  # a malformed row: the checks below say which and how
     postings = tuple(
         Posting(str(u), str(t), _weights(w), field_lengths(dl)) for u, t, w, dl in rows
     )
     return postings, None
+
+
+def _columns(urls: tuple[str, ...], weights: Sequence[Any], lengths: Sequence[Any]) -> ShardColumns:
+    """Columns of postings from their weights and lengths, per posting or flattened."""
+    rows = len(urls)
+    return ShardColumns(
+        urls,
+        np.array(weights, dtype=np.float64).reshape(rows, _FIELDS),
+        np.array(lengths, dtype=np.float64).reshape(rows, _FIELDS),
+    )
 
 
 def _weights(raw: Sequence[Any]) -> FieldWeights:
