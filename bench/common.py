@@ -164,13 +164,20 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def tree_rss_mb(pid: int) -> float:
+def proc_total(pids: list[int], name: str, key: str) -> int:
+    """The sum over ``pids`` of the number after ``key`` in ``/proc/<pid>/<name>`` (a
+    process that is gone counts 0)."""
     total = 0
-    for p in [pid, *descendants(pid)]:
+    for p in pids:
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{p}/{name}").read_text().splitlines():
+                if line.startswith(key):
                     total += int(line.split()[1])
         except OSError:
             pass
-    return total / 1024
+    return total
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and all its descendants, in MiB."""
+    return proc_total([pid, *descendants(pid)], "status", "VmRSS:") / 1024

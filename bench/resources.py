@@ -42,6 +42,7 @@ from bench.common import (
     NodeProcess,
     descendants,
     ensure_corpus,
+    proc_total,
     tree_rss_mb,
 )
 
@@ -84,15 +85,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def worker_rchar(pid: int) -> int:
-    total = 0
-    for p in descendants(pid):
-        try:
-            for line in Path(f"/proc/{p}/io").read_text().splitlines():
-                if line.startswith("rchar:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+    return proc_total(descendants(pid), "io", "rchar:")
 
 
 def disk_bytes(path: Path) -> int:
