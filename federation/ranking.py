@@ -110,11 +110,7 @@ class GlobalScorer:
                 # or a liar), the one nearer its host's key speaks for it; the other's
                 # postings of it are not scored. Pages seen first are taken in bulk (this
                 # ran per posting on the event loop, 3,400 postings a large-corpus query).
-                named = {p.url: p.title for p in shard.postings}
-                if len(named) < len(shard.postings):  # a page named twice: its first title
-                    named = {}
-                    for p in shard.postings:
-                        named.setdefault(p.url, p.title)
+                named: Mapping[str, str] = shard.titles()
                 seen = named.keys() & owner.keys()
                 for url in seen:
                     first = owner[url]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any, NamedTuple
 
 import tantivy
 
@@ -95,9 +95,10 @@ def _field_hits(
     restrict: tantivy.Query | None = None,
     slop: int = 0,
     digits: int | None = None,
+    among: Collection[tuple[int, int]] | None = None,
 ) -> tuple[list[int], dict[tuple[int, int], list[float]], dict[tuple[int, int], Any], bool]:
-    """Per field: df, and boost x tf-norm of the unit's best pages (within ``restrict``);
-    and whether those are all its pages.
+    """Per field: df, and boost x tf-norm of the unit's best pages (within ``restrict``,
+    whose pages' addresses are ``among`` when known); and whether those are all its pages.
 
     A unit is a term or a phrase; tantivy scores a phrase like a term whose IDF is the sum
     of its tokens' IDFs and whose frequency is the phrase's, so the same division by the
@@ -118,15 +119,22 @@ def _field_hits(
             if len(unit) == 1
             else tantivy.Query.phrase_query(schema, field, list(unit), slop)
         )
-        if restrict is not None:
-            query = tantivy.Query.boolean_query(
-                [(tantivy.Occur.Must, query), (tantivy.Occur.Must, restrict)]
-            )
-        hits = searcher.search(query, limit=limit).hits
-        if len(hits) >= limit:
-            complete = False
+        keep = among if len(unit) == 1 and min(dfs) <= UNRESTRICTED_DF else None
+        if keep is not None:
+            # df counts deleted pages too, so every live page of the term is in reach.
+            hits = searcher.search(query, limit=min(dfs), count=False).hits
+        else:
+            if restrict is not None:
+                query = tantivy.Query.boolean_query(
+                    [(tantivy.Occur.Must, query), (tantivy.Occur.Must, restrict)]
+                )
+            hits = searcher.search(query, limit=limit).hits
+            if len(hits) >= limit:
+                complete = False
         for score, address in hits:
             key = (address.segment_ord, address.doc)
+            if keep is not None and key not in keep:
+                continue
             w = weights.setdefault(key, [0.0] * len(SHARD_FIELDS))
             # Rounded (shards: four decimals are plenty for ranking, and shorter on the
             # wire) once here, where it is not 0: rounding every field of every posting
@@ -186,6 +194,21 @@ def build_shards(
     return shards
 
 
+class LoadedPage(NamedTuple):
+    """A stored page a search already loaded, and where it is (for the same searcher)."""
+
+    address: Any  # tantivy.DocAddress
+    doc: tantivy.Document
+
+
+# A term in at most this many of a field's pages is searched in the whole index and its
+# hits kept by address: ~3-6 us for a rare term, against ~30 us for any search restricted
+# to the candidates' URLs (a disjunction of their url terms, rebuilt per search); at df
+# 124 the two cost the same (bench/owner_cost.py). Most of a query's (term, field) pairs
+# are rare, and an owner searches ~35 of them an answer.
+UNRESTRICTED_DF = 64
+
+
 def term_weights(
     searcher: tantivy.Searcher,
     schema: tantivy.Schema,
@@ -194,40 +217,46 @@ def term_weights(
     averages: tuple[float, ...],
     lengths_of: LengthsOf = doc_lengths,
     near: Unit = (),
+    loaded: Mapping[str, LoadedPage] | None = None,
 ) -> PageWeights:
     """Per-field weights of each unit in each of ``urls``, as in the shards, so a querying
     node can score this node's pages exactly with global statistics, phrases included;
-    and of the query's proximity phrase ``near`` (a sloppy phrase, keyed ``near_key``)."""
+    and of the query's proximity phrase ``near`` (a sloppy phrase, keyed ``near_key``).
+    ``loaded``: pages of ``urls`` this ``searcher`` already loaded (not loaded again)."""
     n_docs = searcher.num_docs
     out: dict[str, dict[str, FieldWeights]] = {u: {} for u in urls}
     lengths: dict[str, FieldLengths] = {}
     if not urls or not n_docs:
         return PageWeights(out, lengths, averages)
+    url_of: dict[tuple[int, int], str] = {}
+    for url in out:
+        page = loaded.get(url) if loaded is not None else None
+        if page is None:
+            found = searcher.search(tantivy.Query.term_query(schema, "url", url), limit=1).hits
+            if not found:
+                continue
+            page = LoadedPage(found[0][1], searcher.doc(found[0][1]))
+        url_of[(page.address.segment_ord, page.address.doc)] = url
+        lengths[url] = lengths_of(page.doc)
     # A disjunction of url terms, not a term_set_query: that one scans the url field's
     # whole term dictionary on every search (0.3 ms each, 15 searches a query).
     only = tantivy.Query.const_score_query(
         tantivy.Query.boolean_query(
-            [(tantivy.Occur.Should, tantivy.Query.term_query(schema, "url", u)) for u in urls]
+            [(tantivy.Occur.Should, tantivy.Query.term_query(schema, "url", u)) for u in out]
         ),
         0.0,
     )
-    url_of: dict[tuple[int, int], str] = {}  # a stored page is loaded once, not per unit
     wanted = [(unit, unit_key(unit), 0) for unit in units]
     if near:
         wanted.append((near, near_key(near), PROXIMITY_SLOP))
     for unit, name, slop in wanted:
-        _df, weights, addresses, _all = _field_hits(
-            searcher, schema, unit, n_docs, len(urls), only, slop
+        _df, weights, _addresses, _all = _field_hits(
+            searcher, schema, unit, n_docs, len(out), only, slop, among=url_of.keys()
         )
         for key, w in weights.items():
-            url = url_of.get(key)
-            if url is None:
-                doc = searcher.doc(addresses[key])
-                url = url_of[key] = str(doc.get_first("url") or "")
-                if url in out:
-                    lengths[url] = lengths_of(doc)
-            if url in out:
-                out[url][name] = tuple(w)
+            owned = url_of.get(key)
+            if owned is not None:
+                out[owned][name] = tuple(w)
     return PageWeights(out, lengths, averages)
 
 

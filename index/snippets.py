@@ -78,17 +78,42 @@ MAX_POSITIONS = 16  # occurrences per word looked at
 HEAD_CHARS = 8_000  # of a long page whose words the window missed, what the generator reads
 
 
+# Words shorter than this (stems of "a", "is", "of") occur inside nearly every word: their
+# first occurrences say where the page starts, not where the query's words are, and their
+# searches were most of a window's cost. Looked for only when the query has nothing longer.
+MIN_WINDOW_WORD = 3
+
+
 def _window(body: str, words: list[str]) -> str | None:
     """The part of a long ``body`` where most of ``words`` (analysed, so lowercase stems,
     mostly prefixes of what the text says) stand close together; None if none occurs.
-    Searched as UTF-8 bytes: lowering a text with any non-ASCII character in it costs
-    ten times more than lowering its bytes (which leaves non-ASCII letters alone, as the
-    ASCII-folded words would not match them anyway)."""
+    An ASCII body is searched as it is, any other as UTF-8 bytes: lowering a text with
+    any non-ASCII character in it costs ten times more than lowering its bytes (which
+    leaves non-ASCII letters alone, as the ASCII-folded words would not match them)."""
+    lead = WINDOW_CHARS // 4  # of the window, before the cluster
+    if body.isascii():
+        low = body.lower()
+        best = _densest(low, [w for w in words if len(w) >= MIN_WINDOW_WORD] or words)
+        if best is None:
+            return None
+        begin = max(0, low.rfind(" ", 0, max(0, best - lead)))
+        return body[begin : begin + WINDOW_CHARS]
     raw = body.encode("utf-8")
-    low = raw.lower()
-    hits: list[tuple[int, int]] = []  # (byte position, word index)
-    for i, word in enumerate(words):
-        needle = word.encode("utf-8")
+    low_bytes = raw.lower()
+    needles = [w.encode("utf-8") for w in words]
+    best = _densest(low_bytes, [w for w in needles if len(w) >= MIN_WINDOW_WORD] or needles)
+    if best is None:
+        return None
+    begin = max(0, low_bytes.rfind(b" ", 0, max(0, best - lead)))
+    # A cut through a multi-byte character loses that character only.
+    return raw[begin : begin + WINDOW_CHARS].decode("utf-8", "ignore")
+
+
+def _densest(low: Any, needles: list[Any]) -> int | None:
+    """Where the span of ``CLUSTER_CHARS`` holding the most distinct needles (their first
+    ``MAX_POSITIONS`` occurrences each) starts in ``low``; None if none occurs."""
+    hits: list[tuple[int, int]] = []  # (position, needle index)
+    for i, needle in enumerate(needles):
         pos = low.find(needle)
         found = 0
         while pos >= 0 and found < MAX_POSITIONS:
@@ -99,7 +124,7 @@ def _window(body: str, words: list[str]) -> str | None:
         return None
     hits.sort()
     best, best_count = hits[0][0], 0
-    inside: dict[int, int] = {}  # word -> occurrences in the sliding span
+    inside: dict[int, int] = {}  # needle -> occurrences in the sliding span
     end = 0
     for start, first in hits:
         while end < len(hits) and hits[end][0] < start + CLUSTER_CHARS:
@@ -110,9 +135,7 @@ def _window(body: str, words: list[str]) -> str | None:
         inside[first] -= 1
         if not inside[first]:
             del inside[first]
-    begin = max(0, low.rfind(b" ", 0, max(0, best - WINDOW_CHARS // 4)))
-    # A cut through a multi-byte character loses that character only.
-    return raw[begin : begin + WINDOW_CHARS].decode("utf-8", "ignore")
+    return best
 
 
 def make_snippet(

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ from .semantic import RERANK_DEPTH, Embedder, page_text, semantic_factor
 from .shard_codec import PageWeights, TermShard
 from .shards import (
     DEFAULT_TOP_K,
+    LoadedPage,
     all_terms,
     build_shards,
     doc_lengths,
@@ -453,15 +454,19 @@ class IndexStore:
         offset: int,
         focus: list[str],
         snippets: int | None = None,
+        searcher: tantivy.Searcher | None = None,
+        loaded: dict[str, LoadedPage] | None = None,
     ) -> SearchPage:
         """The asked page of hits; only the first ``snippets`` of them get a snippet (all
         when None): an owner's snippets took half its answer's CPU, and most of its hits
-        never reach the querier's first page."""
+        never reach the querier's first page. The hits' stored pages go into ``loaded``
+        (by URL), for what the same ``searcher`` does next with them."""
         started = time.perf_counter()
         limit = max(1, min(limit, MAX_RESULTS_WINDOW))
         offset = max(0, min(offset, MAX_RESULTS_WINDOW - limit))
         query, snippet_query = parsed.build(self.index, self.schema)
-        searcher = self.index.searcher()
+        if searcher is None:
+            searcher = self.index.searcher()
         # Over-fetch so de-duplication by canonical URL still fills the page.
         want = offset + limit
         # Pages taken in tantivy's order: the asked page, and the re-ranked head if any.
@@ -480,6 +485,7 @@ class IndexStore:
         # and the re-ranked head.
         seen: set[str] = set()
         found: list[tuple[float, tantivy.Document, str]] = []
+        addresses: dict[str, Any] = {}  # canonical URL -> where its page is
         for score, address in result.hits:
             doc = searcher.doc(address)
             canonical = _first(doc, "canonical") or _first(doc, "url")
@@ -487,15 +493,19 @@ class IndexStore:
                 continue
             seen.add(canonical)
             found.append((float(score), doc, canonical))
+            addresses[canonical] = address
             if len(found) >= depth:
                 break
         similarity = self._rerank(found, parsed)
         hits: list[Hit] = []
         snipped = limit if snippets is None else max(0, snippets)
         for rank, (score, doc, canonical) in enumerate(found[offset : offset + limit]):
+            url = _first(doc, "url")
+            if loaded is not None:
+                loaded[url] = LoadedPage(addresses[canonical], doc)
             hits.append(
                 Hit(
-                    url=_first(doc, "url"),
+                    url=url,
                     title=_first(doc, "title"),
                     snippet=(
                         make_snippet(generator, doc, parsed, focus)
@@ -589,9 +599,15 @@ class IndexStore:
         query = self.prepare(text)
 
         def both() -> tuple[SearchPage, PageWeights]:
-            page = self._search(query.parsed, limit, offset, query.focus, snippets)
+            # One searcher for both halves: the pages the search loaded are looked at
+            # again by their addresses, which only that searcher's segments give meaning.
+            searcher = self.index.searcher()
+            loaded: dict[str, LoadedPage] = {}
+            page = self._search(
+                query.parsed, limit, offset, query.focus, snippets, searcher, loaded
+            )
             urls = [h.url for h in page.hits]
-            weights = self._term_weights(urls, query.units, query.near)
+            weights = self._term_weights(urls, query.units, query.near, searcher, loaded)
             weights.semantic.update(
                 (h.url, h.similarity) for h in page.hits if h.similarity is not None
             )
@@ -629,14 +645,24 @@ class IndexStore:
     ) -> PageWeights:
         return await self._in(self._read_pool, self._term_weights, urls, units, near)
 
-    def _term_weights(self, urls: list[str], units: list[Unit], near: Unit = ()) -> PageWeights:
-        searcher = self.index.searcher()
+    def _term_weights(
+        self,
+        urls: list[str],
+        units: list[Unit],
+        near: Unit = (),
+        searcher: tantivy.Searcher | None = None,
+        loaded: Mapping[str, LoadedPage] | None = None,
+    ) -> PageWeights:
+        if searcher is None:
+            searcher = self.index.searcher()
         generation, averages = self._averages
         if generation != self.generation:
             # tantivy's average field lengths change only with a commit.
             averages = field_averages(searcher, self.schema)
             self._averages = (self.generation, averages)
-        return term_weights(searcher, self.schema, urls, units, averages, self._lengths_of, near)
+        return term_weights(
+            searcher, self.schema, urls, units, averages, self._lengths_of, near, loaded
+        )
 
     def _lengths_of(self, doc: tantivy.Document) -> FieldLengths:
         """Field lengths of a stored page, remembered: counting a long body's tokens costs

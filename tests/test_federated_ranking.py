@@ -24,6 +24,7 @@ import rhizome.index.query
 from rhizome.federation.ranking import GlobalScorer
 from rhizome.index import SHARD_FIELDS, IndexDoc, IndexStore, TermShard
 from rhizome.index.bm25 import renormalize, renormalize_array
+from rhizome.index.shards import UNRESTRICTED_DF
 
 WORDS = (
     "release notes django python sqlite index query cache table vacuum backup logging "
@@ -144,6 +145,34 @@ async def test_federated_scores_match_one_index_over_all_pages(
     central_scores = {h.url: h.score for h in central.hits}
     for better, worse in itertools.pairwise(ranked):
         assert central_scores[better] >= central_scores[worse] * (1 - 2 * tolerance)
+
+
+@pytest.mark.parametrize("q", QUERIES)
+async def test_an_owners_answer_carries_the_weights_its_pages_have_when_asked_by_url(
+    stores: tuple[IndexStore, IndexStore, IndexStore], q: str
+) -> None:
+    """An owner's search gives its hits' weights from the pages it just loaded, rare terms
+    searched in the whole index; asked later by URL, the same pages weigh the same."""
+    _a, _b, union = stores
+    page, weights = await union.search_with_weights(q, limit=10)
+    urls = [h.url for h in page.hits]
+    assert urls, q
+    query = union.prepare(q)
+    by_url = await union.term_weights(urls, query.units, query.near)
+    assert weights.weights == by_url.weights
+    assert weights.lengths == by_url.lengths and set(weights.lengths) == set(urls)
+    assert any(w for units in weights.weights.values() for w in units.values())
+
+
+def test_the_fixture_has_rare_and_common_field_terms(
+    stores: tuple[IndexStore, IndexStore, IndexStore],
+) -> None:
+    """Both ways of finding a term's weights run above: a whole-index search for a term
+    rare in a field, a search restricted to the candidates for a common one."""
+    searcher = stores[2].index.searcher()
+    dfs = [searcher.doc_freq(f, t) for f in SHARD_FIELDS for t in ("releas", "vacuum", "django")]
+    assert any(0 < df <= UNRESTRICTED_DF for df in dfs)
+    assert any(df > UNRESTRICTED_DF for df in dfs)
 
 
 @pytest.mark.parametrize("q", QUERIES)
