@@ -213,6 +213,7 @@ async def _trim_when_idle(node: Node) -> None:
 
 
 async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
+    memory.settle_gc()  # every longer-lived part of the node exists by now
     task = asyncio.create_task(_trim_when_idle(app[NODE]), name="trim-when-idle")
     yield
     task.cancel()

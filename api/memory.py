@@ -13,6 +13,7 @@ carved from the heap and fragmented it.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 from dataclasses import dataclass
 
@@ -101,3 +102,22 @@ def trim_heap() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+# Python's cyclic garbage collector, measured on the 5-node small-corpus network (bench/
+# phase_timing.py, gc.callbacks): the querying node ran 4 full collections in 400 queries,
+# 68-125 ms each, that found nothing to free (of ~222k tracked objects: what the imports,
+# the embedding model and aiohttp made at startup), and ~2,000 young ones; each pause
+# stalls every query in flight. What exists once the node has started lives as long as
+# the process, so it is set aside where collections do not walk it (``gc.freeze``), and
+# young collections run less often: a query allocates thousands of short-lived objects.
+GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections (Python's: 700)
+
+
+def settle_gc() -> None:
+    """Collect once, then leave everything that survived out of later collections, and
+    collect the young generation less often (call once the node has started)."""
+    gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
