@@ -17,9 +17,10 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +31,7 @@ from .bm25 import FieldLengths
 from .changes import ChangedTerms
 from .errors import IndexUnavailable, QuerySyntaxError
 from .query import ParsedQuery, Unit, clause_units, near_unit, parse_user_query
-from .schema import ANALYZER, build_analyzer, build_schema, site_terms, url_words
+from .schema import ANALYZER, SHARD_FIELDS, build_analyzer, build_schema, site_terms, url_words
 from .semantic import RERANK_DEPTH, Embedder, page_text, semantic_factor
 from .shard_codec import PageWeights, TermShard
 from .shards import (
@@ -155,6 +156,21 @@ class PreparedQuery:
     @property
     def text(self) -> str:
         return self.parsed.text
+
+
+# A search's own weighing of its hits before their snippets, (searcher, loaded pages) ->
+# the words to look for in a page's body, by URL.
+Weigh = Callable[[tantivy.Searcher, Mapping[str, LoadedPage]], Callable[[str], list[str]]]
+BODY = SHARD_FIELDS.index("body")
+NO_WEIGHTS = (0.0,) * len(SHARD_FIELDS)
+
+
+def body_words(weights: PageWeights, focus: list[str], singles: Set[str], url: str) -> list[str]:
+    """The query's words worth looking for in a page's body: not the single-word units
+    (``singles``) its weights show the body lacks; an absent word was a scan of the whole
+    body for each snippet, most of an owner's snippet time."""
+    found = weights.weights.get(url, {})
+    return [w for w in focus if w not in singles or found.get(w, NO_WEIGHTS)[BODY] > 0.0]
 
 
 class IndexStore:
@@ -454,19 +470,18 @@ class IndexStore:
         offset: int,
         focus: list[str],
         snippets: int | None = None,
-        searcher: tantivy.Searcher | None = None,
-        loaded: dict[str, LoadedPage] | None = None,
+        weigh: Weigh | None = None,
     ) -> SearchPage:
         """The asked page of hits; only the first ``snippets`` of them get a snippet (all
         when None): an owner's snippets took half its answer's CPU, and most of its hits
-        never reach the querier's first page. The hits' stored pages go into ``loaded``
-        (by URL), for what the same ``searcher`` does next with them."""
+        never reach the querier's first page. ``weigh`` is called with the hits' stored
+        pages (by URL) before any snippet is made, on the same searcher; the words its
+        answer shows a page's body lacks are not looked for in that body."""
         started = time.perf_counter()
         limit = max(1, min(limit, MAX_RESULTS_WINDOW))
         offset = max(0, min(offset, MAX_RESULTS_WINDOW - limit))
         query, snippet_query = parsed.build(self.index, self.schema)
-        if searcher is None:
-            searcher = self.index.searcher()
+        searcher = self.index.searcher()
         # Over-fetch so de-duplication by canonical URL still fills the page.
         want = offset + limit
         # Pages taken in tantivy's order: the asked page, and the re-ranked head if any.
@@ -497,18 +512,22 @@ class IndexStore:
             if len(found) >= depth:
                 break
         similarity = self._rerank(found, parsed)
+        page = found[offset : offset + limit]
+        words: Callable[[str], list[str]] = lambda _url: focus  # noqa: E731
+        if weigh is not None:
+            words = weigh(
+                searcher, {_first(d, "url"): LoadedPage(addresses[c], d) for _s, d, c in page}
+            )
         hits: list[Hit] = []
         snipped = limit if snippets is None else max(0, snippets)
-        for rank, (score, doc, canonical) in enumerate(found[offset : offset + limit]):
+        for rank, (score, doc, canonical) in enumerate(page):
             url = _first(doc, "url")
-            if loaded is not None:
-                loaded[url] = LoadedPage(addresses[canonical], doc)
             hits.append(
                 Hit(
                     url=url,
                     title=_first(doc, "title"),
                     snippet=(
-                        make_snippet(generator, doc, parsed, focus)
+                        make_snippet(generator, doc, parsed, words(url))
                         if rank < snipped
                         else NO_SNIPPET
                     ),
@@ -599,15 +618,23 @@ class IndexStore:
         query = self.prepare(text)
 
         def both() -> tuple[SearchPage, PageWeights]:
-            # One searcher for both halves: the pages the search loaded are looked at
-            # again by their addresses, which only that searcher's segments give meaning.
-            searcher = self.index.searcher()
-            loaded: dict[str, LoadedPage] = {}
-            page = self._search(
-                query.parsed, limit, offset, query.focus, snippets, searcher, loaded
-            )
-            urls = [h.url for h in page.hits]
-            weights = self._term_weights(urls, query.units, query.near, searcher, loaded)
+            found: list[PageWeights] = []
+
+            def weigh(
+                searcher: tantivy.Searcher, loaded: Mapping[str, LoadedPage]
+            ) -> Callable[[str], list[str]]:
+                # The pages the search loaded, looked at again by their addresses, which
+                # only that searcher's segments give meaning.
+                weights = self._term_weights(
+                    list(loaded), query.units, query.near, searcher, loaded
+                )
+                found.append(weights)
+                return partial(body_words, weights, query.focus, singles)
+
+            singles = {unit[0] for unit in query.units if len(unit) == 1}
+
+            page = self._search(query.parsed, limit, offset, query.focus, snippets, weigh)
+            weights = found[0]
             weights.semantic.update(
                 (h.url, h.similarity) for h in page.hits if h.similarity is not None
             )
