@@ -173,6 +173,49 @@ def _columns(urls: tuple[str, ...], weights: Sequence[Any], lengths: Sequence[An
     )
 
 
+def _honest_weights(raw: Any) -> dict[str, dict[str, FieldWeights]] | None:
+    """An owner's page weights when every value is in range, checked all at once (a
+    querying node reads ~100 a answer, one by one ~7% of its CPU); None otherwise, for the
+    checks of ``_weights`` one by one."""
+    try:
+        if not isinstance(raw, dict) or set(map(type, raw.values())) - {dict}:
+            return None
+        rows = [v for units in raw.values() for v in units.values()]
+        flat = list(chain.from_iterable(rows))
+        if not rows:
+            return {str(u): {} for u in raw}
+        if (
+            set(map(type, rows)) == {list}
+            and set(map(len, rows)) == {_FIELDS}
+            and set(map(type, flat)) <= _NUMBERS
+            and min(flat) >= 0.0
+            and max(flat) <= MAX_FIELD_WEIGHT
+            and (total := sum(flat)) == total  # a NaN between the extremes
+        ):
+            return {
+                str(u): {str(k): tuple(map(float, v)) for k, v in units.items()}
+                for u, units in raw.items()
+            }
+    except (TypeError, ValueError):
+        pass
+    return None
+
+
+def _checked_weights(raw: Any) -> dict[str, dict[str, FieldWeights]]:
+    """An owner's page weights value by value: malformed parts dropped, values clamped."""
+    weights: dict[str, dict[str, FieldWeights]] = {}
+    for url, units in (raw if isinstance(raw, dict) else {}).items():
+        if isinstance(units, dict):
+            clean = {}
+            for key, values in units.items():
+                try:
+                    clean[str(key)] = _weights(values)
+                except (TypeError, ValueError):
+                    continue
+            weights[str(url)] = clean
+    return weights
+
+
 def _weights(raw: Sequence[Any]) -> FieldWeights:
     """A peer's claimed weights, each within [0, MAX_FIELD_WEIGHT] (NaN becomes 0).
     A querying node parses thousands of these per query: the honest case is checked in
@@ -257,17 +300,10 @@ class PageWeights:
         are dropped, never raised."""
         if not isinstance(data, dict):
             data = {}
-        weights: dict[str, dict[str, FieldWeights]] = {}
         raw_weights = data.get("weights")
-        for url, units in (raw_weights if isinstance(raw_weights, dict) else {}).items():
-            if isinstance(units, dict):
-                clean = {}
-                for key, values in units.items():
-                    try:
-                        clean[str(key)] = _weights(values)
-                    except (TypeError, ValueError):
-                        continue
-                weights[str(url)] = clean
+        weights = _honest_weights(raw_weights)
+        if weights is None:
+            weights = _checked_weights(raw_weights)
         lengths: dict[str, FieldLengths] = {}
         raw_lengths = data.get("lengths")
         for url, values in (raw_lengths if isinstance(raw_lengths, dict) else {}).items():

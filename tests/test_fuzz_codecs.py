@@ -20,7 +20,7 @@ from rhizome.dht import (
     verify_record,
 )
 from rhizome.federation.wire import sign_shard, verify_lookups
-from rhizome.index import SHARD_FIELDS
+from rhizome.index import SHARD_FIELDS, PageWeights
 from rhizome.index.bm25 import MAX_FIELD_WEIGHT
 from rhizome.index.shard_codec import (
     MAX_FIELD_LENGTH,
@@ -185,3 +185,65 @@ def test_two_holders_serving_one_record_cost_one_signature_check() -> None:
     again = verify_lookups({"h3": {"titan": [good]}}, now, verifier)
     assert again["h3"]["titan"][0].publisher == IDENTITY.node_id.hex()
     assert (verifier.checked, verifier.remembered) == (2, 1)
+
+
+weight_values = st.floats(allow_nan=True) | st.integers(-10, 10) | st.booleans() | st.none()
+owner_weights = st.dictionaries(
+    st.text(max_size=8),
+    st.dictionaries(
+        st.text(max_size=6), st.lists(weight_values, min_size=4, max_size=6), max_size=4
+    )
+    | json_values,
+    max_size=4,
+)
+
+
+@given(owner_weights | json_values)
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+def test_an_owners_weights_are_read_within_bounds_whatever_it_sends(raw: object) -> None:
+    """An owner's answer is read all at once when honest, value by value otherwise: either
+    way nothing raises, and every weight kept is five numbers within bounds."""
+    answer = PageWeights.from_json({"weights": raw, "lengths": {}, "avgdl": []})
+    for units in answer.weights.values():
+        for weights in units.values():
+            assert len(weights) == len(SHARD_FIELDS)
+            assert all(0.0 <= w <= MAX_FIELD_WEIGHT for w in weights)
+
+
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=8),
+        st.dictionaries(
+            st.text(min_size=1, max_size=6),
+            st.lists(
+                st.floats(0.0, MAX_FIELD_WEIGHT),
+                min_size=len(SHARD_FIELDS),
+                max_size=len(SHARD_FIELDS),
+            ),
+            max_size=4,
+        ),
+        max_size=4,
+    ),
+    st.sampled_from([float("nan"), -1.0, MAX_FIELD_WEIGHT * 2, None]),
+)
+def test_honest_weights_read_as_sent_and_one_bad_value_is_clamped_alone(
+    raw: dict[str, dict[str, list[float]]], bad: float | None
+) -> None:
+    answer = PageWeights.from_json({"weights": raw})
+    assert answer.weights == {u: {k: tuple(v) for k, v in us.items()} for u, us in raw.items()}
+    pages = [u for u, units in raw.items() if units]
+    if not pages:
+        return
+    page = pages[0]
+    unit = next(iter(raw[page]))
+    hostile = {u: {k: list(v) for k, v in us.items()} for u, us in raw.items()}
+    hostile[page][unit][0] = bad  # type: ignore[call-overload]
+    read = PageWeights.from_json(json.loads(json.dumps({"weights": hostile})))
+    for u, units in raw.items():
+        for k, v in units.items():
+            if (u, k) != (page, unit):
+                assert read.weights[u][k] == tuple(v)
+    if bad is None:
+        assert unit not in read.weights[page]
+    else:
+        assert all(0.0 <= w <= MAX_FIELD_WEIGHT for w in read.weights[page][unit])
