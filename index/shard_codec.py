@@ -9,10 +9,10 @@ counts and clamp weights and lengths, so a holder may store and serve shards as 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -54,13 +54,80 @@ class ShardColumns(NamedTuple):
     lengths: npt.NDArray[np.float64]
 
 
+class ParsedPostings(Sequence[Posting]):
+    """A parsed shard's postings, kept as the checked arrays they were read into, made
+    ``Posting`` tuples only when something walks them all: a querying node parses
+    thousands of postings a query and its ranking reads them as columns, so making every
+    tuple (and two more for its weights and lengths) was most of parsing a shard."""
+
+    __slots__ = ("_lengths", "_made", "_titles", "_urls", "_weights")
+
+    def __init__(
+        self,
+        urls: tuple[str, ...],
+        titles: tuple[str, ...],
+        weights: npt.NDArray[np.float64],
+        lengths: npt.NDArray[np.int64],
+    ) -> None:
+        self._urls, self._titles, self._weights, self._lengths = urls, titles, weights, lengths
+        self._made: tuple[Posting, ...] | None = None
+
+    def pages(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """URLs and titles, without making the postings."""
+        return self._urls, self._titles
+
+    def _all(self) -> tuple[Posting, ...]:
+        if self._made is None:
+            self._made = tuple(
+                map(
+                    Posting,
+                    self._urls,
+                    self._titles,
+                    map(tuple, self._weights.tolist()),
+                    map(tuple, self._lengths.tolist()),
+                )
+            )
+        return self._made
+
+    def __len__(self) -> int:
+        return len(self._urls)
+
+    @overload
+    def __getitem__(self, i: int) -> Posting: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Posting, ...]: ...
+    def __getitem__(self, i: int | slice) -> Posting | tuple[Posting, ...]:
+        if isinstance(i, slice) or self._made is not None:
+            return self._all()[i]
+        return Posting(
+            self._urls[i],
+            self._titles[i],
+            tuple(self._weights[i].tolist()),
+            tuple(self._lengths[i].tolist()),
+        )
+
+    def __iter__(self) -> Iterator[Posting]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ParsedPostings | tuple):
+            return self._all() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
 @dataclass(slots=True, frozen=True)
 class TermShard:
     term: str
     df: int  # documents with the term in any field
     n_docs: int
     field_df: tuple[int, ...]  # per SHARD_FIELDS
-    postings: tuple[Posting, ...]
+    postings: Sequence[Posting]  # a tuple, or ParsedPostings when read from a peer
     avgdl: tuple[float, ...] = (0.0,) * len(SHARD_FIELDS)  # the publisher's, per field
     _columns: ShardColumns | None = field(default=None, init=False, repr=False, compare=False)
     _titles: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
@@ -85,11 +152,16 @@ class TermShard:
         query that had the term, a third of its work with terms cached."""
         found = self._titles
         if found is None:
-            found = {p.url: p.title for p in self.postings}
-            if len(found) < len(self.postings):
+            if isinstance(self.postings, ParsedPostings):
+                urls, titles = self.postings.pages()
+            else:
+                urls = tuple(p.url for p in self.postings)
+                titles = tuple(p.title for p in self.postings)
+            found = dict(zip(urls, titles, strict=True))
+            if len(found) < len(urls):
                 found = {}
-                for p in self.postings:
-                    found.setdefault(p.url, p.title)
+                for url, title in zip(urls, titles, strict=True):
+                    found.setdefault(url, title)
             object.__setattr__(self, "_titles", found)  # a cache, not a field's value
         return found
 
@@ -130,32 +202,30 @@ _FIELDS = len(SHARD_FIELDS)
 _NUMBERS = {float, int}
 
 
-def _postings(rows: Sequence[Any]) -> tuple[tuple[Posting, ...], ShardColumns | None]:
+def _postings(rows: Sequence[Any]) -> tuple[Sequence[Posting], ShardColumns | None]:
     """A shard's postings, bounded, and in the honest case their columns. A querying node
-    parses hundreds per query, so the honest case (every value a float or int in range)
-    is checked for the whole shard at once; anything else goes through the per-posting
-    checks, which clamp or refuse."""
+    parses hundreds per query, so the honest case (a number in range everywhere) is
+    checked for the whole shard at once, as arrays, which the postings are then read
+    from; anything else goes through the per-posting checks, which clamp or refuse."""
     try:
         if not rows:
             return (), None
         urls, titles, weights, lengths = zip(*rows, strict=True)
-        flat_w = list(chain.from_iterable(weights))
-        flat_l = list(chain.from_iterable(lengths))
-        if (
-            len(flat_w) == len(flat_l) == _FIELDS * len(rows)
-            and set(map(len, weights)) == set(map(len, lengths)) == {_FIELDS}
-            and set(map(type, urls)) == set(map(type, titles)) == {str}
-            and set(map(type, flat_w)) <= _NUMBERS
-            and set(map(type, flat_l)) == {int}
-            and min(flat_w) >= 0.0
-            and max(flat_w) <= MAX_FIELD_WEIGHT
-            and (total := sum(flat_w)) == total  # min and max let a NaN in the middle pass
-            and min(flat_l) >= 0
-            and max(flat_l) <= MAX_FIELD_LENGTH
-        ):
-            postings = tuple(map(Posting, urls, titles, map(tuple, weights), map(tuple, lengths)))
-            return postings, _columns(urls, flat_w, flat_l)
-    except (TypeError, ValueError):
+        if set(map(type, urls)) == set(map(type, titles)) == {str}:
+            # Ragged rows raise; numbers as strings or bools read as numbers, as one by
+            # one; NaN fails every comparison.
+            w = np.array(weights, dtype=np.float64)
+            n = np.array(lengths, dtype=np.int64)
+            if (
+                w.shape == n.shape == (len(rows), _FIELDS)
+                and w.min() >= 0.0
+                and w.max() <= MAX_FIELD_WEIGHT
+                and n.min() >= 0
+                and n.max() <= MAX_FIELD_LENGTH
+            ):
+                columns = ShardColumns(urls, w, n.astype(np.float64))
+                return ParsedPostings(urls, titles, w, n), columns
+    except (TypeError, ValueError, OverflowError):
         pass  # a malformed row: the checks below say which and how
     postings = tuple(
         Posting(str(u), str(t), _weights(w), field_lengths(dl)) for u, t, w, dl in rows
