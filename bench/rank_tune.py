@@ -86,9 +86,11 @@ async def evaluate_network(
         published=lambda: True,
     )
     rr = hits = 0.0
+    asked = 0
     started = time.perf_counter()
     for q, answer in queries:
         page = await search.search(search.plan(stores[at].prepare(q), limit=10, offset=0))
+        asked += len(page.tally.asked)
         for rank, row in enumerate(page.rows[:10], start=1):
             if row.url == answer:
                 rr += 1.0 / rank
@@ -101,6 +103,7 @@ async def evaluate_network(
         "mrr@10": round(rr / n, 4),
         "hit@10": round(hits / n, 4),
         "ms_per_query": round((time.perf_counter() - started) * 1000 / n, 2),
+        "remote_peers_asked": round(asked / n, 2),  # as owners or for snippets
     }
 
 
