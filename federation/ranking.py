@@ -313,16 +313,20 @@ def title_bonus(
     the title, without a site suffix, analyses to the query's tokens (in any order)."""
     if not query_tokens or not title:
         return 1.0
-    core = _title_tokens(title, analyze)
+    remembered = len(title) <= CACHED_TITLE_CHARS
+    core = (_remembered_tokens if remembered else _title_tokens)(title, analyze)
     return 1.0 + EXACT_TITLE_BONUS if core == tuple(sorted(query_tokens)) else 1.0
+
+
+def _title_tokens(title: str, analyze: Callable[[str], list[str]]) -> tuple[str, ...]:
+    return tuple(sorted(analyze(SITE_SUFFIX.sub("", title))))
 
 
 # Titles whose tokens are remembered: a query's candidates are mostly pages earlier queries
 # named too, and analysing each candidate's title again was ~2% of a querying node's CPU
-# (py-spy, small-corpus network). ~200 B a title.
+# (py-spy, small-corpus network). Only titles of at most CACHED_TITLE_CHARS: an owner's
+# answer may carry a title of megabytes, which is analysed and not kept, so the cache
+# stays within ~20,000 x (256 chars + its tokens), a few MB.
 TITLE_TOKENS_CACHED = 20_000
-
-
-@lru_cache(maxsize=TITLE_TOKENS_CACHED)
-def _title_tokens(title: str, analyze: Callable[[str], list[str]]) -> tuple[str, ...]:
-    return tuple(sorted(analyze(SITE_SUFFIX.sub("", title))))
+CACHED_TITLE_CHARS = 256
+_remembered_tokens = lru_cache(maxsize=TITLE_TOKENS_CACHED)(_title_tokens)

@@ -21,8 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rhizome.index.query
-from rhizome.federation.ranking import GlobalScorer
-from rhizome.index import SHARD_FIELDS, IndexDoc, IndexStore, TermShard
+from rhizome.federation import ranking
+from rhizome.federation.ranking import GlobalScorer, title_bonus
+from rhizome.index import SHARD_FIELDS, IndexDoc, IndexStore, TermShard, build_analyzer
 from rhizome.index.bm25 import renormalize, renormalize_array
 from rhizome.index.shards import UNRESTRICTED_DF
 
@@ -223,6 +224,20 @@ async def test_a_shard_keeps_its_key_when_only_the_averages_move() -> None:
     assert before["vacuum"].postings != after["vacuum"].postings  # the weights moved
     assert content_key(before["vacuum"]) == content_key(after["vacuum"])
     assert content_key(before["page"]) != content_key(after["page"])  # a new page has it
+
+
+def test_a_peers_huge_title_gets_its_bonus_but_is_not_remembered() -> None:
+    """Titles come from peers, up to an owner answer's 2 MiB: the querier remembers the
+    tokens of short titles only, so its title cache stays small whatever peers send."""
+    analyze = build_analyzer().analyze
+    long_title = "release notes " + "x" * 3_000_000
+    before = ranking._remembered_tokens.cache_info().currsize
+    # The run of x is past the analyzer's longest token: the title says "release notes".
+    assert title_bonus(["releas", "note"], long_title, analyze) > 1.0
+    assert title_bonus(["releas", "note"], "Release notes — of this test only", analyze) > 1.0
+    assert ranking._remembered_tokens.cache_info().currsize <= before + 1
+    cached = ranking._remembered_tokens.cache_parameters()["maxsize"]
+    assert cached is not None and cached * ranking.CACHED_TITLE_CHARS <= 10_000_000
 
 
 def test_exact_titles_get_the_title_bonus_and_near_duplicates_do_not() -> None:
