@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any, NamedTuple, overload
 
 import numpy as np
@@ -199,7 +198,6 @@ class TermShard:
 
 
 _FIELDS = len(SHARD_FIELDS)
-_NUMBERS = {float, int}
 
 
 def _postings(rows: Sequence[Any]) -> tuple[Sequence[Posting], ShardColumns | None]:
@@ -244,29 +242,20 @@ def _columns(urls: tuple[str, ...], weights: Sequence[Any], lengths: Sequence[An
 
 
 def _honest_weights(raw: Any) -> dict[str, dict[str, FieldWeights]] | None:
-    """An owner's page weights when every value is in range, checked all at once (a
-    querying node reads ~100 a answer, one by one ~7% of its CPU); None otherwise, for the
-    checks of ``_weights`` one by one."""
+    """An owner's page weights when every value is a number in range, checked all at once
+    as one array, as a shard's postings are (a querying node reads ~100 a answer, one by
+    one ~7% of its CPU), and read from it; None otherwise, for ``_checked_weights``."""
     try:
         if not isinstance(raw, dict) or set(map(type, raw.values())) - {dict}:
             return None
         rows = [v for units in raw.values() for v in units.values()]
-        flat = list(chain.from_iterable(rows))
         if not rows:
             return {str(u): {} for u in raw}
-        if (
-            set(map(type, rows)) == {list}
-            and set(map(len, rows)) == {_FIELDS}
-            and set(map(type, flat)) <= _NUMBERS
-            and min(flat) >= 0.0
-            and max(flat) <= MAX_FIELD_WEIGHT
-            and (total := sum(flat)) == total  # a NaN between the extremes
-        ):
-            return {
-                str(u): {str(k): tuple(map(float, v)) for k, v in units.items()}
-                for u, units in raw.items()
-            }
-    except (TypeError, ValueError):
+        w = np.array(rows, dtype=np.float64)  # ragged rows raise; NaN fails the checks
+        if w.shape == (len(rows), _FIELDS) and w.min() >= 0.0 and w.max() <= MAX_FIELD_WEIGHT:
+            read = iter(map(tuple, w.tolist()))
+            return {str(u): {str(k): next(read) for k in units} for u, units in raw.items()}
+    except (TypeError, ValueError, OverflowError):
         pass
     return None
 

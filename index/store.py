@@ -513,7 +513,7 @@ class IndexStore:
                 break
         similarity = self._rerank(found, parsed)
         page = found[offset : offset + limit]
-        words: Callable[[str], list[str]] = lambda _url: focus  # noqa: E731
+        words = None
         if weigh is not None:
             words = weigh(
                 searcher, {_first(d, "url"): LoadedPage(addresses[c], d) for _s, d, c in page}
@@ -527,7 +527,7 @@ class IndexStore:
                     url=url,
                     title=_first(doc, "title"),
                     snippet=(
-                        make_snippet(generator, doc, parsed, words(url))
+                        make_snippet(generator, doc, parsed, focus if words is None else words(url))
                         if rank < snipped
                         else NO_SNIPPET
                     ),
@@ -619,6 +619,7 @@ class IndexStore:
 
         def both() -> tuple[SearchPage, PageWeights]:
             found: list[PageWeights] = []
+            singles = {unit[0] for unit in query.units if len(unit) == 1}
 
             def weigh(
                 searcher: tantivy.Searcher, loaded: Mapping[str, LoadedPage]
@@ -630,8 +631,6 @@ class IndexStore:
                 )
                 found.append(weights)
                 return partial(body_words, weights, query.focus, singles)
-
-            singles = {unit[0] for unit in query.units if len(unit) == 1}
 
             page = self._search(query.parsed, limit, offset, query.focus, snippets, weigh)
             weights = found[0]
