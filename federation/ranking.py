@@ -27,6 +27,7 @@ from rhizome.index.query import PROXIMITY_BOOST, Unit, near_key, unit_key
 from .wire import speaks_for
 
 FIELD_RANGE = range(len(SHARD_FIELDS))
+_ONES = np.ones(len(SHARD_FIELDS))
 # The local ranker adds a conjunctive clause boosted by ALL_TERMS_BOOST on top of the
 # disjunctive one, so a page with every unit scores (1 + boost) times its plain score.
 ALL_TERMS_FACTOR = 1.0 + LOCAL_ALL_TERMS_BOOST
@@ -93,9 +94,9 @@ class GlobalScorer:
         token_idf: dict[str, list[float]] = {}
         for term, copies in self.merged.items():
             if copies:
-                field_df = [
-                    sum(s.field_df[i] * scale[p] for p, s in copies.items()) for i in FIELD_RANGE
-                ]
+                scales = [scale[p] for p in copies]
+                columns = zip(*(s.field_df for s in copies.values()), strict=True)
+                field_df = [sum(map(mul, column, scales)) for column in columns]
                 token_idf[term] = [bm25_idf(d, n_total) if d else 0.0 for d in field_df]
         for unit in self.units:
             idf = _phrase_idf(unit, token_idf)
@@ -103,40 +104,55 @@ class GlobalScorer:
                 self.idfs[unit_key(unit)] = idf
         if self.near:
             self.near_idf = _phrase_idf(self.near, token_idf) or []
-        owner, titles = self.owner, self.titles
+        # Of two publishers naming a page (for a while after a host changed hands, or a
+        # liar), the one nearer its host's key speaks for it; the other's postings of it
+        # are not scored. A publisher's shards name the same pages again and again (1,000
+        # repeats a small-corpus query), so pages are taken a publisher at a time, in bulk,
+        # and only those two publishers name are compared; candidates keep the order in
+        # which the shards first named them.
+        named_by: dict[str, list[Mapping[str, str]]] = {}
+        order: dict[str, str] = {}
         for term, copies in self.merged.items():
             for publisher, shard in copies.items():
                 self._chunks.append((term, publisher, shard))
-                # Of two publishers naming a page (for a while after a host changed hands,
-                # or a liar), the one nearer its host's key speaks for it; the other's
-                # postings of it are not scored. Pages seen first are taken in bulk (this
-                # ran per posting on the event loop, 3,400 postings a large-corpus query).
-                named: Mapping[str, str] = shard.titles()
-                seen = named.keys() & owner.keys()
-                for url in seen:
-                    first = owner[url]
-                    if first != publisher and speaks_for(publisher, first, url):
-                        owner[url], titles[url] = publisher, named[url]
-                if seen:
-                    named = {u: t for u, t in named.items() if u not in seen}
-                owner.update(dict.fromkeys(named, publisher))
-                titles.update(named)
+                named = shard.titles()
+                named_by.setdefault(publisher, []).append(named)
+                order.update(named)
                 # A shard lists only its top postings: a page missing from a common term's
                 # list still very likely has the term. Credit it with the list's lowest
                 # weights, scaled by how likely that is, instead of nothing.
-                if shard.postings and shard.df > len(shard.postings):
-                    spare = max(1, shard.n_docs - len(shard.postings))
-                    share = min(1.0, (shard.df - len(shard.postings)) / spare)
-                    self._floor[(publisher, term)] = [w * share for w in shard.postings[-1].weights]
+                listed = len(shard.postings)
+                if listed and shard.df > listed:
+                    share = min(1.0, (shard.df - listed) / max(1, shard.n_docs - listed))
+                    lowest = shard.columns().weights[-1]
+                    self._floor[(publisher, term)] = (lowest * share).tolist()
             self._summary_floors(term, copies)
+        owner: dict[str, str] = {}
+        titles = self.titles
+        for publisher, maps in named_by.items():
+            mine: dict[str, str] = {}
+            for named in reversed(maps):  # a page's first title wins
+                mine.update(named)
+            kept = {
+                url: (owner[url], titles[url])
+                for url in mine.keys() & owner.keys()
+                if not speaks_for(publisher, owner[url], url)
+            }
+            owner.update(dict.fromkeys(mine, publisher))
+            titles.update(mine)
+            for url, (first, title) in kept.items():
+                owner[url], titles[url] = first, title
+        self.owner = dict(zip(order, map(owner.__getitem__, order), strict=True))
 
     def _summary_floors(self, term: str, copies: Mapping[str, TermShard]) -> None:
         """A publisher a holder keeps only by summary for ``term`` (no postings, beyond the
         term's strongest: ``term_slots``) still has the term on df of its N pages: its
         candidates are credited the median of the whole copies' lowest weights, scaled by
         that share, as a whole copy's unlisted pages are."""
+        if all(s.postings for s in copies.values()):
+            return
         lowest = sorted(
-            (s.postings[-1].weights for s in copies.values() if s.postings),
+            (s.columns().weights[-1].tolist() for s in copies.values() if s.postings),
             key=sum,
         )
         if not lowest:
@@ -199,11 +215,12 @@ class GlobalScorer:
         if not terms or not self.owner:
             return dict.fromkeys(self.owner, 0.0)
         t_index = {t: i for i, t in enumerate(terms)}
-        c_index = {u: i for i, u in enumerate(self.owner)}
+        n = len(self.owner)
+        c_index = dict(zip(self.owner, range(n), strict=True))
         publishers = list(dict.fromkeys(self.owner.values()))
         p_index = {p: i for i, p in enumerate(publishers)}
         width = len(SHARD_FIELDS)
-        of = np.array([p_index[p] for p in self.owner.values()], dtype=np.intp)
+        of = np.fromiter(map(p_index.__getitem__, self.owner.values()), dtype=np.intp, count=n)
         # Each candidate's own postings, of the publisher that speaks for it, on the
         # network's scale: every shard's columns at once.
         chunks = [(t_index[t], p, s) for t, p, s in self._chunks if t in t_index and s.postings]
@@ -211,7 +228,7 @@ class GlobalScorer:
         counts = [len(c.urls) for c in columns]
         urls = list(chain.from_iterable(c.urls for c in columns))
         rows_t = np.repeat(np.array([t for t, _p, _s in chunks], dtype=np.intp), counts)
-        rows_c = np.fromiter((c_index[u] for u in urls), dtype=np.intp, count=len(urls))
+        rows_c = np.fromiter(map(c_index.__getitem__, urls), dtype=np.intp, count=len(urls))
         # (-1: a publisher that speaks for none of the pages it names)
         by = [p_index.get(p, -1) for _t, p, _s in chunks]
         rows_p = np.repeat(np.array(by, dtype=np.intp), counts)
@@ -239,19 +256,27 @@ class GlobalScorer:
         known = has_floor[:, of]
         weights[rows_t, rows_c] = own
         known[rows_t, rows_c] = True
-        total = np.zeros(len(c_index))
-        matched = np.zeros(len(c_index), dtype=np.intp)
+        total = np.zeros(n)
+        matched = np.zeros(n, dtype=np.intp)
+        # Weights are never negative, so a unit is present where its fields sum above 0;
+        # the single-term units at once, as (units x candidates x fields) products: one
+        # unit at a time, the numpy calls' own cost was a fifth of the scoring.
+        singles = [(t_index[unit[0]], idf) for unit, idf in scored if len(unit) == 1]
+        if singles:
+            rows = np.array([t for t, _idf in singles], dtype=np.intp)
+            every = len(rows) == len(terms) and bool((rows == np.arange(len(rows))).all())
+            unit_w, present = (weights, known) if every else (weights[rows], known[rows])
+            hit = present & (unit_w @ _ONES > 0.0)
+            idfs = np.array([idf for _t, idf in singles], dtype=np.float64)
+            total += np.where(hit, np.matmul(unit_w, idfs[:, :, None])[..., 0], 0.0).sum(axis=0)
+            matched += hit.sum(axis=0)
         for unit, idf in scored:
-            tokens = [t_index[t] for t in unit]
-            if len(tokens) == 1:
-                unit_w = weights[tokens[0]]
-                present = known[tokens[0]]
-            else:  # a phrase's tokens in a row: guessed from the least of them
-                unit_w = PHRASE_GUESS * weights[tokens].min(axis=0)
-                present = known[tokens].all(axis=0)
-            hit = present & (unit_w != 0.0).any(axis=1)
-            total += np.where(hit, unit_w @ np.asarray(idf, dtype=np.float64), 0.0)
-            matched += hit
+            if len(unit) > 1:  # a phrase's tokens in a row: guessed from the least of them
+                tokens = [t_index[t] for t in unit]
+                phrase_w = PHRASE_GUESS * weights[tokens].min(axis=0)
+                hit = known[tokens].all(axis=0) & (phrase_w @ _ONES > 0.0)
+                total += np.where(hit, phrase_w @ np.asarray(idf, dtype=np.float64), 0.0)
+                matched += hit
         total *= np.where(matched >= len(scored), ALL_TERMS_FACTOR, 1.0)
         return dict(zip(self.owner, total.tolist(), strict=True))
 
@@ -291,6 +316,8 @@ def _phrase_idf(unit: Unit, token_idf: Mapping[str, list[float]]) -> list[float]
     per_token = [token_idf.get(t) for t in unit]
     if not all(per_token):
         return None
+    if len(per_token) == 1:
+        return list(per_token[0] or ())
     return [
         sum(p[i] for p in per_token if p) if all(p and p[i] for p in per_token) else 0.0
         for i in FIELD_RANGE
