@@ -87,12 +87,18 @@ class Embedder:
         return vector
 
     @staticmethod
-    def similarity(query: np.ndarray, stored: bytes | None) -> float | None:
-        """Cosine of a query's vector and a stored page vector (None: the page has none)."""
-        if not stored or len(stored) != VECTOR_BYTES:
-            return None
-        page = np.frombuffer(stored, dtype=np.float16).astype(np.float32)
-        return float(page @ query)
+    def similarities_to(query: np.ndarray, stored: Sequence[bytes | None]) -> list[float | None]:
+        """Cosine of a query's vector and each stored page vector (None: the page has
+        none), as one product: page by page, numpy's own cost per call was most of an
+        owner's re-rank."""
+        valid = [i for i, v in enumerate(stored) if v and len(v) == VECTOR_BYTES]
+        found: list[float | None] = [None] * len(stored)
+        if valid:
+            pages = np.frombuffer(b"".join(stored[i] or b"" for i in valid), dtype=np.float16)
+            cosines = pages.reshape(len(valid), DIMENSIONS).astype(np.float32) @ query
+            for i, cosine in zip(valid, cosines.tolist(), strict=True):
+                found[i] = cosine
+        return found
 
 
 def page_text(title: str, body: str) -> str:

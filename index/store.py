@@ -557,8 +557,10 @@ class IndexStore:
         head = found[:RERANK_DEPTH]
         similarity: dict[str, float] = {}
         rescored = []
-        for score, doc, canonical in head:
-            sim = self.embedder.similarity(query, _first(doc, "embedding"))
+        stored = [_first(doc, "embedding") or None for _s, doc, _c in head]
+        for (score, doc, canonical), sim in zip(
+            head, self.embedder.similarities_to(query, stored), strict=True
+        ):
             if sim is not None:
                 similarity[canonical] = sim
                 score *= semantic_factor(sim)
