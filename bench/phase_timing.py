@@ -4,11 +4,13 @@ sees the header), twice over the same queries (cold, then with cached terms), an
 each node process spent a query (``/proc/<pid>/stat``, node 0 the querier).
 
     python3 bench/phase_timing.py [--queries 200] [--split tune] [--profile DIR]
-        [--profile-pass first|again]
+        [--profile-pass first|again] [--gil]
 
 ``--profile DIR``: py-spy samples every node during one pass (``DIR/n<i>.txt``, collapsed
 stacks; py-spy's own CPU is not in the figures, it runs outside the nodes), the first
 unless ``--profile-pass again`` (where the terms are cached: what is left to cut).
+``--gil``: only the thread holding the GIL is sampled, so the stacks are where the
+Python CPU goes rather than where threads wait.
 Profile on the tune half, as anything learned from it is tuning.
 """
 
@@ -60,11 +62,18 @@ def timed(node: Node, q: str) -> tuple[float, dict[str, float]]:
 SPY = ["py-spy", "record", "--format", "raw", "--rate", "200", "--nonblocking"]
 
 
-def profile(nodes: list[Node], into: Path) -> list[subprocess.Popen[bytes]]:
+def profile(nodes: list[Node], into: Path, gil: bool) -> list[subprocess.Popen[bytes]]:
     into.mkdir(parents=True, exist_ok=True)
     spies = [
         subprocess.Popen(
-            [*SPY, "--pid", str(n.proc.pid), "--output", str(into / f"n{i}.txt")],
+            [
+                *SPY,
+                *(["--gil"] if gil else []),
+                "--pid",
+                str(n.proc.pid),
+                "--output",
+                str(into / f"n{i}.txt"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -80,6 +89,7 @@ def main() -> None:
     parser.add_argument("--split", default="heldout", choices=("tune", "heldout"))
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks into this folder")
     parser.add_argument("--profile-pass", default="first", choices=("first", "again"))
+    parser.add_argument("--gil", action="store_true", help="sample the GIL holder only")
     args = parser.parse_args()
     serve("small")
     _sites, seeds = sites_and_seeds("small")
@@ -93,7 +103,7 @@ def main() -> None:
             took: list[float] = []
             phases: dict[str, list[float]] = {}
             profiled = label.startswith(args.profile_pass)
-            spies = profile(nodes, args.profile) if args.profile and profiled else []
+            spies = profile(nodes, args.profile, args.gil) if args.profile and profiled else []
             cpu0 = [cpu_seconds(n.proc.pid) for n in nodes]
             for qd in queries:
                 ms, parts = timed(nodes[0], qd["q"])

@@ -47,11 +47,12 @@ def merge(
     results: dict[str, ResultRow] = {}
     lifts: list[float] = []
     for answer in answers:
+        weighed = [r.url for r in answer.results if r.url in answer.weights.weights]
+        exact_of = dict(zip(weighed, scorer.owner_scores(answer.weights, weighed), strict=True))
         for row in answer.results:
             url = row.url
-            if url in answer.weights.weights:
-                exact = scorer.score(scorer.owner_weights(answer.weights, url))
-                exact *= semantic_factor(answer.weights.semantic.get(url, 0.0))
+            if url in exact_of:
+                exact = exact_of[url] * semantic_factor(answer.weights.semantic.get(url, 0.0))
                 if scores.get(url, 0.0) > 0:
                     lifts.append(exact / (scores[url] * meaning.get(url, 1.0)))
                 scores[url] = exact

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import chain
+from itertools import chain, repeat
 from operator import mul
 
 import numpy as np
@@ -287,6 +287,42 @@ class GlobalScorer:
         if lengths is None:
             return dict(units)
         return {k: renormalize(w, lengths, answer.avgdl, self.avgdl) for k, w in units.items()}
+
+    def owner_scores(self, answer: PageWeights, urls: Sequence[str]) -> list[float]:
+        """``score(owner_weights(answer, url))`` of each of ``urls``, pages of one owner's
+        answer, as one array product (pages x units x fields): page by page, re-scaling
+        each unit's weights in Python was most of the merge phase's ~2 ms a query."""
+        keys = list(self.idfs)
+        near = near_key(self.near) if self.near_idf else None
+        if near is not None:
+            keys.append(near)
+        width, n_keys = len(SHARD_FIELDS), len(keys)
+        if not urls or not keys:
+            return [0.0] * len(urls)
+        zero = (0.0,) * width
+        rows = map(answer.weights.get, urls, repeat({}))
+        weights = _matrix(
+            chain.from_iterable(map(units.get, keys, repeat(zero)) for units in rows), width
+        )
+        # (A page without lengths keeps its weights: unknown lengths do not re-scale.)
+        lengths = _matrix(map(answer.lengths.get, urls, repeat(zero)), width)
+        scaled = renormalize_array(
+            weights,
+            np.repeat(lengths, n_keys, axis=0),
+            np.asarray(answer.avgdl, dtype=np.float64),
+            self.avgdl,
+        ).reshape(len(urls), n_keys, width)
+        n_units = len(self.idfs)
+        unit_w = scaled[:, :n_units, :]
+        idfs = np.array(list(self.idfs.values()), dtype=np.float64).reshape(n_units, width)
+        total = (unit_w * idfs).sum(axis=2).sum(axis=1)
+        matched = (unit_w @ _ONES > 0.0).sum(axis=1)
+        if n_units:
+            total *= np.where(matched >= n_units, ALL_TERMS_FACTOR, 1.0)
+        if near is not None:
+            total += PROXIMITY_BOOST * (scaled[:, n_units, :] * self.near_idf).sum(axis=1)
+        out: list[float] = total.tolist()
+        return out
 
     def score(self, weights: UnitWeights) -> float:
         """As the local query scores: the units' BM25 sum, times the conjunctive factor

@@ -198,6 +198,32 @@ async def test_one_pass_candidate_scores_equal_the_per_page_ones(
     assert GlobalScorer(units, merged).shard_scores() == fast
 
 
+@pytest.mark.parametrize("q", QUERIES)
+async def test_an_owners_pages_scored_at_once_equal_the_page_by_page_scores(
+    stores: tuple[IndexStore, IndexStore, IndexStore], q: str
+) -> None:
+    """The merge scores an owner's whole answer in one pass; it must agree with each
+    page's own score, also for a page whose lengths the owner did not send (its weights
+    are taken as they are) and one it sent no weights for."""
+    a, b, _union = stores
+    query = a.prepare(q)
+    terms = list(dict.fromkeys(t for unit in query.units for t in unit))
+    merged: dict[str, dict[str, TermShard]] = {t: {} for t in terms}
+    for name, store in {"a": a, "b": b}.items():
+        for shard in await store.term_shards(terms):
+            merged[shard.term][name] = shard
+    scorer = GlobalScorer(query.units, merged, query.near)
+    page = await a.search(q, limit=20)
+    urls = [h.url for h in page.hits]
+    answer = await a.term_weights(urls, query.units, query.near)
+    assert urls and any(answer.weights.get(u) for u in urls)
+    answer.lengths.pop(urls[0], None)
+    urls.append("http://nowhere.example/")
+    each = [scorer.score(scorer.owner_weights(answer, u)) for u in urls]
+    assert scorer.owner_scores(answer, urls) == pytest.approx(each, rel=1e-12)
+    assert each[-1] == 0.0 and max(each) > 0.0
+
+
 async def test_a_shard_keeps_its_key_when_only_the_averages_move() -> None:
     """A commit of unrelated pages shifts every field's average length and so every
     weight; the publisher must not take that for a change of every shard (it re-sent its
