@@ -281,7 +281,8 @@ class GlobalScorer:
         return dict(zip(self.owner, total.tolist(), strict=True))
 
     def owner_weights(self, answer: PageWeights, url: str) -> dict[str, Sequence[float]]:
-        """An owner's exact per-unit weights of one of its pages, on the network's scale."""
+        """An owner's exact per-unit weights of one of its pages, on the network's scale
+        (page by page: the reference that ``owner_scores`` computes for an answer at once)."""
         lengths = answer.lengths.get(url)
         units = answer.weights.get(url, {})
         if lengths is None:
@@ -326,7 +327,8 @@ class GlobalScorer:
 
     def score(self, weights: UnitWeights) -> float:
         """As the local query scores: the units' BM25 sum, times the conjunctive factor
-        when every unit matched, plus the boosted proximity phrase."""
+        when every unit matched, plus the boosted proximity phrase. One page's weights at a
+        time: the reference ``shard_scores`` and ``owner_scores`` are tested against."""
         total = 0.0
         matched = 0
         for key, field_idf in self.idfs.items():
