@@ -537,10 +537,10 @@ def page_rows(page: SearchPage, peer: str) -> list[ResultRow]:
 def encode_owner_answer(
     q: str, page: SearchPage, weights: PageWeights, snippets: Mapping[str, Snippet]
 ) -> dict[str, Any]:
-    """The body of a ``PATH_SEARCH`` answer."""
+    """The body of a ``PATH_SEARCH`` answer (without a count of the owner's matches: a
+    querier counts from the shards, and counting cost an owner up to 0.4 ms an answer)."""
     return {
         "query": q,
-        "number_of_results": page.total,
         "results": [
             {
                 "url": r.url,

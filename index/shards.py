@@ -96,9 +96,11 @@ def _field_hits(
     slop: int = 0,
     digits: int | None = None,
     among: Collection[tuple[int, int]] | None = None,
+    dfs_of: Callable[[str, str], int] | None = None,
 ) -> tuple[list[int], dict[tuple[int, int], list[float]], dict[tuple[int, int], Any], bool]:
     """Per field: df, and boost x tf-norm of the unit's best pages (within ``restrict``,
     whose pages' addresses are ``among`` when known); and whether those are all its pages.
+    ``dfs_of(field, token)``: the searcher's doc_freq, or a memo of it.
 
     A unit is a term or a phrase; tantivy scores a phrase like a term whose IDF is the sum
     of its tokens' IDFs and whose frequency is the phrase's, so the same division by the
@@ -108,8 +110,9 @@ def _field_hits(
     weights: dict[tuple[int, int], list[float]] = {}
     addresses: dict[tuple[int, int], Any] = {}
     complete = True  # every field's pages were all found (no list cut at ``limit``)
+    df_of = dfs_of or searcher.doc_freq
     for i, field in enumerate(SHARD_FIELDS):
-        dfs = [int(searcher.doc_freq(field, token)) for token in unit]
+        dfs = [int(df_of(field, token)) for token in unit]
         field_df.append(min(dfs))
         if not min(dfs):
             continue
@@ -128,7 +131,7 @@ def _field_hits(
                 query = tantivy.Query.boolean_query(
                     [(tantivy.Occur.Must, query), (tantivy.Occur.Must, restrict)]
                 )
-            hits = searcher.search(query, limit=limit).hits
+            hits = searcher.search(query, limit=limit, count=False).hits
             if len(hits) >= limit:
                 complete = False
         for score, address in hits:
@@ -250,9 +253,19 @@ def term_weights(
     wanted = [(unit, unit_key(unit), 0) for unit in units]
     if near:
         wanted.append((near, near_key(near), PROXIMITY_SLOP))
+    # The proximity phrase and the query's phrases repeat its terms: each (field, token)'s
+    # df asked of tantivy once (~110 asks an answer before, half of them repeats).
+    dfs: dict[tuple[str, str], int] = {}
+
+    def df_of(field: str, token: str) -> int:
+        found = dfs.get((field, token))
+        if found is None:
+            found = dfs[(field, token)] = int(searcher.doc_freq(field, token))
+        return found
+
     for unit, name, slop in wanted:
         _df, weights, _addresses, _all = _field_hits(
-            searcher, schema, unit, n_docs, len(out), only, slop, among=url_of.keys()
+            searcher, schema, unit, n_docs, len(out), only, slop, among=url_of.keys(), dfs_of=df_of
         )
         for key, w in weights.items():
             owned = url_of.get(key)

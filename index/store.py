@@ -29,6 +29,13 @@ from yarl import URL
 
 from .bm25 import FieldLengths
 from .changes import ChangedTerms
+from .compaction import (
+    MIN_SMALL_SEGMENTS,
+    compact,
+    drop_placeholders,
+    has_placeholders,
+    small_segments,
+)
 from .errors import IndexUnavailable, QuerySyntaxError
 from .query import ParsedQuery, Unit, clause_units, near_unit, parse_user_query
 from .schema import ANALYZER, SHARD_FIELDS, build_analyzer, build_schema, site_terms, url_words
@@ -56,6 +63,9 @@ SEARCH_THREADS = 4
 UNSUPPORTED_QUERY_ERRORS = ("is not a fast field", "The field does not exist")
 UNSUPPORTED_QUERY = "field:* (any value) is not supported; search for words instead"
 QUIET_COMMIT = 0.1  # seconds without a new change that trigger an early commit
+# Seconds without a change after a commit before small segments are merged: a crawl that
+# goes on commits more often than this, one that ended or waits on politeness does not.
+COMPACT_QUIET = 5.0
 MAX_RESULTS_WINDOW = 1_000  # offset + limit
 SNIPPET_CHARS = 240
 MAX_BODY_CHARS = 100_000
@@ -186,8 +196,10 @@ class IndexStore:
         writer_threads: int = 1,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         embedder: Embedder | None = None,
+        compact_quiet: float = COMPACT_QUIET,
     ) -> None:
         self.path = path
+        self.compact_quiet = compact_quiet
         self.embedder = embedder
         self._has_vectors = True  # False for an index made before the embedding field
         self.commit_interval = commit_interval
@@ -200,6 +212,7 @@ class IndexStore:
         self._listeners: list[CommitListener] = []
         self._index: tantivy.Index | None = None
         self._writer: Any = None
+        self._compact_due = False  # a commit since the last compaction
         self._task: asyncio.Task[None] | None = None
         self._uncommitted = 0  # items taken off the queue and not yet committed
         self.last_commit_at = 0.0
@@ -242,12 +255,19 @@ class IndexStore:
                     self._has_vectors = False
                     log.warning("index at %s has no page vectors: semantic re-rank off", self.path)
             index.register_tokenizer(ANALYZER, self.analyzer)
+            # Reloaded by hand after each commit: compaction's placeholder pages
+            # (compaction.py) are committed but never searched.
+            index.config_reader(reload_policy="Manual")
             self._writer = index.writer(self.writer_heap, self.writer_threads)
+            if has_placeholders(index.searcher(), self.schema):  # a crash mid-compaction
+                drop_placeholders(self._writer)
+                self._writer.commit()
         except (ValueError, OSError) as exc:
             raise IndexUnavailable(f"cannot open index at {self.path}: {exc}") from exc
         self._index = index
         index.reload()
         self.num_docs = index.searcher().num_docs
+        self._compact_due = True
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -295,7 +315,7 @@ class IndexStore:
 
     async def _commit_loop(self) -> None:
         while True:
-            first = await self._queue.get()
+            first = await self._next_change()
             batch: list[IndexDoc | str] = [first]
             self._uncommitted = 1
             deadline = time.monotonic() + self.commit_interval
@@ -356,7 +376,40 @@ class IndexStore:
                 except Exception:
                     log.exception("commit listener failed")
 
+    async def _next_change(self) -> IndexDoc | str:
+        """The next change to commit; meanwhile, once the index has been quiet for
+        ``compact_quiet`` seconds after a commit, its small segments merged."""
+        while self._compact_due:
+            try:
+                return await asyncio.wait_for(self._queue.get(), self.compact_quiet)
+            except TimeoutError:
+                self._compact_due = False
+                await self._in(self._write_pool, self._compact)
+        return await self._queue.get()
+
+    def _compact(self) -> None:
+        if self.path is None or small_segments(self.path) < MIN_SMALL_SEGMENTS:
+            return
+        try:
+            self._writer, _before, _after = compact(
+                self.index, self._writer, self.path, self._new_writer
+            )
+        except Exception as exc:
+            # Disk full or similar: searches go on as they were; the next commit opens a
+            # writer again and deletes any placeholder this left.
+            log.warning("index compaction failed: %s", exc)
+            self._writer = None
+            return
+        self.index.reload()
+        self._averages = (-1, ())  # the merge dropped deleted pages' lengths
+
+    def _new_writer(self) -> Any:
+        return self.index.writer(self.writer_heap, self.writer_threads)
+
     def _apply(self, batch: list[IndexDoc | str]) -> Commit:
+        if self._writer is None:  # a compaction failed
+            self._writer = self._new_writer()
+            drop_placeholders(self._writer)
         writer = self._writer
         urls: list[str] = []
         upserted: list[str] = []
@@ -395,6 +448,7 @@ class IndexStore:
         self.index.reload()
         self.num_docs = self.index.searcher().num_docs
         self.generation += 1
+        self._compact_due = True
         self.changes.committed(touched, self.generation)
         return Commit(urls=urls, upserted=upserted, removed=removed, opstamp=opstamp)
 
@@ -471,12 +525,14 @@ class IndexStore:
         focus: list[str],
         snippets: int | None = None,
         weigh: Weigh | None = None,
+        count: bool = True,
     ) -> SearchPage:
         """The asked page of hits; only the first ``snippets`` of them get a snippet (all
         when None): an owner's snippets took half its answer's CPU, and most of its hits
         never reach the querier's first page. ``weigh`` is called with the hits' stored
         pages (by URL) before any snippet is made, on the same searcher; the words its
-        answer shows a page's body lacks are not looked for in that body."""
+        answer shows a page's body lacks are not looked for in that body. ``count``: the
+        page's ``total`` is counted (0 otherwise)."""
         started = time.perf_counter()
         limit = max(1, min(limit, MAX_RESULTS_WINDOW))
         offset = max(0, min(offset, MAX_RESULTS_WINDOW - limit))
@@ -488,7 +544,7 @@ class IndexStore:
         depth = max(want, RERANK_DEPTH) if self._reranks else want
         try:
             fetch = min(depth * 2, MAX_RESULTS_WINDOW * 2)
-            result = searcher.search(query, limit=fetch, count=True)
+            result = searcher.search(query, limit=fetch, count=count)
         except ValueError as exc:
             # tantivy parses ``title:*`` (field has any value) but refuses to run it on a
             # field that is not a fast field or does not exist: the query's fault.
@@ -634,7 +690,11 @@ class IndexStore:
                 found.append(weights)
                 return partial(body_words, weights, query.focus, singles)
 
-            page = self._search(query.parsed, limit, offset, query.focus, snippets, weigh)
+            # Uncounted: a querier counts the network's matches from the shards, never
+            # from its owners' totals (0.1-0.4 ms of an answer, small corpus).
+            page = self._search(
+                query.parsed, limit, offset, query.focus, snippets, weigh, count=False
+            )
             weights = found[0]
             weights.semantic.update(
                 (h.url, h.similarity) for h in page.hits if h.similarity is not None
