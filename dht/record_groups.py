@@ -109,9 +109,10 @@ def decode_proven(data: bytes) -> Record:
     return _parts(data)[0]
 
 
-def verify_proven(data: bytes, *, now: float, max_size: int) -> Record:
-    """Decode ``data`` and check size, its path to a root its publisher signed, and its
-    validity window at ``now``. Raises RecordTooLarge, RecordExpired or InvalidRecord."""
+def group_message(data: bytes, *, max_size: int) -> tuple[Record, bytes]:
+    """Decode ``data`` and walk its path: the record, and the message its signature must
+    sign (its group's root), which every record of the group shares. Nothing verified;
+    raises RecordTooLarge or InvalidRecord."""
     if len(data) > max_size:
         raise RecordTooLarge(f"record of {len(data)} bytes exceeds {max_size}")
     record, index, path, body = _parts(data)
@@ -119,7 +120,13 @@ def verify_proven(data: bytes, *, now: float, max_size: int) -> Record:
     for d in range(len(path) // DIGEST_BYTES):
         sibling = path[d * DIGEST_BYTES : (d + 1) * DIGEST_BYTES]
         node = _inner(sibling, node) if index >> d & 1 else _inner(node, sibling)
-    message = _signed_message(len(path) // DIGEST_BYTES, node)
+    return record, _signed_message(len(path) // DIGEST_BYTES, node)
+
+
+def verify_proven(data: bytes, *, now: float, max_size: int) -> Record:
+    """Decode ``data`` and check size, its path to a root its publisher signed, and its
+    validity window at ``now``. Raises RecordTooLarge, RecordExpired or InvalidRecord."""
+    record, message = group_message(data, max_size=max_size)
     if not verify(record.publisher, message, record.signature):
         raise InvalidRecord("bad record signature")
     check_window(record, now)

@@ -127,7 +127,32 @@ def test_two_holders_of_one_group_cost_one_signature_check() -> None:
     verifier = VerifiedRecords()
     for data in (*at_first, *at_second):
         verifier.verify(data, now=NOW + 1, max_size=4096)
-    assert (verifier.checked, verifier.remembered) == (3, 3)
+    # One Ed25519 check for the group's root; its other records by their paths, and the
+    # second holder's copies by their bytes.
+    assert (verifier.checked, verifier.remembered) == (1, 5)
+
+
+def test_a_remembered_group_root_vouches_for_nothing_but_its_own_records() -> None:
+    """Once a group's root verified, a forged record must still fail: a changed body
+    leads to another root, and the signature under someone else's key is not the one
+    that verified."""
+    bodies = [body(n) for n in range(4)]
+    signature = sign_group(ME, bodies)
+    proven = prove_group(bodies, signature)
+    verifier = VerifiedRecords()
+    verifier.verify(proven[0], now=NOW + 1, max_size=4096)
+    forged_body = bytearray(proven[1])
+    forged_body[-1] ^= 0x01  # the body's last byte: its leaf, and so its root, change
+    with pytest.raises(InvalidRecord):
+        verifier.verify(bytes(forged_body), now=NOW + 1, max_size=4096)
+    other = Identity.generate()
+    theirs = [body(1, other)]
+    # Their record, carrying the signature that verified for my group: not theirs.
+    stolen = prove_group(theirs, signature)[0]
+    with pytest.raises(InvalidRecord):
+        verifier.verify(stolen, now=NOW + 1, max_size=4096)
+    assert verifier.verify(proven[2], now=NOW + 1, max_size=4096).key == b"term2"
+    assert verifier.checked == 1  # the one signature that verified: the group's
 
 
 def shard(term: str, page: int) -> TermShard:
