@@ -28,6 +28,7 @@ import gzip
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
 import orjson
 from aiohttp import web
 
@@ -51,6 +52,7 @@ from rhizome.federation.wire import (
     encode_owner_answer,
     snippet_fields,
 )
+from rhizome.index.semantic import parse_vector
 
 from .keys import NODE
 from .search import BadRequest, SearchParams, int_param
@@ -267,12 +269,23 @@ async def peer_search(request: web.Request) -> web.Response:
         None if hits is None else int_param(request.query, "snippet_hits", 0, 0, MAX_OWNER_RESULTS)
     )
     page, weights, found = await answer_locally(
-        node.store, params.q, params.limit, params.offset, named, snippet_hits
+        node.store, params.q, params.limit, params.offset, named, snippet_hits, _meaning(request)
     )
     response = _json_response(request, encode_owner_answer(params.q, page, weights, found))
     if node.network is not None:
         node.network.traffic["search_served"] += _size(response)
     return response
+
+
+def _meaning(request: web.Request) -> np.ndarray | None:
+    """The querier's query vector (older queriers send none: the owner embeds the text)."""
+    raw = request.query.get("meaning")
+    if raw is None:
+        return None
+    try:
+        return parse_vector(raw)
+    except ValueError as exc:
+        raise BadRequest(f"meaning: {exc}") from None
 
 
 async def peer_snippets(request: web.Request) -> web.Response:

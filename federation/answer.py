@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from rhizome.index import IndexStore, PageWeights, PreparedQuery, SearchPage, Snippet
 
 from .wire import MAX_SNIPPET_URLS, PeerAnswer, SnippetFields, page_rows, snippet_fields
@@ -23,15 +25,17 @@ async def answer_locally(
     offset: int,
     named: Sequence[str],
     snippet_hits: int | None = None,
+    meaning: np.ndarray | None = None,
 ) -> tuple[SearchPage, PageWeights, dict[str, Snippet]]:
     """An owner's answer to a federated query: its search, the hits' term weights, and
     snippets of the ``named`` pages its search does not return (pages the querying node
     expects on its first page from shards; they would show as bare titles). Only its
     first ``snippet_hits`` hits get snippets (all when None): the querier says how many
-    of its pages may reach the first page, and asks again for any other that does."""
+    of its pages may reach the first page, and asks again for any other that does.
+    ``meaning``: the query's vector as the querier sent it (embedded here when None)."""
     query = store.prepare(q)
     page, weights = await store.search_with_weights(
-        query, limit=limit, offset=offset, snippets=snippet_hits
+        query, limit=limit, offset=offset, snippets=snippet_hits, meaning=meaning
     )
     snipped = page.hits if snippet_hits is None else page.hits[:snippet_hits]
     returned = {hit.url for hit in snipped}
@@ -52,13 +56,18 @@ class LocalOwner:
         depth: int,
         named: Sequence[str],
         snippet_hits: int | None = None,
+        meaning: np.ndarray | None = None,
     ) -> PeerAnswer:
         page, weights, snippets = await answer_locally(
-            self.store, query, min(depth, MAX_OWNER_RESULTS), 0, named, snippet_hits
+            self.store, query, min(depth, MAX_OWNER_RESULTS), 0, named, snippet_hits, meaning
         )
         return PeerAnswer(
             self.node_id, page_rows(page, self.node_id), weights, snippet_fields(snippets)
         )
+
+    async def query_vector(self, query: PreparedQuery) -> tuple[np.ndarray, str] | None:
+        """The query's vector for every owner asked (this node too), and its wire form."""
+        return await self.store.query_vector(query)
 
     async def snippets(self, query: PreparedQuery, urls: Sequence[str]) -> dict[str, SnippetFields]:
         return snippet_fields(await self.store.snippets(query, urls))

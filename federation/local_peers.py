@@ -9,6 +9,7 @@ from dataclasses import replace
 import orjson
 
 from rhizome.index import IndexStore, TermShard
+from rhizome.index.semantic import parse_vector
 
 from .answer import MAX_OWNER_RESULTS, answer_locally
 from .peers import Merged, QueryTally
@@ -82,12 +83,14 @@ class LocalPeers:
         deadline: float,
         tally: QueryTally,
         snippet_hits: int | None = None,
+        meaning: str | None = None,
     ) -> PeerAnswer | None:
         if not self._answers(peer, tally):
             return None
         limit = min(depth, MAX_OWNER_RESULTS)
+        vector = None if meaning is None else parse_vector(meaning)  # as a peer reads it
         page, weights, found = await answer_locally(
-            self.stores[peer], q, limit, 0, named, snippet_hits
+            self.stores[peer], q, limit, 0, named, snippet_hits, vector
         )
         body = orjson.loads(orjson.dumps(encode_owner_answer(q, page, weights, found)))
         return parse_owner_answer(body, peer, named)

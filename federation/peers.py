@@ -102,10 +102,13 @@ class Peers(Protocol):
         deadline: float,
         tally: QueryTally,
         snippet_hits: int | None = None,
+        meaning: str | None = None,
     ) -> PeerAnswer | None:
         """An owner's results for ``q`` (at most ``depth``, the first ``snippet_hits`` of
         them with snippets, all when None), weights, and snippets of the ``named`` pages
-        it does not return; None if it did not answer."""
+        it does not return; None if it did not answer. ``meaning``: the query's vector
+        in its wire form (``semantic.vector_text``), which the owner re-ranks by instead
+        of embedding ``q`` itself."""
         ...
 
     async def snippets(
@@ -331,6 +334,7 @@ class NetworkPeers:
         deadline: float,
         tally: QueryTally,
         snippet_hits: int | None = None,
+        meaning: str | None = None,
     ) -> PeerAnswer | None:
         named = list(named[:MAX_SNIPPET_URLS])
         params = [
@@ -338,6 +342,7 @@ class NetworkPeers:
             ("limit", str(min(depth, MAX_OWNER_RESULTS))),
             *(("snippet_url", u) for u in named),
             *(() if snippet_hits is None else (("snippet_hits", str(snippet_hits)),)),
+            *(() if meaning is None else (("meaning", meaning),)),
         ]
         data = await self._ask(self._by_hex[peer], PATH_SEARCH, params, tally, deadline)
         return None if data is None else parse_owner_answer(data, peer, named)

@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import tantivy
 from yarl import URL
 
@@ -39,7 +40,7 @@ from .compaction import (
 from .errors import IndexUnavailable, QuerySyntaxError
 from .query import ParsedQuery, Unit, clause_units, near_unit, parse_user_query
 from .schema import ANALYZER, SHARD_FIELDS, build_analyzer, build_schema, site_terms, url_words
-from .semantic import RERANK_DEPTH, Embedder, page_text, semantic_factor
+from .semantic import RERANK_DEPTH, Embedder, page_text, semantic_factor, shared_vector
 from .shard_codec import PageWeights, TermShard
 from .shards import (
     DEFAULT_TOP_K,
@@ -526,13 +527,15 @@ class IndexStore:
         snippets: int | None = None,
         weigh: Weigh | None = None,
         count: bool = True,
+        meaning: np.ndarray | None = None,
     ) -> SearchPage:
         """The asked page of hits; only the first ``snippets`` of them get a snippet (all
         when None): an owner's snippets took half its answer's CPU, and most of its hits
         never reach the querier's first page. ``weigh`` is called with the hits' stored
         pages (by URL) before any snippet is made, on the same searcher; the words its
         answer shows a page's body lacks are not looked for in that body. ``count``: the
-        page's ``total`` is counted (0 otherwise)."""
+        page's ``total`` is counted (0 otherwise). ``meaning``: the query's vector, when
+        the querier sent it (``semantic.parse_vector``); embedded here otherwise."""
         started = time.perf_counter()
         limit = max(1, min(limit, MAX_RESULTS_WINDOW))
         offset = max(0, min(offset, MAX_RESULTS_WINDOW - limit))
@@ -567,7 +570,7 @@ class IndexStore:
             addresses[canonical] = address
             if len(found) >= depth:
                 break
-        similarity = self._rerank(found, parsed)
+        similarity = self._rerank(found, parsed, meaning)
         page = found[offset : offset + limit]
         words = None
         if weigh is not None:
@@ -603,13 +606,16 @@ class IndexStore:
         )
 
     def _rerank(
-        self, found: list[tuple[float, tantivy.Document, str]], parsed: ParsedQuery
+        self,
+        found: list[tuple[float, tantivy.Document, str]],
+        parsed: ParsedQuery,
+        meaning: np.ndarray | None = None,
     ) -> dict[str, float]:
         """The head of ``found`` scored by meaning too (semantic.py), in place; each
         re-scored page's similarity, by canonical URL."""
         if self.embedder is None or not self._reranks or not found or not parsed.free_text:
             return {}
-        query = self.embedder.query_vector(parsed.free_text)
+        query = self.embedder.query_vector(parsed.free_text) if meaning is None else meaning
         head = found[:RERANK_DEPTH]
         similarity: dict[str, float] = {}
         rescored = []
@@ -669,10 +675,11 @@ class IndexStore:
         limit: int,
         offset: int = 0,
         snippets: int | None = None,
+        meaning: np.ndarray | None = None,
     ) -> tuple[SearchPage, PageWeights]:
         """A search and its hits' term weights in one trip to a reader thread: a federated
         query's own answer would otherwise queue its second half behind the scoring that
-        occupies the event loop meanwhile."""
+        occupies the event loop meanwhile. ``meaning``: the querier's query vector."""
         query = self.prepare(text)
 
         def both() -> tuple[SearchPage, PageWeights]:
@@ -693,7 +700,14 @@ class IndexStore:
             # Uncounted: a querier counts the network's matches from the shards, never
             # from its owners' totals (0.1-0.4 ms of an answer, small corpus).
             page = self._search(
-                query.parsed, limit, offset, query.focus, snippets, weigh, count=False
+                query.parsed,
+                limit,
+                offset,
+                query.focus,
+                snippets,
+                weigh,
+                count=False,
+                meaning=meaning,
             )
             weights = found[0]
             weights.semantic.update(
@@ -702,6 +716,16 @@ class IndexStore:
             return page, weights
 
         return await self._in(self._read_pool, both)
+
+    async def query_vector(self, text: str | PreparedQuery) -> tuple[np.ndarray, str] | None:
+        """The query's vector as the owners a querier asks will read it, and its wire form
+        (``semantic.shared_vector``); None when this node re-ranks nothing by meaning or
+        the query has no words to embed."""
+        query = self.prepare(text)
+        embedder, words = self.embedder, query.parsed.free_text
+        if embedder is None or not self._reranks or not words:
+            return None
+        return await self._in(self._read_pool, lambda: shared_vector(embedder.query_vector(words)))
 
     async def snippets(
         self, text: str | PreparedQuery, urls: Collection[str]

@@ -25,6 +25,7 @@ from rhizome.federation import ranking
 from rhizome.federation.ranking import GlobalScorer, title_bonus
 from rhizome.index import SHARD_FIELDS, IndexDoc, IndexStore, TermShard, build_analyzer
 from rhizome.index.bm25 import renormalize, renormalize_array
+from rhizome.index.semantic import Embedder
 from rhizome.index.shards import UNRESTRICTED_DF
 
 WORDS = (
@@ -74,8 +75,8 @@ def _pages(rng: random.Random, host: str, count: int, *, short: bool) -> list[In
     return pages
 
 
-async def committed_store(pages: list[IndexDoc]) -> IndexStore:
-    store = IndexStore(None, commit_interval=0.05)
+async def committed_store(pages: list[IndexDoc], embedder: Embedder | None = None) -> IndexStore:
+    store = IndexStore(None, commit_interval=0.05, embedder=embedder)
     await store.start()
     for page in pages:
         await store.submit(page)

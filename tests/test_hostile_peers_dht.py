@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import umsgpack  # type: ignore[import-untyped]
 from kademlia.node import Node
@@ -37,6 +38,7 @@ from rhizome.federation.shard_store import ShardStore
 from rhizome.federation.wire import MAX_SHARD_BYTES, HeldRecord, sign_held, sign_push, verify_copies
 from rhizome.index import SHARD_FIELDS, TermShard
 from rhizome.index.bm25 import MAX_FIELD_WEIGHT
+from rhizome.index.semantic import DIMENSIONS, vector_text
 from rhizome.index.shard_codec import MAX_DOCS_PER_PUBLISHER, MAX_POSTINGS_PER_SHARD, Posting
 from tests.conftest import NodeFactory, NodeHandle
 from tests.test_network import dht_address
@@ -881,6 +883,21 @@ def test_peer_search_urls_and_lookups_have_per_address_limits(
         peer_node, method, path, source="127.0.2.1", body=body, content_type=content_type
     )
     assert other[0] == 200
+
+
+def test_a_query_vector_that_is_not_one_is_a_clear_400(peer_node: NodeHandle) -> None:
+    """A querier's ``meaning`` parameter is a vector in its wire form or refused with a
+    reason; the node answers the next, well-formed request as usual."""
+    good = vector_text(np.full(DIMENSIONS, 0.0625, dtype=np.float32))
+    for bad in ("x", good[:-1], vector_text(np.full(DIMENSIONS, np.inf, dtype=np.float32))):
+        status, _, answer = call_http(
+            peer_node, "GET", f"/api/peer/search?q=comet&meaning={bad}", source="127.0.3.1"
+        )
+        assert status == 400 and "query vector" in json.dumps(answer), (bad, answer)
+    status, _, answer = call_http(
+        peer_node, "GET", f"/api/peer/search?q=comet&meaning={good}", source="127.0.3.1"
+    )
+    assert status == 200 and "results" in answer
 
 
 def test_udp_junk_is_counted_in_the_nodes_status(peer_node: NodeHandle) -> None:
