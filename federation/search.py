@@ -148,18 +148,14 @@ class FederatedSearch:
             ranking = rank(plan, merged, self.settings)
             timings.lap("score")
             choice = choose(plan, ranking, self.settings)
-            shared = await vector
+            used, sent = await vector or (None, None)
             if own is None and (me in choice.owners or not ranking.ranked):
                 named = choice.shown.get(me, [])
                 hits = choice.snippet_hits.get(me)
                 own = asyncio.create_task(
-                    self.local.answer(
-                        plan.query, plan.depth, named, hits, None if shared is None else shared[0]
-                    )
+                    self.local.answer(plan.query, plan.depth, named, hits, used)
                 )
-            answers, snippets = await self._gather(
-                plan, choice, own, deadline, tally, None if shared is None else shared[1]
-            )
+            answers, snippets = await self._gather(plan, choice, own, deadline, tally, sent)
             timings.lap("owners")
         finally:
             vector.cancel()
