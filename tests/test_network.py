@@ -35,6 +35,9 @@ def network_status(node: NodeHandle) -> dict[str, Any]:
     return dict(status["network"])
 
 
+HELD_STEADY_POLLS = 10  # polls 0.2 s apart with the same held counts: publishing is over
+
+
 def wait_until(predicate: Any, timeout: float = SETTLE_TIMEOUT, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -90,6 +93,17 @@ def net(
             ),
             what="crawls done and shards placed on every node",
         )
+        # ... and the last publisher's pushes landed: held counts were read at 144 and then
+        # 270 within one test while a second publisher's shards still arrived.
+        held: list[list[int]] = []
+
+        def held_steady() -> bool:
+            held.append([network_status(n)["shards_held"] for n in nodes.values()])
+            return len(held) > HELD_STEADY_POLLS and all(
+                h == held[-1] for h in held[-HELD_STEADY_POLLS - 1 :]
+            )
+
+        wait_until(held_steady, what="held shard counts to settle")
         yield nodes
     finally:
         factory.close()
