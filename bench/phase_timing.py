@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import operator_headers  # noqa: E402
+from bench.common import host_loop_s, operator_headers  # noqa: E402
 from bench.publish_bench import cpu_seconds  # noqa: E402
 from bench.quality_bench import (  # noqa: E402
     Node,
@@ -94,6 +94,7 @@ def main() -> None:
     serve("small")
     _sites, seeds = sites_and_seeds("small")
     queries = load_queries("small", args.split, args.queries)
+    print(f"host loop (bench/common.host_loop_s) before: {host_loop_s()} s")
     work = Path(tempfile.mkdtemp(prefix="phases-"))
     nodes: list[Node] = []
     try:
@@ -126,6 +127,7 @@ def main() -> None:
         for node in nodes:
             node.stop()
         shutil.rmtree(work, ignore_errors=True)
+    print(f"host loop after: {host_loop_s()} s")
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     NodeProcess,
     ensure_corpus,
+    host_loop_s,
     import_tree,
     tree_rss_mb,
 )
@@ -486,6 +487,8 @@ def main() -> None:
         ).stdout.strip(),
         "queries": len(queries),
         "systems": sorted(systems),
+        # Before the nodes start and after they stop: only figures beside it compare.
+        "host_loop_s": {"before": host_loop_s()},
     }
     results: list[Result] = []
     central = Central() if "central" in systems else None
@@ -644,6 +647,7 @@ def finish(
     indexed: set[str],
     args: argparse.Namespace,
 ) -> None:
+    report["host_loop_s"]["after"] = host_loop_s()
     # Which peers network queries named unresponsive, and how many answered: a network
     # figure that falls between two askings is first looked for here.
     report["peers"] = {
