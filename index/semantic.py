@@ -31,6 +31,12 @@ log = logging.getLogger(__name__)
 
 SEMANTIC_WEIGHT = 3.0
 RERANK_DEPTH = 30  # pages of a search re-scored: the first three pages
+# An owner's answer to a federated query returns a page (10) of hits, and its re-rank
+# loads every page it re-scores (~25-50 us each, the body with it): a third of its doc loads
+# bought nothing. In-process, tune halves, MRR@10 at owner depth 30 / 20 / 15: small (911
+# queries, 5 nodes) .7955 / .7954 / .7956; large (300 queries, 8 nodes) .7412 / .7416 /
+# .7414. A search of this node's own (scope=local, the web page) keeps RERANK_DEPTH.
+OWNER_RERANK_DEPTH = 20
 EMBED_CHARS = 600  # of the body, after the title: what a page is about, cheaply
 DIMENSIONS = 256
 VECTOR_BYTES = DIMENSIONS * 2  # float16

@@ -40,7 +40,14 @@ from .compaction import (
 from .errors import IndexUnavailable, QuerySyntaxError
 from .query import ParsedQuery, Unit, clause_units, near_unit, parse_user_query
 from .schema import ANALYZER, SHARD_FIELDS, build_analyzer, build_schema, site_terms, url_words
-from .semantic import RERANK_DEPTH, Embedder, page_text, semantic_factor, shared_vector
+from .semantic import (
+    OWNER_RERANK_DEPTH,
+    RERANK_DEPTH,
+    Embedder,
+    page_text,
+    semantic_factor,
+    shared_vector,
+)
 from .shard_codec import PageWeights, TermShard
 from .shards import (
     DEFAULT_TOP_K,
@@ -528,6 +535,7 @@ class IndexStore:
         weigh: Weigh | None = None,
         count: bool = True,
         meaning: np.ndarray | None = None,
+        rerank_depth: int = RERANK_DEPTH,
     ) -> SearchPage:
         """The asked page of hits; only the first ``snippets`` of them get a snippet (all
         when None): an owner's snippets took half its answer's CPU, and most of its hits
@@ -535,7 +543,8 @@ class IndexStore:
         pages (by URL) before any snippet is made, on the same searcher; the words its
         answer shows a page's body lacks are not looked for in that body. ``count``: the
         page's ``total`` is counted (0 otherwise). ``meaning``: the query's vector, when
-        the querier sent it (``semantic.parse_vector``); embedded here otherwise."""
+        the querier sent it (``semantic.parse_vector``); embedded here otherwise.
+        ``rerank_depth``: how many of tantivy's first pages are re-scored by meaning."""
         started = time.perf_counter()
         limit = max(1, min(limit, MAX_RESULTS_WINDOW))
         offset = max(0, min(offset, MAX_RESULTS_WINDOW - limit))
@@ -544,7 +553,7 @@ class IndexStore:
         # Over-fetch so de-duplication by canonical URL still fills the page.
         want = offset + limit
         # Pages taken in tantivy's order: the asked page, and the re-ranked head if any.
-        depth = max(want, RERANK_DEPTH) if self._reranks else want
+        depth = max(want, rerank_depth) if self._reranks else want
         try:
             fetch = min(depth * 2, MAX_RESULTS_WINDOW * 2)
             result = searcher.search(query, limit=fetch, count=count)
@@ -570,7 +579,7 @@ class IndexStore:
             addresses[canonical] = address
             if len(found) >= depth:
                 break
-        similarity = self._rerank(found, parsed, meaning)
+        similarity = self._rerank(found, parsed, meaning, rerank_depth)
         page = found[offset : offset + limit]
         words = None
         if weigh is not None:
@@ -610,13 +619,14 @@ class IndexStore:
         found: list[tuple[float, tantivy.Document, str]],
         parsed: ParsedQuery,
         meaning: np.ndarray | None = None,
+        depth: int = RERANK_DEPTH,
     ) -> dict[str, float]:
-        """The head of ``found`` scored by meaning too (semantic.py), in place; each
-        re-scored page's similarity, by canonical URL."""
+        """The first ``depth`` of ``found`` scored by meaning too (semantic.py), in place;
+        each re-scored page's similarity, by canonical URL."""
         if self.embedder is None or not self._reranks or not found or not parsed.free_text:
             return {}
         query = self.embedder.query_vector(parsed.free_text) if meaning is None else meaning
-        head = found[:RERANK_DEPTH]
+        head = found[:depth]
         similarity: dict[str, float] = {}
         rescored = []
         stored = [_first(doc, "embedding") or None for _s, doc, _c in head]
@@ -708,6 +718,7 @@ class IndexStore:
                 weigh,
                 count=False,
                 meaning=meaning,
+                rerank_depth=OWNER_RERANK_DEPTH,
             )
             weights = found[0]
             weights.semantic.update(
