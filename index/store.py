@@ -618,8 +618,8 @@ class IndexStore:
         self,
         found: list[tuple[float, tantivy.Document, str]],
         parsed: ParsedQuery,
-        meaning: np.ndarray | None = None,
-        depth: int = RERANK_DEPTH,
+        meaning: np.ndarray | None,
+        depth: int,
     ) -> dict[str, float]:
         """The first ``depth`` of ``found`` scored by meaning too (semantic.py), in place;
         each re-scored page's similarity, by canonical URL."""
